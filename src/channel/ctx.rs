@@ -1,0 +1,276 @@
+//! The protocol context: operation path, rendezvous keys, causal depth and per-op PRGs.
+
+use super::{ProtocolError, Wire};
+use crate::fixed::FixedPoint;
+use crate::share::{Prg, Seeds, derive_prg};
+use futures::future::LocalBoxFuture;
+use securenn_transports::{Envelope, PartyId, TransportError};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+pub const P0: PartyId = PartyId(0);
+pub const P1: PartyId = PartyId(1);
+pub const P2: PartyId = PartyId(2);
+
+/// What the party layer provides: sending envelopes, and waiting for the one with a given
+/// rendezvous key (with a timeout, so a missing peer is an error, never a hang).
+pub trait Endpoint {
+    fn me(&self) -> PartyId;
+    fn send(&self, env: Envelope) -> Result<(), TransportError>;
+    fn recv(
+        &self,
+        session: u64,
+        from: PartyId,
+        key: String,
+    ) -> LocalBoxFuture<'static, Result<Envelope, ProtocolError>>;
+}
+
+struct Shared {
+    endpoint: Rc<dyn Endpoint>,
+    session: u64,
+    seeds: Option<Seeds>,
+    fixed: FixedPoint,
+}
+
+/// Counters of one operation path. Both ends of a message advance them in the same order (SPMD),
+/// so they derive the same rendezvous key and the same PRG streams.
+#[derive(Default)]
+struct PathState {
+    children: u32,
+    sent: [u32; 3],
+    received: [u32; 3],
+    prgs: [u32; 3],
+    local_prgs: u32,
+}
+
+/// A party's view of one operation: cheap to clone (clones share the path and its counters).
+#[derive(Clone)]
+pub struct Ctx {
+    shared: Rc<Shared>,
+    path: Rc<str>,
+    state: Rc<RefCell<PathState>>,
+    depth: Rc<Cell<u64>>,
+}
+
+impl Ctx {
+    /// The root context of a session. `seeds` is `None` only while the seeds are being agreed.
+    pub fn new(
+        endpoint: Rc<dyn Endpoint>,
+        session: u64,
+        seeds: Option<Seeds>,
+        fixed: FixedPoint,
+        root: &str,
+    ) -> Self {
+        Self {
+            shared: Rc::new(Shared {
+                endpoint,
+                session,
+                seeds,
+                fixed,
+            }),
+            path: root.into(),
+            state: Rc::default(),
+            depth: Rc::default(),
+        }
+    }
+
+    /// A context with no peers, for running protocol-generic code in the clear (the plaintext
+    /// reference backend). Sending from it is an error.
+    pub fn local(fixed: FixedPoint) -> Self {
+        struct NoPeers;
+        impl Endpoint for NoPeers {
+            fn me(&self) -> PartyId {
+                P0
+            }
+            fn send(&self, env: Envelope) -> Result<(), TransportError> {
+                Err(TransportError::NoSuchParty {
+                    from: env.from,
+                    to: env.to,
+                    parties: 1,
+                })
+            }
+            fn recv(
+                &self,
+                _: u64,
+                from: PartyId,
+                key: String,
+            ) -> LocalBoxFuture<'static, Result<Envelope, ProtocolError>> {
+                Box::pin(async move {
+                    Err(ProtocolError::Unsupported {
+                        op: key,
+                        reason: format!("a local context has no peer {from}"),
+                    })
+                })
+            }
+        }
+        let seeds = Seeds::new(P0, [None, Some([1; 32]), Some([2; 32])], [0; 32]);
+        Self::new(Rc::new(NoPeers), 0, Some(seeds), fixed, "local")
+    }
+
+    pub fn me(&self) -> PartyId {
+        self.shared.endpoint.me()
+    }
+
+    pub fn session(&self) -> u64 {
+        self.shared.session
+    }
+
+    pub fn fixed(&self) -> FixedPoint {
+        self.shared.fixed
+    }
+
+    /// The operation path, e.g. `infer/0.batch/2.dense/0.matmul`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Causal depth reached so far on this path.
+    pub fn depth(&self) -> u64 {
+        self.depth.get()
+    }
+
+    fn child_path(&self, name: &str) -> Rc<str> {
+        let mut st = self.state.borrow_mut();
+        let n = st.children;
+        st.children += 1;
+        format!("{}/{n}.{name}", self.path).into()
+    }
+
+    /// A sub-operation run in sequence with its parent: it shares the parent's depth.
+    pub fn child(&self, name: &str) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            path: self.child_path(name),
+            state: Rc::default(),
+            depth: self.depth.clone(),
+        }
+    }
+
+    /// A branch run concurrently with its siblings: it starts at the parent's depth and keeps
+    /// its own; [`Ctx::join`] brings the deepest branch back, so concurrent branches do not add
+    /// up their rounds.
+    pub fn fork(&self, name: &str) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            path: self.child_path(name),
+            state: Rc::default(),
+            depth: Rc::new(Cell::new(self.depth.get())),
+        }
+    }
+
+    pub fn join(&self, branches: &[&Ctx]) {
+        let d = branches
+            .iter()
+            .map(|b| b.depth())
+            .fold(self.depth(), u64::max);
+        self.depth.set(d);
+    }
+
+    fn key(&self, seq: u32) -> String {
+        format!("{}#{seq}", self.path)
+    }
+
+    /// Send `v` to `to`. Non-blocking: the transport queues it.
+    pub fn send<T: Wire>(&self, to: PartyId, v: &T) -> Result<(), ProtocolError> {
+        let seq = {
+            let mut st = self.state.borrow_mut();
+            let slot = st
+                .sent
+                .get_mut(to.index())
+                .ok_or_else(|| self.no_party(to))?;
+            let s = *slot;
+            *slot += 1;
+            s
+        };
+        let mut payload = Vec::new();
+        v.write(&mut payload);
+        let env = Envelope {
+            session: self.shared.session,
+            from: self.me(),
+            to,
+            key: self.key(seq),
+            depth: self.depth.get() + 1,
+            payload,
+        };
+        self.shared.endpoint.send(env)?;
+        Ok(())
+    }
+
+    /// Wait for the next value from `from` on this path, of the given shape.
+    pub async fn recv<T: Wire>(&self, from: PartyId, shape: &T::Shape) -> Result<T, ProtocolError> {
+        let seq = {
+            let mut st = self.state.borrow_mut();
+            let slot = st
+                .received
+                .get_mut(from.index())
+                .ok_or_else(|| self.no_party(from))?;
+            let s = *slot;
+            *slot += 1;
+            s
+        };
+        let key = self.key(seq);
+        let env = self
+            .shared
+            .endpoint
+            .recv(self.shared.session, from, key.clone())
+            .await?;
+        self.depth.set(self.depth.get().max(env.depth));
+        let expected = T::wire_len(shape);
+        if env.payload.len() != expected {
+            return Err(ProtocolError::Malformed {
+                from,
+                key,
+                reason: format!("expected {expected} bytes, got {}", env.payload.len()),
+            });
+        }
+        T::read(&env.payload, shape).map_err(|reason| ProtocolError::Malformed {
+            from,
+            key,
+            reason,
+        })
+    }
+
+    fn no_party(&self, p: PartyId) -> ProtocolError {
+        ProtocolError::Input {
+            op: self.path.to_string(),
+            reason: format!("no party {p} in a three-party session"),
+        }
+    }
+
+    fn seeds(&self) -> &Seeds {
+        self.shared.seeds.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{}: PRG used before the session's seed agreement",
+                self.path
+            )
+        })
+    }
+
+    /// A fresh PRG stream shared with `peer` (common randomness, no messages): the n-th call on
+    /// this path with this peer gives the same stream at both parties.
+    pub fn prg_with(&self, peer: PartyId) -> Prg {
+        let n = {
+            let mut st = self.state.borrow_mut();
+            let slot = &mut st.prgs[peer.index()];
+            let n = *slot;
+            *slot += 1;
+            n
+        };
+        let (lo, hi) = (self.me().min(peer), self.me().max(peer));
+        derive_prg(
+            self.seeds().pair(peer),
+            &format!("{}@{}{}#{n}", self.path, lo.0, hi.0),
+        )
+    }
+
+    /// A fresh PRG stream known to this party only.
+    pub fn prg_local(&self) -> Prg {
+        let n = {
+            let mut st = self.state.borrow_mut();
+            let n = st.local_prgs;
+            st.local_prgs += 1;
+            n
+        };
+        derive_prg(self.seeds().local(), &format!("{}@local#{n}", self.path))
+    }
+}

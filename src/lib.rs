@@ -1,0 +1,18 @@
+//! securenn: private machine learning by secure three-party computation.
+//!
+//! Two protocols of the tf-encrypted family run over swappable transports: **SecureNN** (Wagh,
+//! Gupta, Chandran, PETS 2019: exact ReLU, max pooling and division by secret-shared comparison
+//! with a helper party) and **Pond** (tf-encrypted's SPDZ-style protocol with a crypto producer,
+//! polynomial ReLU, average pooling), plus a plaintext reference backend. See DESIGN.md for the
+//! layers; each module's first line says what it is and which algorithm it implements.
+
+pub mod channel;
+pub mod data;
+pub mod fixed;
+pub mod infer;
+pub mod models;
+pub mod nn;
+pub mod party;
+pub mod protocol;
+pub mod ring;
+pub mod share;

@@ -1,0 +1,9 @@
+//! Neural-network layers and sequential models. The architecture is public; the weights belong
+//! to the model owner. The same `forward` runs on the plaintext, Pond and SecureNN backends and a
+//! float reference runs the model in f64.
+
+mod float;
+mod model;
+
+pub use float::forward_float;
+pub use model::{Layer, LayerInfo, ModelError, Sequential, Weights, forward, input_params};

@@ -1,0 +1,200 @@
+//! The party actor.
+
+use super::mailbox::Mailbox;
+use super::setup::{SeedSource, agree_seeds};
+use crate::channel::{Ctx, Endpoint, PartyId, ProtocolError};
+use crate::fixed::FixedPoint;
+use crate::share::Seeds;
+use actix::prelude::*;
+use futures::future::LocalBoxFuture;
+use securenn_transports::{Delivery, Envelope, Incoming, Transport, TransportError};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings every party of a session shares.
+#[derive(Clone, Copy, Debug)]
+pub struct PartyConfig {
+    /// How long a receive waits before failing with [`ProtocolError::Timeout`]. Default 120 s:
+    /// long enough for a peer's largest step (a batch-128 convolution on a slow machine), short
+    /// enough that a dead peer is reported within minutes.
+    pub recv_timeout: Duration,
+    pub fixed: FixedPoint,
+}
+
+impl Default for PartyConfig {
+    fn default() -> Self {
+        Self {
+            recv_timeout: Duration::from_secs(120),
+            fixed: FixedPoint::default(),
+        }
+    }
+}
+
+/// A job: the protocol future a party runs, built on the party's thread from its context.
+pub type JobFn<R> =
+    Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, Result<R, ProtocolError>> + Send>;
+
+/// Agree the session's seeds.
+pub struct Setup {
+    pub session: u64,
+    pub source: SeedSource,
+}
+
+impl Message for Setup {
+    type Result = Result<(), ProtocolError>;
+}
+
+/// Run a job in the current session; the result comes back to the sender.
+pub struct Run<R> {
+    pub name: String,
+    pub job: JobFn<R>,
+}
+
+impl<R: Send + 'static> Message for Run<R> {
+    type Result = Result<R, ProtocolError>;
+}
+
+/// One party: its transport endpoint, mailbox, and session state.
+pub struct PartyActor {
+    me: PartyId,
+    endpoint: Rc<PartyEndpoint>,
+    incoming: Option<Incoming>,
+    config: PartyConfig,
+    session: Rc<RefCell<Option<(u64, Seeds)>>>,
+}
+
+impl PartyActor {
+    pub fn new(transport: Arc<dyn Transport>, incoming: Incoming, config: PartyConfig) -> Self {
+        let me = transport.party();
+        Self {
+            me,
+            endpoint: Rc::new(PartyEndpoint {
+                me,
+                transport,
+                mailbox: Rc::new(RefCell::new(Mailbox::new(me))),
+                timeout: config.recv_timeout,
+            }),
+            incoming: Some(incoming),
+            config,
+            session: Rc::default(),
+        }
+    }
+}
+
+impl Actor for PartyActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(rx) = self.incoming.take() {
+            ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|d| (d, rx))
+            }));
+        }
+    }
+}
+
+impl StreamHandler<Delivery> for PartyActor {
+    fn handle(&mut self, item: Delivery, _: &mut Self::Context) {
+        let mut mb = self.endpoint.mailbox.borrow_mut();
+        match item {
+            Ok(env) if env.to == self.me => mb.deliver(env),
+            Ok(env) => tracing::warn!(party = %self.me, ?env, "misaddressed envelope dropped"),
+            Err(e) => {
+                tracing::error!(party = %self.me, error = %e, "transport failure");
+                mb.fail_peer(&e);
+            }
+        }
+    }
+
+    // The incoming stream ending (all senders gone) must not stop the actor: running jobs
+    // still get their timeouts or peer errors.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<Setup> for PartyActor {
+    type Result = ResponseFuture<Result<(), ProtocolError>>;
+
+    fn handle(&mut self, msg: Setup, _: &mut Self::Context) -> Self::Result {
+        let ctx = Ctx::new(
+            self.endpoint.clone(),
+            msg.session,
+            None,
+            self.config.fixed,
+            "setup",
+        );
+        let session = self.session.clone();
+        Box::pin(async move {
+            let seeds = agree_seeds(&ctx, msg.source).await?;
+            *session.borrow_mut() = Some((msg.session, seeds));
+            Ok(())
+        })
+    }
+}
+
+impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
+    type Result = ResponseFuture<Result<R, ProtocolError>>;
+
+    fn handle(&mut self, msg: Run<R>, _: &mut Self::Context) -> Self::Result {
+        let Some((session, seeds)) = self.session.borrow().clone() else {
+            return Box::pin(async move { Err(ProtocolError::NoSession { op: msg.name }) });
+        };
+        let ctx = Ctx::new(
+            self.endpoint.clone(),
+            session,
+            Some(seeds),
+            self.config.fixed,
+            &msg.name,
+        );
+        (msg.job)(ctx)
+    }
+}
+
+/// The [`Endpoint`] a party's protocol code talks to.
+struct PartyEndpoint {
+    me: PartyId,
+    transport: Arc<dyn Transport>,
+    mailbox: Rc<RefCell<Mailbox>>,
+    timeout: Duration,
+}
+
+impl Endpoint for PartyEndpoint {
+    fn me(&self) -> PartyId {
+        self.me
+    }
+
+    fn send(&self, env: Envelope) -> Result<(), TransportError> {
+        self.transport.send(env)
+    }
+
+    fn recv(
+        &self,
+        session: u64,
+        from: PartyId,
+        key: String,
+    ) -> LocalBoxFuture<'static, Result<Envelope, ProtocolError>> {
+        let rx = self.mailbox.borrow_mut().expect(session, from, key.clone());
+        let (mailbox, after, party) = (self.mailbox.clone(), self.timeout, self.me);
+        Box::pin(async move {
+            match tokio::time::timeout(after, rx).await {
+                Ok(Ok(res)) => res,
+                Ok(Err(_)) => Err(ProtocolError::PeerGone {
+                    party,
+                    peer: from,
+                    key,
+                    reason: "the party's mailbox was shut down".into(),
+                }),
+                Err(_) => {
+                    mailbox.borrow_mut().cancel(session, from, &key);
+                    Err(ProtocolError::Timeout {
+                        party,
+                        peer: from,
+                        key,
+                        after,
+                    })
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! Three party actors in one process, each on its own arbiter thread, so their compute spreads
+//! over the machine's cores; the driver sends them jobs and collects the results.
+
+use super::actor::{JobFn, PartyActor, PartyConfig, Run, Setup};
+use super::setup::SeedSource;
+use crate::channel::{Ctx, PartyId, ProtocolError};
+use actix::prelude::*;
+use securenn_transports::{Endpoint, MemoryNetwork, Meter, MeterSnapshot};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Parties started in this process.
+pub struct LocalCluster {
+    parties: Vec<Addr<PartyActor>>,
+    arbiters: Vec<Arbiter>,
+    meter: Arc<Meter>,
+}
+
+/// What a job returned at each party, and what it cost.
+#[derive(Debug)]
+pub struct RunReport<R> {
+    /// One output per party, in party order.
+    pub outputs: Vec<R>,
+    /// Traffic of the job (setup excluded).
+    pub traffic: MeterSnapshot,
+    /// Traffic of the session setup (seed agreement).
+    pub setup: MeterSnapshot,
+    pub wall: Duration,
+    /// CPU time of the whole process during the job (all threads).
+    pub cpu: Duration,
+}
+
+impl LocalCluster {
+    /// Three parties over the in-memory transport. Must be called inside an actix `System`.
+    pub fn start(config: PartyConfig) -> Self {
+        let meter = Meter::new(3);
+        let endpoints = MemoryNetwork::endpoints(3, &meter);
+        Self::with_endpoints(endpoints, meter, config)
+    }
+
+    /// Parties over the given transport endpoints (one per party, in party order).
+    pub fn with_endpoints(
+        endpoints: Vec<Endpoint>,
+        meter: Arc<Meter>,
+        config: PartyConfig,
+    ) -> Self {
+        let mut parties = Vec::new();
+        let mut arbiters = Vec::new();
+        for ep in endpoints {
+            let arbiter = Arbiter::new();
+            let Endpoint {
+                transport,
+                incoming,
+            } = ep;
+            let addr = PartyActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                PartyActor::new(transport, incoming, config)
+            });
+            parties.push(addr);
+            arbiters.push(arbiter);
+        }
+        Self {
+            parties,
+            arbiters,
+            meter,
+        }
+    }
+
+    pub fn meter(&self) -> MeterSnapshot {
+        self.meter.snapshot()
+    }
+
+    /// Agree the session's seeds at every party.
+    pub async fn setup(&self, session: u64, source: SeedSource) -> Result<(), ProtocolError> {
+        let replies = futures::future::join_all(
+            self.parties
+                .iter()
+                .map(|p| p.send(Setup { session, source })),
+        )
+        .await;
+        pick_error(replies.into_iter().enumerate().map(flatten)).map(|_| ())
+    }
+
+    /// Run one job per party (in party order) and wait for all of them.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        name: &str,
+        jobs: Vec<JobFn<R>>,
+    ) -> Result<Vec<R>, ProtocolError> {
+        assert_eq!(jobs.len(), self.parties.len(), "one job per party");
+        let replies = futures::future::join_all(self.parties.iter().zip(jobs).map(|(p, job)| {
+            p.send(Run {
+                name: name.to_string(),
+                job,
+            })
+        }))
+        .await;
+        pick_error(replies.into_iter().enumerate().map(flatten))
+    }
+
+    /// Stop the parties' threads and wait for them.
+    pub fn stop(self) {
+        for a in self.arbiters {
+            a.stop();
+            let _ = a.join();
+        }
+    }
+
+    /// Start a cluster in a fresh actix system, agree seeds, run `jobs(party)` at each party, stop.
+    pub fn run_once<R: Send + 'static>(
+        config: PartyConfig,
+        source: SeedSource,
+        name: &str,
+        jobs: impl Fn(PartyId) -> JobFn<R>,
+    ) -> Result<RunReport<R>, ProtocolError> {
+        System::new().block_on(async {
+            let cluster = Self::start(config);
+            let result = async {
+                cluster.setup(1, source).await?;
+                let setup = cluster.meter();
+                let (t0, c0) = (Instant::now(), process_cpu_time());
+                let outputs = cluster
+                    .run(name, (0..3).map(|i| jobs(PartyId(i))).collect())
+                    .await?;
+                let (wall, cpu) = (t0.elapsed(), process_cpu_time().saturating_sub(c0));
+                Ok(RunReport {
+                    outputs,
+                    traffic: cluster.meter().since(&setup),
+                    setup,
+                    wall,
+                    cpu,
+                })
+            }
+            .await;
+            cluster.stop();
+            result
+        })
+    }
+}
+
+/// Jobs that run the same protocol function at every party (SPMD).
+pub fn spmd<R, F, Fut>(f: F) -> impl Fn(PartyId) -> JobFn<R>
+where
+    F: Fn(Ctx) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<R, ProtocolError>> + 'static,
+{
+    move |_| {
+        let f = f.clone();
+        Box::new(move |ctx| Box::pin(f(ctx)))
+    }
+}
+
+fn flatten<R>(
+    (i, r): (usize, Result<Result<R, ProtocolError>, MailboxError>),
+) -> Result<R, ProtocolError> {
+    r.unwrap_or_else(|e| {
+        Err(ProtocolError::PeerGone {
+            party: PartyId(i as u8),
+            peer: PartyId(i as u8),
+            key: "job".into(),
+            reason: format!("the party's actor stopped: {e}"),
+        })
+    })
+}
+
+/// All outputs, or the most telling error: a party's own failure rather than the timeouts and
+/// disconnections it caused at the others.
+fn pick_error<R>(
+    results: impl Iterator<Item = Result<R, ProtocolError>>,
+) -> Result<Vec<R>, ProtocolError> {
+    let mut outs = Vec::new();
+    let mut errs = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => outs.push(v),
+            Err(e) => errs.push(e),
+        }
+    }
+    if errs.is_empty() {
+        return Ok(outs);
+    }
+    let secondary = |e: &ProtocolError| {
+        matches!(
+            e,
+            ProtocolError::Timeout { .. } | ProtocolError::PeerGone { .. }
+        )
+    };
+    let idx = errs.iter().position(|e| !secondary(e)).unwrap_or(0);
+    Err(errs.swap_remove(idx))
+}
+
+/// CPU time used by this process so far (user + system, all threads).
+pub fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass; a zeroed rusage is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

@@ -1,0 +1,242 @@
+//! Operations on private tensors, one backend per protocol: the plaintext reference, Pond
+//! (tf-encrypted's SPDZ-style protocol with a crypto producer) and, later, SecureNN. Model code
+//! is written once against [`Protocol`] and runs on every backend unchanged.
+
+pub mod plaintext;
+mod polynomial;
+pub mod pond;
+
+pub use crate::channel::ProtocolError;
+pub use plaintext::{PlainTensor, Plaintext, ReluKind};
+pub use polynomial::{TFE_RELU_3, TFE_RELU_9, poly_eval};
+pub use pond::{Pond, PondTensor};
+
+use crate::channel::{Ctx, PartyId};
+use crate::ring::{Padding, RingTensor};
+
+/// A backend: how private tensors are held and computed on. Every party calls the same methods
+/// in the same order (SPMD); local methods need no communication.
+///
+/// Tensors carry their number of fractional bits: inputs at the session's precision (13 by
+/// default) or 0 for integers. A product of two fractional tensors is truncated back to the
+/// session precision.
+// The futures are not Send on purpose: a party's protocol runs on its own thread.
+#[allow(async_fn_in_trait)]
+pub trait Protocol {
+    type Tensor: Clone;
+
+    fn name(&self) -> &'static str;
+    fn shape<'a>(&self, x: &'a Self::Tensor) -> &'a [usize];
+    fn frac(&self, x: &Self::Tensor) -> u32;
+
+    /// Bring a value owned by `owner` into the computation. The owner passes `Some(value)`,
+    /// the others `None`; everyone passes the public shape and fractional bits.
+    async fn input(
+        &self,
+        ctx: &Ctx,
+        owner: PartyId,
+        value: Option<&RingTensor>,
+        shape: &[usize],
+        frac: u32,
+    ) -> Result<Self::Tensor, ProtocolError>;
+
+    /// Open `x` to party `to` only; it gets `Some(value)`, the others `None`.
+    async fn reveal(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        to: PartyId,
+    ) -> Result<Option<RingTensor>, ProtocolError>;
+
+    fn add(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    fn sub(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    /// `x + b` with `b` broadcast along the last axis (a bias).
+    fn add_bias(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        b: &Self::Tensor,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    /// `x + c` for a public real constant.
+    fn add_public(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        c: f64,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    /// `x · c` for a public real constant, keeping the constant's precision
+    /// ([`crate::fixed::ConstantPlan`]).
+    fn mul_public(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        c: f64,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Self::Tensor;
+    /// Sum over non-overlapping k×k windows of an NHWC tensor.
+    fn sum_pool(&self, x: &Self::Tensor, k: usize) -> Self::Tensor;
+
+    /// Elementwise product.
+    async fn mul(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    async fn matmul(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    async fn conv2d(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        filter: &Self::Tensor,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self::Tensor, ProtocolError>;
+    async fn relu(&self, ctx: &Ctx, x: &Self::Tensor) -> Result<Self::Tensor, ProtocolError>;
+    /// Max over non-overlapping k×k windows.
+    async fn maxpool(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        k: usize,
+    ) -> Result<Self::Tensor, ProtocolError>;
+}
+
+/// Average over non-overlapping k×k windows: a local sum, then a public 1/k² (Pond's
+/// `avgpool2d`), the same on every backend.
+pub fn avgpool<P: Protocol>(
+    p: &P,
+    ctx: &Ctx,
+    x: &P::Tensor,
+    k: usize,
+) -> Result<P::Tensor, ProtocolError> {
+    check_pool(ctx, p.shape(x), k)?;
+    let s = p.sum_pool(x, k);
+    p.mul_public(&ctx.child("avgpool"), &s, 1.0 / (k * k) as f64)
+}
+
+/// Pooling needs an NHWC tensor whose spatial size the window divides.
+pub(crate) fn check_pool(ctx: &Ctx, shape: &[usize], k: usize) -> Result<(), ProtocolError> {
+    if shape.len() != 4 || k == 0 || !shape[1].is_multiple_of(k) || !shape[2].is_multiple_of(k) {
+        return Err(ProtocolError::Input {
+            op: ctx.path().to_string(),
+            reason: format!(
+                "a {k}x{k} pool needs an NHWC input with height and width divisible by {k}, got {shape:?}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A public real constant as a ring element with `frac` fractional bits (0: an integer).
+pub(crate) fn encode_public(ctx: &Ctx, c: f64, frac: u32) -> Result<u64, ProtocolError> {
+    let bad = |reason: String| ProtocolError::Input {
+        op: ctx.path().to_string(),
+        reason,
+    };
+    if frac == 0 {
+        if c.fract() != 0.0 || c.abs() >= 2f64.powi(63) {
+            return Err(bad(format!(
+                "{c} is not an integer constant for an integer tensor"
+            )));
+        }
+        return Ok(c as i64 as u64);
+    }
+    let fp = crate::fixed::FixedPoint::new(frac).map_err(|e| bad(e.to_string()))?;
+    fp.encode(c).map_err(|e| bad(e.to_string()))
+}
+
+/// Fractional bits of a product and how many bits to truncate it by.
+pub(crate) fn product_frac(fx: u32, fy: u32, session: u32) -> (u32, u32) {
+    let f = fx + fy;
+    if f > session {
+        (session, f - session)
+    } else {
+        (f, 0)
+    }
+}
+
+pub(crate) fn same_frac(ctx: &Ctx, a: u32, b: u32) -> Result<(), ProtocolError> {
+    if a != b {
+        return Err(ProtocolError::Input {
+            op: ctx.path().to_string(),
+            reason: format!("operands have {a} and {b} fractional bits"),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn same_shape(ctx: &Ctx, a: &[usize], b: &[usize]) -> Result<(), ProtocolError> {
+    if a != b {
+        return Err(ProtocolError::Input {
+            op: ctx.path().to_string(),
+            reason: format!("shapes {a:?} and {b:?} differ"),
+        });
+    }
+    Ok(())
+}
+
+/// Shape checks shared by the backends, so every backend refuses the same inputs.
+pub(crate) fn check_matmul(
+    ctx: &Ctx,
+    a: &[usize],
+    b: &[usize],
+) -> Result<[usize; 2], ProtocolError> {
+    if a.len() != 2 || b.len() != 2 || a[1] != b[0] {
+        return Err(ProtocolError::Input {
+            op: ctx.path().to_string(),
+            reason: format!("cannot multiply matrices of shapes {a:?} and {b:?}"),
+        });
+    }
+    Ok([a[0], b[1]])
+}
+
+pub(crate) fn check_conv(
+    ctx: &Ctx,
+    x: &[usize],
+    f: &[usize],
+    stride: usize,
+    padding: Padding,
+) -> Result<[usize; 4], ProtocolError> {
+    let bad = |reason: String| ProtocolError::Input {
+        op: ctx.path().to_string(),
+        reason,
+    };
+    if x.len() != 4 || f.len() != 4 {
+        return Err(bad(format!(
+            "conv2d wants NHWC input and HWIO filter, got {x:?} and {f:?}"
+        )));
+    }
+    if x[3] != f[2] {
+        return Err(bad(format!(
+            "input has {} channels, filter expects {}",
+            x[3], f[2]
+        )));
+    }
+    if stride == 0 {
+        return Err(bad("stride must be at least 1".into()));
+    }
+    if padding == Padding::Valid && (f[0] > x[1] || f[1] > x[2]) {
+        return Err(bad(format!(
+            "a {}x{} filter does not fit a {}x{} input without padding",
+            f[0], f[1], x[1], x[2]
+        )));
+    }
+    let g = crate::ring::kernels::conv_geometry(x[1], x[2], f[0], f[1], stride, padding);
+    Ok([x[0], g.out_h, g.out_w, f[3]])
+}

@@ -1,0 +1,206 @@
+//! Tensors over Z_{2^64}: wrapping u64 arithmetic on ndarray arrays.
+
+use super::kernels::{self, Padding};
+use super::random_u64s;
+use ndarray::{ArrayD, IxDyn};
+use rand_core::Rng;
+
+/// A tensor over Z_{2^64}. Always in standard (row-major, contiguous) layout.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RingTensor(ArrayD<u64>);
+
+impl std::fmt::Debug for RingTensor {
+    // Shape only: a ring tensor is usually a share.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RingTensor{:?}", self.shape())
+    }
+}
+
+impl RingTensor {
+    /// A tensor of `shape` from row-major `data`. Panics if the lengths disagree (a caller bug).
+    pub fn from_vec(shape: &[usize], data: Vec<u64>) -> Self {
+        assert_eq!(
+            super::numel(shape),
+            data.len(),
+            "data length does not match shape {shape:?}"
+        );
+        Self(ArrayD::from_shape_vec(IxDyn(shape), data).expect("length checked"))
+    }
+
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self(ArrayD::zeros(IxDyn(shape)))
+    }
+
+    /// Every element equal to `v`.
+    pub fn filled(shape: &[usize], v: u64) -> Self {
+        Self(ArrayD::from_elem(IxDyn(shape), v))
+    }
+
+    /// Uniformly random elements from `rng`.
+    pub fn random<R: Rng + ?Sized>(shape: &[usize], rng: &mut R) -> Self {
+        Self::from_vec(shape, random_u64s(rng, super::numel(shape)))
+    }
+
+    pub fn from_array(a: ArrayD<u64>) -> Self {
+        if a.is_standard_layout() {
+            Self(a)
+        } else {
+            Self(a.as_standard_layout().into_owned())
+        }
+    }
+
+    pub fn array(&self) -> &ArrayD<u64> {
+        &self.0
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        self.0.shape()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[u64] {
+        self.0.as_slice().expect("standard layout")
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u64] {
+        self.0.as_slice_mut().expect("standard layout")
+    }
+
+    pub fn into_vec(self) -> Vec<u64> {
+        let (v, off) = self.0.into_raw_vec_and_offset();
+        debug_assert!(matches!(off, None | Some(0)));
+        v
+    }
+
+    /// Same data, new shape (element count must match).
+    pub fn reshape(self, shape: &[usize]) -> Self {
+        let v = self.into_vec();
+        Self::from_vec(shape, v)
+    }
+
+    /// Apply `f` to every element.
+    pub fn map(&self, f: impl Fn(u64) -> u64) -> Self {
+        Self::from_vec(
+            self.shape(),
+            self.as_slice().iter().map(|&x| f(x)).collect(),
+        )
+    }
+
+    /// Combine two tensors of the same shape elementwise.
+    pub fn zip_map(&self, o: &Self, f: impl Fn(u64, u64) -> u64) -> Self {
+        assert_eq!(self.shape(), o.shape(), "shape mismatch");
+        Self::from_vec(
+            self.shape(),
+            self.as_slice()
+                .iter()
+                .zip(o.as_slice())
+                .map(|(&a, &b)| f(a, b))
+                .collect(),
+        )
+    }
+
+    pub fn add(&self, o: &Self) -> Self {
+        self.zip_map(o, u64::wrapping_add)
+    }
+
+    pub fn sub(&self, o: &Self) -> Self {
+        self.zip_map(o, u64::wrapping_sub)
+    }
+
+    pub fn neg(&self) -> Self {
+        self.map(u64::wrapping_neg)
+    }
+
+    /// Elementwise product.
+    pub fn mul(&self, o: &Self) -> Self {
+        self.zip_map(o, u64::wrapping_mul)
+    }
+
+    /// Multiply every element by the ring constant `c`.
+    pub fn scale(&self, c: u64) -> Self {
+        self.map(|x| x.wrapping_mul(c))
+    }
+
+    /// In-place `self += o`.
+    pub fn add_assign(&mut self, o: &Self) {
+        assert_eq!(self.shape(), o.shape(), "shape mismatch");
+        for (a, &b) in self.as_mut_slice().iter_mut().zip(o.as_slice()) {
+            *a = a.wrapping_add(b);
+        }
+    }
+
+    /// Matrix product of 2-D tensors (m×k)·(k×n).
+    pub fn matmul(&self, o: &Self) -> Self {
+        let (m, k, n) = matmul_dims(self.shape(), o.shape());
+        Self::from_vec(
+            &[m, n],
+            kernels::matmul(self.as_slice(), o.as_slice(), m, k, n),
+        )
+    }
+
+    /// 2-D convolution of an NHWC tensor with an HWIO filter.
+    pub fn conv2d(&self, filter: &Self, stride: usize, padding: Padding) -> Self {
+        let xs = dims4(self.shape(), "conv2d input (NHWC)");
+        let fs = dims4(filter.shape(), "conv2d filter (HWIO)");
+        let (out, shape) =
+            kernels::conv2d(self.as_slice(), xs, filter.as_slice(), fs, stride, padding);
+        Self::from_vec(&shape, out)
+    }
+
+    /// Sum over non-overlapping k×k windows of an NHWC tensor (VALID, stride k).
+    pub fn sum_pool(&self, k: usize) -> Self {
+        let [b, h, w, c] = dims4(self.shape(), "pool input (NHWC)");
+        let (oh, ow) = (h / k, w / k);
+        let x = self.as_slice();
+        let mut out = vec![0u64; b * oh * ow * c];
+        for n in 0..b {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let o = ((n * oh + i) * ow + j) * c;
+                    for dy in 0..k {
+                        for dx in 0..k {
+                            let src = ((n * h + i * k + dy) * w + j * k + dx) * c;
+                            for ch in 0..c {
+                                out[o + ch] = out[o + ch].wrapping_add(x[src + ch]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Self::from_vec(&[b, oh, ow, c], out)
+    }
+
+    /// Add a per-last-axis vector (a bias) to every row.
+    pub fn add_rows(&self, bias: &Self) -> Self {
+        let c = *self.shape().last().expect("non-scalar");
+        assert_eq!(bias.len(), c, "bias length must equal the last axis");
+        let b = bias.as_slice();
+        let mut out = self.clone();
+        for (i, v) in out.as_mut_slice().iter_mut().enumerate() {
+            *v = v.wrapping_add(b[i % c]);
+        }
+        out
+    }
+}
+
+/// (m, k, n) of a 2-D product, panicking with both shapes if they do not fit.
+pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> (usize, usize, usize) {
+    assert!(
+        a.len() == 2 && b.len() == 2 && a[1] == b[0],
+        "matmul of {a:?} by {b:?}"
+    );
+    (a[0], a[1], b[1])
+}
+
+pub(crate) fn dims4(s: &[usize], what: &str) -> [usize; 4] {
+    s.try_into()
+        .unwrap_or_else(|_| panic!("{what} must be 4-D, got {s:?}"))
+}
