@@ -53,13 +53,16 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The root context of a session. `seeds` is `None` only while the seeds are being agreed.
+    /// The root context of a job. `seeds` is `None` only while the seeds are being agreed.
+    /// `depth` is the party's causal depth when the job starts (what earlier jobs reached), so
+    /// rounds add up across the jobs of a session.
     pub fn new(
         endpoint: Rc<dyn Endpoint>,
         session: u64,
         seeds: Option<Seeds>,
         fixed: FixedPoint,
         root: &str,
+        depth: u64,
     ) -> Self {
         Self {
             shared: Rc::new(Shared {
@@ -70,7 +73,7 @@ impl Ctx {
             }),
             path: root.into(),
             state: Rc::default(),
-            depth: Rc::default(),
+            depth: Rc::new(Cell::new(depth)),
         }
     }
 
@@ -104,7 +107,7 @@ impl Ctx {
             }
         }
         let seeds = Seeds::new(P0, [None, Some([1; 32]), Some([2; 32])], [0; 32]);
-        Self::new(Rc::new(NoPeers), 0, Some(seeds), fixed, "local")
+        Self::new(Rc::new(NoPeers), 0, Some(seeds), fixed, "local", 0)
     }
 
     pub fn me(&self) -> PartyId {

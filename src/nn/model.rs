@@ -193,7 +193,11 @@ impl Sequential {
                     } else {
                         "maxpool"
                     };
-                    if shape.len() != 3 || *k == 0 || !shape[0].is_multiple_of(*k) || !shape[1].is_multiple_of(*k) {
+                    if shape.len() != 3
+                        || *k == 0
+                        || !shape[0].is_multiple_of(*k)
+                        || !shape[1].is_multiple_of(*k)
+                    {
                         return Err(ModelError::Shape {
                             layer: format!("{i}.{kind}"),
                             reason: format!(

@@ -8,7 +8,7 @@ use crate::share::Seeds;
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use securenn_transports::{Delivery, Envelope, Incoming, Transport, TransportError};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +47,12 @@ impl Message for Setup {
 }
 
 /// Run a job in the current session; the result comes back to the sender.
+///
+/// A job starts after a barrier: every party begins at `start_depth`, the deepest causal depth
+/// of the session so far, so the job's rounds are the depth it adds on top.
 pub struct Run<R> {
     pub name: String,
+    pub start_depth: u64,
     pub job: JobFn<R>,
 }
 
@@ -63,6 +67,8 @@ pub struct PartyActor {
     incoming: Option<Incoming>,
     config: PartyConfig,
     session: Rc<RefCell<Option<(u64, Seeds)>>>,
+    /// Causal depth reached by the jobs run so far.
+    depth: Rc<Cell<u64>>,
 }
 
 impl PartyActor {
@@ -79,6 +85,7 @@ impl PartyActor {
             incoming: Some(incoming),
             config,
             session: Rc::default(),
+            depth: Rc::default(),
         }
     }
 }
@@ -123,11 +130,13 @@ impl Handler<Setup> for PartyActor {
             None,
             self.config.fixed,
             "setup",
+            self.depth.get(),
         );
-        let session = self.session.clone();
+        let (session, depth) = (self.session.clone(), self.depth.clone());
         Box::pin(async move {
-            let seeds = agree_seeds(&ctx, msg.source).await?;
-            *session.borrow_mut() = Some((msg.session, seeds));
+            let seeds = agree_seeds(&ctx, msg.source).await;
+            depth.set(ctx.depth());
+            *session.borrow_mut() = Some((msg.session, seeds?));
             Ok(())
         })
     }
@@ -146,8 +155,15 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
             Some(seeds),
             self.config.fixed,
             &msg.name,
+            self.depth.get().max(msg.start_depth),
         );
-        (msg.job)(ctx)
+        let (root, depth) = (ctx.clone(), self.depth.clone());
+        let job = (msg.job)(ctx);
+        Box::pin(async move {
+            let out = job.await;
+            depth.set(root.depth());
+            out
+        })
     }
 }
 

@@ -88,9 +88,11 @@ impl LocalCluster {
         jobs: Vec<JobFn<R>>,
     ) -> Result<Vec<R>, ProtocolError> {
         assert_eq!(jobs.len(), self.parties.len(), "one job per party");
+        let start_depth = self.meter.snapshot().rounds;
         let replies = futures::future::join_all(self.parties.iter().zip(jobs).map(|(p, job)| {
             p.send(Run {
                 name: name.to_string(),
+                start_depth,
                 job,
             })
         }))

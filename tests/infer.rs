@@ -1,0 +1,96 @@
+//! Secure inference end to end: input shared by the data owner, weights by the model owner,
+//! logits revealed to the data owner only; compared with the plaintext and float references.
+
+use securenn::channel::{P0, P1, P2};
+use securenn::data::{Mnist, Split, default_mnist_path};
+use securenn::infer::{InferError, InferSpec, ProtocolKind, run_inference};
+use securenn::party::PartyConfig;
+use securenn::protocol::TFE_RELU_9;
+
+fn spec(protocol: ProtocolKind, samples: usize, batch: usize, seed: u64) -> InferSpec {
+    let model = securenn::models::small();
+    InferSpec {
+        protocol,
+        model_name: "small".into(),
+        weights: model.init_weights(seed).unwrap(),
+        model,
+        data: Mnist::load(&default_mnist_path(), Split::Test, 0, samples).unwrap(),
+        batch,
+        seed,
+        data_owner: P0,
+        model_owner: P1,
+        config: PartyConfig::default(),
+        relu_poly: TFE_RELU_9.to_vec(),
+    }
+}
+
+/// Words moved by the small model under Pond, derived layer by layer (see the Pond module docs):
+/// per image the conv input (2·784), conv triple (720), polynomial ReLU (10 per element, 720
+/// elements), dense inputs (2·180, 2·32), dense triples (32, 10), ReLU (10·32) and the revealed
+/// logits (10); weights are masked once per job (2·125 + 2·5760 + 2·320).
+fn small_model_pond_bytes(samples: u64) -> u64 {
+    let per_image = 2 * 784 + 720 + 10 * 720 + 2 * 180 + 32 + 10 * 32 + 2 * 32 + 10 + 10;
+    let weights = 2 * 125 + 2 * 5760 + 2 * 320;
+    (per_image * samples + weights) * 8
+}
+
+#[test]
+fn pond_inference_agrees_with_plaintext() {
+    for (samples, batch) in [(1, 1), (20, 10), (13, 64)] {
+        let r = run_inference(&spec(ProtocolKind::Pond, samples, batch, 1), None).unwrap();
+        assert_eq!(r.samples, samples);
+        assert_eq!(
+            r.plaintext_agreement, 1.0,
+            "samples {samples} batch {batch}"
+        );
+        // A handful of truncations per logit, each within an ulp, scaled by the weights.
+        assert!(r.max_logit_error < 0.01, "{}", r.max_logit_error);
+        assert_eq!(r.bytes_total, small_model_pond_bytes(samples as u64));
+        // conv (1) + ReLU (3) + dense (1) + ReLU (3) + dense (1) + reveal (1) per batch.
+        let batches = samples.div_ceil(batch) as u64;
+        assert_eq!(r.rounds, 10 * batches);
+    }
+}
+
+#[test]
+fn same_seed_same_run_different_owners_same_predictions() {
+    let a = run_inference(&spec(ProtocolKind::Pond, 10, 5, 7), None).unwrap();
+    let b = run_inference(&spec(ProtocolKind::Pond, 10, 5, 7), None).unwrap();
+    assert_eq!(a.predictions, b.predictions);
+    assert_eq!(
+        (a.bytes_total, a.rounds, a.messages),
+        (b.bytes_total, b.rounds, b.messages)
+    );
+    assert_eq!(format!("{:?}", a.links), format!("{:?}", b.links));
+    // The producer as data owner pays one word per input element to share it.
+    let mut s = spec(ProtocolKind::Pond, 10, 5, 7);
+    s.data_owner = P2;
+    s.model_owner = P0;
+    let c = run_inference(&s, None).unwrap();
+    assert_eq!(c.plaintext_agreement, 1.0);
+    assert_eq!(c.predictions, a.predictions);
+    assert!(c.bytes_total > a.bytes_total);
+}
+
+#[test]
+fn plaintext_protocol_and_unimplemented_securenn() {
+    let r = run_inference(&spec(ProtocolKind::Plaintext, 5, 5, 3), None).unwrap();
+    assert_eq!(r.bytes_total, 0);
+    assert_eq!(r.float_agreement, 1.0);
+    let e = run_inference(&spec(ProtocolKind::SecureNn, 1, 1, 3), None).unwrap_err();
+    assert!(matches!(e, InferError::NotImplemented { .. }), "{e}");
+}
+
+#[test]
+fn bad_specs_are_errors() {
+    let mut s = spec(ProtocolKind::Pond, 2, 1, 3);
+    s.batch = 0;
+    assert!(run_inference(&s, None).is_err());
+    let mut s = spec(ProtocolKind::Pond, 2, 1, 3);
+    s.weights.tensors[0].1 = ndarray::ArrayD::zeros(ndarray::IxDyn(&[2, 2]));
+    let e = run_inference(&s, None).unwrap_err().to_string();
+    assert!(
+        e.contains("0.conv2d.kernel") && e.contains("[5, 5, 1, 5]"),
+        "{e}"
+    );
+}
