@@ -103,7 +103,10 @@ pub struct InferReport {
     pub setup_bytes: u64,
     pub links: Vec<LinkReport>,
     pub wall_seconds: f64,
+    /// CPU time of the whole process during the run (all parties and threads).
     pub cpu_seconds: f64,
+    /// CPU time of each party's thread (P0, P1, P2).
+    pub party_cpu_seconds: Vec<f64>,
     pub predictions: Vec<usize>,
     pub plaintext_predictions: Vec<usize>,
     pub float_predictions: Vec<usize>,
@@ -264,7 +267,7 @@ pub fn run_inference(
         );
     }
 
-    let (logits, traffic, setup, wall, cpu) = match spec.protocol {
+    let (logits, traffic, setup, wall, cpu, party_cpu) = match spec.protocol {
         ProtocolKind::Plaintext => {
             let t0 = std::time::Instant::now();
             let c0 = crate::party::process_cpu_time();
@@ -280,12 +283,14 @@ pub fn run_inference(
                 (P0, P0),
                 progress,
             ))?;
+            let cpu = crate::party::process_cpu_time() - c0;
             (
                 l,
                 Default::default(),
                 Default::default(),
                 t0.elapsed(),
-                crate::party::process_cpu_time() - c0,
+                cpu,
+                vec![cpu],
             )
         }
         ProtocolKind::Pond => {
@@ -311,7 +316,7 @@ pub fn run_inference(
                 .into_iter()
                 .nth(spec.data_owner.index())
                 .expect("three outputs");
-            (logits, r.traffic, r.setup, r.wall, r.cpu)
+            (logits, r.traffic, r.setup, r.wall, r.cpu, r.party_cpu)
         }
         ProtocolKind::SecureNn => {
             return Err(InferError::NotImplemented {
@@ -360,6 +365,7 @@ pub fn run_inference(
             .collect(),
         wall_seconds: wall.as_secs_f64(),
         cpu_seconds: cpu.as_secs_f64(),
+        party_cpu_seconds: party_cpu.iter().map(|d| d.as_secs_f64()).collect(),
         predictions,
         plaintext_predictions,
         float_predictions,

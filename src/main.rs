@@ -243,4 +243,11 @@ fn print_report(r: &InferReport) {
         r.cpu_seconds,
         r.cpu_seconds / r.wall_seconds.max(1e-9)
     );
+    if r.party_cpu_seconds.len() == 3 {
+        let p = &r.party_cpu_seconds;
+        println!(
+            "party CPU           P0 {:.3} s, P1 {:.3} s, P2 {:.3} s",
+            p[0], p[1], p[2]
+        );
+    }
 }

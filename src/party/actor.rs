@@ -57,7 +57,14 @@ pub struct Run<R> {
 }
 
 impl<R: Send + 'static> Message for Run<R> {
-    type Result = Result<R, ProtocolError>;
+    type Result = Result<JobOutput<R>, ProtocolError>;
+}
+
+/// A job's result at one party, with the CPU time the party's thread spent on it.
+#[derive(Debug)]
+pub struct JobOutput<R> {
+    pub value: R,
+    pub cpu: Duration,
 }
 
 /// One party: its transport endpoint, mailbox, and session state.
@@ -143,7 +150,7 @@ impl Handler<Setup> for PartyActor {
 }
 
 impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
-    type Result = ResponseFuture<Result<R, ProtocolError>>;
+    type Result = ResponseFuture<Result<JobOutput<R>, ProtocolError>>;
 
     fn handle(&mut self, msg: Run<R>, _: &mut Self::Context) -> Self::Result {
         let Some((session, seeds)) = self.session.borrow().clone() else {
@@ -158,13 +165,31 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
             self.depth.get().max(msg.start_depth),
         );
         let (root, depth) = (ctx.clone(), self.depth.clone());
+        // Each party has its arbiter thread to itself, so the thread's CPU time is the party's.
+        let cpu0 = thread_cpu_time();
         let job = (msg.job)(ctx);
         Box::pin(async move {
             let out = job.await;
             depth.set(root.depth());
-            out
+            out.map(|value| JobOutput {
+                value,
+                cpu: thread_cpu_time().saturating_sub(cpu0),
+            })
         })
     }
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into `ts`.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The [`Endpoint`] a party's protocol code talks to.

@@ -1,7 +1,7 @@
 //! Three party actors in one process, each on its own arbiter thread, so their compute spreads
 //! over the machine's cores; the driver sends them jobs and collects the results.
 
-use super::actor::{JobFn, PartyActor, PartyConfig, Run, Setup};
+use super::actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup};
 use super::setup::SeedSource;
 use crate::channel::{Ctx, PartyId, ProtocolError};
 use actix::prelude::*;
@@ -22,6 +22,8 @@ pub struct LocalCluster {
 pub struct RunReport<R> {
     /// One output per party, in party order.
     pub outputs: Vec<R>,
+    /// CPU time each party's thread spent on the job.
+    pub party_cpu: Vec<Duration>,
     /// Traffic of the job (setup excluded).
     pub traffic: MeterSnapshot,
     /// Traffic of the session setup (seed agreement).
@@ -86,7 +88,7 @@ impl LocalCluster {
         &self,
         name: &str,
         jobs: Vec<JobFn<R>>,
-    ) -> Result<Vec<R>, ProtocolError> {
+    ) -> Result<Vec<JobOutput<R>>, ProtocolError> {
         assert_eq!(jobs.len(), self.parties.len(), "one job per party");
         let start_depth = self.meter.snapshot().rounds;
         let replies = futures::future::join_all(self.parties.iter().zip(jobs).map(|(p, job)| {
@@ -121,12 +123,16 @@ impl LocalCluster {
                 cluster.setup(1, source).await?;
                 let setup = cluster.meter();
                 let (t0, c0) = (Instant::now(), process_cpu_time());
-                let outputs = cluster
+                let (outputs, party_cpu) = cluster
                     .run(name, (0..3).map(|i| jobs(PartyId(i))).collect())
-                    .await?;
+                    .await?
+                    .into_iter()
+                    .map(|o| (o.value, o.cpu))
+                    .unzip();
                 let (wall, cpu) = (t0.elapsed(), process_cpu_time().saturating_sub(c0));
                 Ok(RunReport {
                     outputs,
+                    party_cpu,
                     traffic: cluster.meter().since(&setup),
                     setup,
                     wall,

@@ -8,7 +8,7 @@ mod cluster;
 mod mailbox;
 mod setup;
 
-pub use actor::{JobFn, PartyActor, PartyConfig, Run, Setup};
+pub use actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup, thread_cpu_time};
 pub use cluster::{LocalCluster, RunReport, process_cpu_time, spmd};
 pub use mailbox::Mailbox;
 pub use setup::{SeedSource, agree_seeds};
