@@ -8,11 +8,13 @@ use crate::data::Mnist;
 use crate::fixed::FixedPoint;
 use crate::nn::{ModelError, Sequential, Weights, forward, forward_float, input_params};
 use crate::party::{JobFn, LocalCluster, PartyConfig, SeedSource};
-use crate::protocol::{Plaintext, Pond, Protocol, ReluKind};
+use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
 use crate::ring::RingTensor;
 use ndarray::{ArrayD, IxDyn};
+use securenn_transports::MeterSnapshot;
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which backend computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -60,11 +62,6 @@ pub enum InferError {
     Model(#[from] ModelError),
     #[error("{0}")]
     Spec(String),
-    #[error("{protocol} is not implemented yet: {reason}")]
-    NotImplemented {
-        protocol: &'static str,
-        reason: &'static str,
-    },
 }
 
 /// Traffic on one directed link.
@@ -230,6 +227,45 @@ async fn party_job<P: Protocol>(
     Ok(logits)
 }
 
+type Outcome = (
+    Vec<Vec<f64>>,
+    MeterSnapshot,
+    MeterSnapshot,
+    Duration,
+    Duration,
+    Vec<Duration>,
+);
+
+/// The secure job at three parties: the model owner's job gets the weights, the data owner's
+/// job the images, every job the public shapes.
+fn run_parties<P: Protocol + Send + 'static>(
+    spec: &InferSpec,
+    batches: &[RingTensor],
+    shapes: &[Vec<usize>],
+    progress: Option<Progress>,
+    backend: impl Fn() -> P,
+) -> Result<Outcome, InferError> {
+    let jobs = |party: PartyId| -> JobFn<Vec<Vec<f64>>> {
+        let model = spec.model.clone();
+        let weights = (party == spec.model_owner).then(|| spec.weights.clone());
+        let data = (party == spec.data_owner).then(|| batches.to_vec());
+        let (shapes, owners) = (shapes.to_vec(), (spec.data_owner, spec.model_owner));
+        let (p, progress) = (backend(), progress.clone());
+        Box::new(move |ctx| {
+            Box::pin(party_job(
+                p, ctx, model, weights, data, shapes, owners, progress,
+            ))
+        })
+    };
+    let r = LocalCluster::run_once(spec.config, SeedSource::Fixed(spec.seed), "infer", jobs)?;
+    let logits = r
+        .outputs
+        .into_iter()
+        .nth(spec.data_owner.index())
+        .expect("three outputs");
+    Ok((logits, r.traffic, r.setup, r.wall, r.cpu, r.party_cpu))
+}
+
 /// Run the job and its references; see [`InferReport`].
 pub fn run_inference(
     spec: &InferSpec,
@@ -294,35 +330,13 @@ pub fn run_inference(
             )
         }
         ProtocolKind::Pond => {
-            let jobs = |party: PartyId| -> JobFn<Vec<Vec<f64>>> {
-                let model = spec.model.clone();
-                let weights = (party == spec.model_owner).then(|| spec.weights.clone());
-                let data = (party == spec.data_owner).then(|| batches.clone());
-                let (shapes, owners) = (shapes.clone(), (spec.data_owner, spec.model_owner));
-                let pond = Pond {
-                    relu: spec.relu_poly.clone(),
-                };
-                let progress = progress.clone();
-                Box::new(move |ctx| {
-                    Box::pin(party_job(
-                        pond, ctx, model, weights, data, shapes, owners, progress,
-                    ))
-                })
+            let pond = Pond {
+                relu: spec.relu_poly.clone(),
             };
-            let r =
-                LocalCluster::run_once(spec.config, SeedSource::Fixed(spec.seed), "infer", jobs)?;
-            let logits = r
-                .outputs
-                .into_iter()
-                .nth(spec.data_owner.index())
-                .expect("three outputs");
-            (logits, r.traffic, r.setup, r.wall, r.cpu, r.party_cpu)
+            run_parties(spec, &batches, &shapes, progress, move || pond.clone())?
         }
         ProtocolKind::SecureNn => {
-            return Err(InferError::NotImplemented {
-                protocol: "securenn",
-                reason: "SecureNN's comparison protocols (ReLU, max pooling) are tracked in issue 3; use --protocol pond or plaintext",
-            });
+            run_parties(spec, &batches, &shapes, progress, SecureNn::default)?
         }
     };
 

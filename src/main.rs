@@ -36,7 +36,7 @@ enum Command {
 enum ProtocolArg {
     /// tf-encrypted's Pond: Beaver triples from a crypto producer, polynomial ReLU.
     Pond,
-    /// SecureNN: exact comparisons with a helper party (not implemented yet).
+    /// SecureNN: exact ReLU and max pooling by secret-shared comparison with a helper party.
     Securenn,
     /// No secrecy: the reference computation on the same fixed-point numbers.
     Plaintext,

@@ -81,7 +81,10 @@ fn bad_arguments_fail_cleanly() {
             "/nonexistent/x.csv",
         ),
         (vec!["infer", "--frac-bits", "40"], "fractional bits"),
-        (vec!["infer", "--protocol", "securenn"], "not implemented"),
+        (
+            vec!["infer", "--protocol", "pond", "--model", "b"],
+            "maxpool",
+        ),
         (vec!["infer", "--model", "z"], "invalid value"),
         (vec!["infer", "--data-owner", "3"], "invalid value"),
     ] {

@@ -3,7 +3,7 @@
 
 use securenn::channel::{P0, P1, P2};
 use securenn::data::{Mnist, Split, default_mnist_path};
-use securenn::infer::{InferError, InferSpec, ProtocolKind, run_inference};
+use securenn::infer::{InferSpec, ProtocolKind, run_inference};
 use securenn::party::PartyConfig;
 use securenn::protocol::TFE_RELU_9;
 
@@ -73,12 +73,27 @@ fn same_seed_same_run_different_owners_same_predictions() {
 }
 
 #[test]
-fn plaintext_protocol_and_unimplemented_securenn() {
+fn plaintext_protocol_agrees_with_float() {
     let r = run_inference(&spec(ProtocolKind::Plaintext, 5, 5, 3), None).unwrap();
     assert_eq!(r.bytes_total, 0);
     assert_eq!(r.float_agreement, 1.0);
-    let e = run_inference(&spec(ProtocolKind::SecureNn, 1, 1, 3), None).unwrap_err();
-    assert!(matches!(e, InferError::NotImplemented { .. }), "{e}");
+}
+
+/// SecureNN is exact: its logits differ from the plaintext fixed-point model's only by the local
+/// truncations of the linear layers, and max pooling works.
+#[test]
+fn securenn_inference_with_max_pooling() {
+    let mut s = spec(ProtocolKind::SecureNn, 4, 2, 5);
+    s.model = securenn::models::network_b();
+    s.model_name = "b".into();
+    s.weights = s.model.init_weights(5).unwrap();
+    let r = run_inference(&s, None).unwrap();
+    assert_eq!(r.plaintext_agreement, 1.0);
+    assert!(r.max_logit_error < 0.01, "{}", r.max_logit_error);
+    let mut p = s.clone();
+    p.protocol = ProtocolKind::Pond;
+    let e = run_inference(&p, None).unwrap_err().to_string();
+    assert!(e.contains("maxpool") && e.contains("securenn"), "{e}");
 }
 
 #[test]

@@ -1,15 +1,21 @@
 //! Operations on private tensors, one backend per protocol: the plaintext reference, Pond
-//! (tf-encrypted's SPDZ-style protocol with a crypto producer) and, later, SecureNN. Model code
+//! (tf-encrypted's SPDZ-style protocol with a crypto producer) and SecureNN. Model code
 //! is written once against [`Protocol`] and runs on every backend unchanged.
 
+pub(crate) mod beaver;
 pub mod plaintext;
 mod polynomial;
 pub mod pond;
+pub mod securenn;
+pub mod shared;
 
 pub use crate::channel::ProtocolError;
+pub use beaver::MaskPolicy;
 pub use plaintext::{PlainTensor, Plaintext, ReluKind};
 pub use polynomial::{TFE_RELU_3, TFE_RELU_9, poly_eval};
-pub use pond::{Pond, PondTensor};
+pub use pond::Pond;
+pub use securenn::SecureNn;
+pub use shared::SharedTensor;
 
 use crate::channel::{Ctx, PartyId};
 use crate::ring::{Padding, RingTensor};

@@ -4,7 +4,7 @@
 pub mod kernels;
 mod odd;
 mod ring64;
-mod z67;
+pub mod z67;
 
 pub use kernels::Padding;
 pub use odd::{ODD_MODULUS, OddTensor, odd_add, odd_neg, odd_reduce, odd_sub};

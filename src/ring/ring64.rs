@@ -178,6 +178,47 @@ impl RingTensor {
         Self::from_vec(&[b, oh, ow, c], out)
     }
 
+    /// Element `t` (= dy·k + dx) of every non-overlapping k×k window of an NHWC tensor:
+    /// shape [b, h/k, w/k, c].
+    pub fn pool_window(&self, k: usize, t: usize) -> Self {
+        let [b, h, w, c] = dims4(self.shape(), "pool input (NHWC)");
+        let (oh, ow, dy, dx) = (h / k, w / k, t / k, t % k);
+        let x = self.as_slice();
+        let mut out = Vec::with_capacity(b * oh * ow * c);
+        for n in 0..b {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let src = ((n * h + i * k + dy) * w + j * k + dx) * c;
+                    out.extend_from_slice(&x[src..src + c]);
+                }
+            }
+        }
+        Self::from_vec(&[b, oh, ow, c], out)
+    }
+
+    /// The inverse of [`RingTensor::pool_window`]: `parts[t]` back into window position t of an
+    /// NHWC tensor of spatial size (h/k·k, w/k·k).
+    pub fn unpool_windows(parts: &[Self], k: usize) -> Self {
+        assert_eq!(parts.len(), k * k, "one part per window position");
+        let [b, oh, ow, c] = dims4(parts[0].shape(), "pooled part (NHWC)");
+        let (h, w) = (oh * k, ow * k);
+        let mut out = vec![0u64; b * h * w * c];
+        for (t, part) in parts.iter().enumerate() {
+            let (dy, dx) = (t / k, t % k);
+            let p = part.as_slice();
+            for n in 0..b {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let src = ((n * oh + i) * ow + j) * c;
+                        let dst = ((n * h + i * k + dy) * w + j * k + dx) * c;
+                        out[dst..dst + c].copy_from_slice(&p[src..src + c]);
+                    }
+                }
+            }
+        }
+        Self::from_vec(&[b, h, w, c], out)
+    }
+
     /// Add a per-last-axis vector (a bias) to every row.
     pub fn add_rows(&self, bias: &Self) -> Self {
         let c = *self.shape().last().expect("non-scalar");

@@ -151,9 +151,9 @@ pub trait HasShare {
     fn share(&self) -> Option<RingTensor>;
 }
 
-impl HasShare for securenn::protocol::PondTensor {
+impl HasShare for securenn::protocol::SharedTensor {
     fn share(&self) -> Option<RingTensor> {
-        securenn::protocol::PondTensor::share(self).cloned()
+        securenn::protocol::SharedTensor::share(self).cloned()
     }
 }
 

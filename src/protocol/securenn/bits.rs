@@ -1,0 +1,57 @@
+//! Helpers shared by SecureNN's comparison protocols: wrap bits, bit decomposition into Z_67
+//! shares (most significant bit first, as the paper indexes them), and the P0-P1 common PRG.
+
+use crate::channel::{Ctx, P0, P1};
+use crate::ring::{P, Z67Vec, z67};
+use crate::share::Prg;
+use rand_core::Rng;
+
+/// ℓ: bits per ring element.
+pub const L_BITS: usize = 64;
+
+/// wrap(a, b, 2^64): 1 iff a + b overflows 64 bits.
+pub fn wrap(a: u64, b: u64) -> u64 {
+    a.overflowing_add(b).1 as u64
+}
+
+/// Bit k (0 = most significant) of each value, as Z_67 shares: (share for P0, share for P1).
+pub fn bit_shares<R: Rng + ?Sized>(x: &[u64], rng: &mut R) -> (Z67Vec, Z67Vec) {
+    let s0 = Z67Vec::random(x.len() * L_BITS, rng);
+    let s1: Vec<u8> = x
+        .iter()
+        .flat_map(|&v| (0..L_BITS).map(move |k| ((v >> (L_BITS - 1 - k)) & 1) as u8))
+        .zip(s0.as_slice())
+        .map(|(bit, &r)| z67::sub(bit, r))
+        .collect();
+    (s0, Z67Vec::from_vec(s1))
+}
+
+/// The PRG P0 and P1 share (common randomness); a server-only helper.
+pub fn common_prg(ctx: &Ctx) -> Prg {
+    let other = if ctx.me() == P0 { P1 } else { P0 };
+    ctx.prg_with(other)
+}
+
+/// `n` uniform bits.
+pub fn random_bits<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    rng.fill_bytes(&mut b);
+    b.iter_mut().for_each(|v| *v &= 1);
+    b
+}
+
+/// A uniform value in 0..n (n <= 2^32), without modulo bias.
+pub fn uniform_below<R: Rng + ?Sized>(n: u32, rng: &mut R) -> u32 {
+    let zone = u32::MAX - (u32::MAX - n + 1) % n;
+    loop {
+        let v = rng.next_u32();
+        if v <= zone {
+            return v % n;
+        }
+    }
+}
+
+/// One value of Z_67 as an integer (for readability in the algorithms).
+pub const fn zp(v: u64) -> u8 {
+    (v % P as u64) as u8
+}

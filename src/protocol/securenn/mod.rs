@@ -1,0 +1,190 @@
+//! SecureNN (Wagh, Gupta, Chandran, PETS 2019): P0 and P1 hold additive shares over Z_{2^64},
+//! P2 assists. Linear layers are Beaver products with PRF-derived triples (Algorithm 1, shared
+//! with Pond in [`super::beaver`]); non-linear layers are exact, from secret-shared comparison:
+//! PrivateCompare over Z_67 ([`private_compare`], Alg. 3), ShareConvert to the odd ring
+//! ([`share_convert`], Alg. 4), ComputeMSB ([`compute_msb`], Alg. 5), DReLU and ReLU
+//! ([`relu`], Alg. 6-7), SelectShare ([`select_share`], Alg. 2), Maxpool and its derivative
+//! ([`maxpool`], Alg. 9, 10, 12) and Division ([`division`], Alg. 8).
+//!
+//! Comparison bits and max indices are integer shares (0/1, 0..n-1), so selections need no
+//! truncation and can never drift by an ulp. Every operation ends with freshly re-randomised
+//! shares (the paper's zero shares u_j), which costs no communication.
+
+pub mod bits;
+pub mod compute_msb;
+pub mod division;
+pub mod maxpool;
+pub mod private_compare;
+pub mod relu;
+pub mod select_share;
+pub mod share_convert;
+
+use super::beaver::{MaskPolicy, beaver};
+use super::shared::{self, SharedTensor, refresh};
+use super::{Protocol, ProtocolError, check_conv, check_matmul, same_shape};
+use crate::channel::{Ctx, PartyId};
+use crate::ring::{Padding, RingTensor};
+
+/// The SecureNN backend.
+#[derive(Clone, Copy, Debug)]
+pub struct SecureNn {
+    /// [`MaskPolicy::Fresh`] (the default) masks every operand of every product anew and so
+    /// moves exactly the bytes the paper counts; [`MaskPolicy::Reuse`] memoises masks (a weight
+    /// is opened once per job, a comparison bit once for both selections of a max step).
+    pub masks: MaskPolicy,
+}
+
+impl Default for SecureNn {
+    fn default() -> Self {
+        Self {
+            masks: MaskPolicy::Fresh,
+        }
+    }
+}
+
+impl Protocol for SecureNn {
+    type Tensor = SharedTensor;
+
+    fn name(&self) -> &'static str {
+        "securenn"
+    }
+
+    fn shape<'a>(&self, x: &'a SharedTensor) -> &'a [usize] {
+        x.shape()
+    }
+
+    fn frac(&self, x: &SharedTensor) -> u32 {
+        x.frac()
+    }
+
+    async fn input(
+        &self,
+        ctx: &Ctx,
+        owner: PartyId,
+        value: Option<&RingTensor>,
+        shape: &[usize],
+        frac: u32,
+    ) -> Result<SharedTensor, ProtocolError> {
+        shared::input(ctx, owner, value, shape, frac).await
+    }
+
+    async fn reveal(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        to: PartyId,
+    ) -> Result<Option<RingTensor>, ProtocolError> {
+        shared::reveal(ctx, x, to).await
+    }
+
+    fn add(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        shared::add(ctx, x, y)
+    }
+
+    fn sub(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        shared::sub(ctx, x, y)
+    }
+
+    fn add_bias(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        b: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        shared::add_bias(ctx, x, b)
+    }
+
+    fn add_public(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        c: f64,
+    ) -> Result<SharedTensor, ProtocolError> {
+        shared::add_public(ctx, x, c)
+    }
+
+    fn mul_public(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        c: f64,
+    ) -> Result<SharedTensor, ProtocolError> {
+        shared::mul_public(ctx, x, c)
+    }
+
+    fn reshape(&self, x: &SharedTensor, shape: &[usize]) -> SharedTensor {
+        shared::reshape(x, shape)
+    }
+
+    fn sum_pool(&self, x: &SharedTensor, k: usize) -> SharedTensor {
+        shared::sum_pool(x, k)
+    }
+
+    async fn mul(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        same_shape(ctx, x.shape(), y.shape())?;
+        let ctx = ctx.child("mul");
+        let z = beaver(&ctx, x, y, x.shape(), self.masks, |a, b| a.mul(b)).await?;
+        Ok(refresh(&ctx, &z))
+    }
+
+    /// MatMul (Algorithm 1) with PRF-derived triples: (2mn + 2nv + mv)·8 bytes.
+    async fn matmul(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        let out = check_matmul(ctx, x.shape(), y.shape())?;
+        let ctx = ctx.child("matmul");
+        let z = beaver(&ctx, x, y, &out, self.masks, |a, b| a.matmul(b)).await?;
+        Ok(refresh(&ctx, &z))
+    }
+
+    /// Conv2d as MatMul of the masked image (the filter's im2col blow-up is local).
+    async fn conv2d(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        f: &SharedTensor,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<SharedTensor, ProtocolError> {
+        let out = check_conv(ctx, x.shape(), f.shape(), stride, padding)?;
+        let ctx = ctx.child("conv2d");
+        let z = beaver(&ctx, x, f, &out, self.masks, |a, b| {
+            a.conv2d(b, stride, padding)
+        })
+        .await?;
+        Ok(refresh(&ctx, &z))
+    }
+
+    async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
+        relu::relu(ctx, x, self.masks).await
+    }
+
+    async fn maxpool(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        k: usize,
+    ) -> Result<SharedTensor, ProtocolError> {
+        Ok(maxpool::maxpool_with_index(ctx, x, k, self.masks, false)
+            .await?
+            .max)
+    }
+}

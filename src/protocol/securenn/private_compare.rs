@@ -1,0 +1,120 @@
+//! PrivateCompare (SecureNN, Algorithm 3): P0 and P1 hold Z_67 shares of the ℓ bits of x, a
+//! common public r and a common random bit β; P2 learns β' = β ⊕ (x > r) and nothing else.
+//!
+//! For β = 0, c_i = r_i - x_i + 1 + Σ_{k>i} (x_k ⊕ r_k) is zero exactly at the first differing
+//! bit when x > r; for β = 1 the same with t = r + 1 and the signs flipped detects x < t; the
+//! corner β = 1, r = 2^ℓ - 1 plants exactly one zero. Every c_i is multiplied by a fresh nonzero
+//! s_i and the ℓ values are shuffled by a fresh secret permutation π, all from the P0-P1 seed, so
+//! P2 sees only whether a zero exists: not where. (tf-encrypted omits π and the public C++
+//! code's parallel build uses constant s_i and π; both leak the position of the first differing
+//! bit to P2.)
+//!
+//! Cost: each of P0, P1 sends ℓ Z_67 values per comparison (64 bytes), one round.
+
+use super::bits::{L_BITS, common_prg, uniform_below};
+use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
+use crate::ring::{Z67Vec, z67};
+
+/// What P2 sees of a batch of comparisons: the reconstructed, scaled and permuted values
+/// (ℓ per comparison), and its output β'.
+pub struct HelperView {
+    pub d: Z67Vec,
+    pub beta_prime: Vec<u8>,
+}
+
+/// Run PrivateCompare on `n` values. Servers pass their bit shares (`n·ℓ` values, most
+/// significant bit first), `r` and `beta`; P2 passes `None` and empty slices. P2 gets β'.
+pub async fn private_compare(
+    ctx: &Ctx,
+    n: usize,
+    bits: Option<&Z67Vec>,
+    r: &[u64],
+    beta: &[u8],
+) -> Result<Option<Vec<u8>>, ProtocolError> {
+    Ok(private_compare_view(ctx, n, bits, r, beta)
+        .await?
+        .map(|v| v.beta_prime))
+}
+
+/// [`private_compare`], returning P2's whole view (for the privacy tests).
+pub async fn private_compare_view(
+    ctx: &Ctx,
+    n: usize,
+    bits: Option<&Z67Vec>,
+    r: &[u64],
+    beta: &[u8],
+) -> Result<Option<HelperView>, ProtocolError> {
+    let ctx = ctx.child("private_compare");
+    let me = ctx.me();
+    if me == P2 {
+        let d0: Z67Vec = ctx.recv(P0, &(n * L_BITS)).await?;
+        let d1: Z67Vec = ctx.recv(P1, &(n * L_BITS)).await?;
+        let d = d0.add(&d1);
+        let beta_prime = d
+            .as_slice()
+            .chunks_exact(L_BITS)
+            .map(|c| c.contains(&0) as u8)
+            .collect();
+        return Ok(Some(HelperView { d, beta_prime }));
+    }
+    let bits = bits.expect("servers hold bit shares");
+    assert!(
+        bits.len() == n * L_BITS && r.len() == n && beta.len() == n,
+        "PrivateCompare input sizes"
+    );
+    let j = me.0;
+    let mut prg = common_prg(&ctx);
+    let s = Z67Vec::random_nonzero(n * L_BITS, &mut prg);
+    let u = Z67Vec::random_nonzero(n * L_BITS, &mut prg);
+    let (s, u) = (s.as_slice(), u.as_slice());
+    let xb = bits.as_slice();
+    let mut out = vec![0u8; n * L_BITS];
+    let mut perm = [0usize; L_BITS];
+    for e in 0..n {
+        // A fresh permutation of the ℓ slots per comparison (Fisher-Yates).
+        for (k, p) in perm.iter_mut().enumerate() {
+            *p = k;
+        }
+        for k in (1..L_BITS).rev() {
+            perm.swap(k, uniform_below(k as u32 + 1, &mut prg) as usize);
+        }
+        let base = e * L_BITS;
+        let corner = beta[e] == 1 && r[e] == u64::MAX;
+        let cmp = if beta[e] == 0 {
+            r[e]
+        } else {
+            r[e].wrapping_add(1)
+        };
+        // Running Σ_{k>i} w_k over the more significant bits.
+        let mut acc = 0u8;
+        for k in 0..L_BITS {
+            let bit = L_BITS - 1 - k;
+            let x = xb[base + k];
+            let c = if corner {
+                let ui = u[base + k];
+                match (bit == 0, j) {
+                    (false, 0) => z67::add(ui, 1),
+                    (false, _) => z67::sub(0, ui),
+                    (true, 0) => ui,
+                    (true, _) => z67::sub(0, ui),
+                }
+            } else {
+                let ri = ((cmp >> bit) & 1) as u8;
+                // ⟨x_i ⊕ r_i⟩ = x_i + j·r_i - 2 r_i x_i
+                let w = z67::sub(z67::add(x, j * ri), z67::mul(2 * ri, x));
+                let c = if beta[e] == 0 {
+                    // j·r_i - x_i + j + Σ w
+                    z67::add(z67::sub(j * ri, x), z67::add(j, acc))
+                } else {
+                    // -j·t_i + x_i + j + Σ w
+                    z67::add(z67::sub(x, j * ri), z67::add(j, acc))
+                };
+                acc = z67::add(acc, w);
+                c
+            };
+            out[base + perm[k]] = z67::mul(s[base + k], c);
+        }
+    }
+    ctx.send(P2, &Z67Vec::from_vec(out))?;
+    Ok(None)
+}

@@ -1,0 +1,268 @@
+//! Additively shared tensors with a helper party, the linear algebra Pond and SecureNN share:
+//! P0 and P1 hold 2-out-of-2 shares over Z_{2^64}; P2 (Pond's crypto producer, SecureNN's
+//! assistant) holds only the shape. Inputs, reveal, and the local linear operations.
+
+use super::beaver::Mask;
+use super::plaintext::check_bias;
+use super::{ProtocolError, encode_public, same_frac, same_shape};
+use crate::channel::{Ctx, P0, P1, P2, PartyId};
+use crate::fixed::truncate_share;
+use crate::ring::RingTensor;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// A party's view of a private tensor: a share on P0 and P1, only the shape on P2; plus the
+/// memoised Beaver mask (see [`super::beaver`]).
+#[derive(Clone)]
+pub struct SharedTensor {
+    shape: Vec<usize>,
+    frac: u32,
+    share: Option<RingTensor>,
+    pub(crate) mask: Rc<RefCell<Option<Mask>>>,
+}
+
+impl std::fmt::Debug for SharedTensor {
+    // Shape and precision only: the share is secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedTensor{:?}/{}", self.shape, self.frac)
+    }
+}
+
+impl SharedTensor {
+    /// A tensor from this party's share (`None` on P2). The share must have `shape`.
+    pub fn new(shape: &[usize], frac: u32, share: Option<RingTensor>) -> Self {
+        if let Some(s) = &share {
+            assert_eq!(s.shape(), shape, "share shape");
+        }
+        Self {
+            shape: shape.to_vec(),
+            frac,
+            share,
+            mask: Rc::default(),
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Fractional bits (0 for integers such as comparison bits and indices).
+    pub fn frac(&self) -> u32 {
+        self.frac
+    }
+
+    /// This party's share (`None` on P2).
+    pub fn share(&self) -> Option<&RingTensor> {
+        self.share.as_ref()
+    }
+
+    /// The same share read with other fractional bits (no arithmetic).
+    pub fn with_frac(&self, frac: u32) -> Self {
+        Self::new(&self.shape, frac, self.share.clone())
+    }
+
+    /// Apply a local linear map to the share (P2 holds none).
+    pub(crate) fn map_share(
+        &self,
+        shape: &[usize],
+        frac: u32,
+        f: impl FnOnce(&RingTensor) -> RingTensor,
+    ) -> Self {
+        Self::new(shape, frac, self.share.as_ref().map(f))
+    }
+
+    fn zip_share(&self, o: &Self, f: impl FnOnce(&RingTensor, &RingTensor) -> RingTensor) -> Self {
+        Self::new(
+            &self.shape,
+            self.frac,
+            self.share
+                .as_ref()
+                .zip(o.share.as_ref())
+                .map(|(a, b)| f(a, b)),
+        )
+    }
+}
+
+pub(crate) fn is_server(p: PartyId) -> bool {
+    p == P0 || p == P1
+}
+
+/// The other server.
+pub(crate) fn other_server(p: PartyId) -> PartyId {
+    if p == P0 { P1 } else { P0 }
+}
+
+fn bad(ctx: &Ctx, reason: String) -> ProtocolError {
+    ProtocolError::Input {
+        op: ctx.path().to_string(),
+        reason,
+    }
+}
+
+/// Bring `owner`'s value in. An owner among the servers shares with the other server through
+/// their common PRG: no message. P2 as owner derives P0's share from their seed and sends P1 the
+/// rest: one word per element.
+pub(crate) async fn input(
+    ctx: &Ctx,
+    owner: PartyId,
+    value: Option<&RingTensor>,
+    shape: &[usize],
+    frac: u32,
+) -> Result<SharedTensor, ProtocolError> {
+    let ctx = ctx.child("input");
+    let me = ctx.me();
+    if owner.0 > 2 {
+        return Err(bad(&ctx, format!("no party {owner}")));
+    }
+    if me == owner {
+        let v =
+            value.ok_or_else(|| bad(&ctx, format!("{owner} owns this input but has no value")))?;
+        same_shape(&ctx, v.shape(), shape)?;
+    }
+    let share = match (owner, me) {
+        (o, m) if is_server(o) && m == o => {
+            let r = RingTensor::random(shape, &mut ctx.prg_with(other_server(o)));
+            Some(value.expect("checked").sub(&r))
+        }
+        (o, m) if is_server(o) && is_server(m) => {
+            Some(RingTensor::random(shape, &mut ctx.prg_with(o)))
+        }
+        (o, _) if is_server(o) => None,
+        (_, P2) => {
+            let x0 = RingTensor::random(shape, &mut ctx.prg_with(P0));
+            ctx.send(P1, &value.expect("checked").sub(&x0))?;
+            None
+        }
+        (_, P0) => Some(RingTensor::random(shape, &mut ctx.prg_with(P2))),
+        _ => Some(ctx.recv(P2, &shape.to_vec()).await?),
+    };
+    Ok(SharedTensor::new(shape, frac, share))
+}
+
+/// Open `x` to `to` only: the servers other than `to` send their shares.
+pub(crate) async fn reveal(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    to: PartyId,
+) -> Result<Option<RingTensor>, ProtocolError> {
+    let ctx = ctx.child("reveal");
+    let me = ctx.me();
+    if me != to {
+        if let Some(s) = &x.share {
+            ctx.send(to, s)?;
+        }
+        return Ok(None);
+    }
+    let mut sum = x
+        .share
+        .clone()
+        .unwrap_or_else(|| RingTensor::zeros(&x.shape));
+    for server in [P0, P1] {
+        if server != me {
+            sum.add_assign(&ctx.recv(server, &x.shape).await?);
+        }
+    }
+    Ok(Some(sum))
+}
+
+/// Shares of zero from the P0-P1 seed (P0: +r, P1: -r), to refresh an output's shares at no
+/// communication cost (SecureNN's u_j).
+pub(crate) fn zero_share(ctx: &Ctx, shape: &[usize]) -> Option<RingTensor> {
+    match ctx.me() {
+        P0 => Some(RingTensor::random(shape, &mut ctx.prg_with(P1))),
+        P1 => Some(RingTensor::random(shape, &mut ctx.prg_with(P0)).neg()),
+        _ => None,
+    }
+}
+
+/// `x` with freshly re-randomised shares (same value).
+pub(crate) fn refresh(ctx: &Ctx, x: &SharedTensor) -> SharedTensor {
+    let z = zero_share(&ctx.child("refresh"), &x.shape);
+    SharedTensor::new(
+        &x.shape,
+        x.frac,
+        x.share.as_ref().zip(z).map(|(s, z)| s.add(&z)),
+    )
+}
+
+/// A public constant tensor as shares: P0 holds it, P1 zeros.
+pub(crate) fn public(ctx: &Ctx, value: &RingTensor, frac: u32) -> SharedTensor {
+    let share = match ctx.me() {
+        P0 => Some(value.clone()),
+        P1 => Some(RingTensor::zeros(value.shape())),
+        _ => None,
+    };
+    SharedTensor::new(value.shape(), frac, share)
+}
+
+pub(crate) fn add(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    y: &SharedTensor,
+) -> Result<SharedTensor, ProtocolError> {
+    same_frac(ctx, x.frac, y.frac)?;
+    same_shape(ctx, &x.shape, &y.shape)?;
+    Ok(x.zip_share(y, RingTensor::add))
+}
+
+pub(crate) fn sub(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    y: &SharedTensor,
+) -> Result<SharedTensor, ProtocolError> {
+    same_frac(ctx, x.frac, y.frac)?;
+    same_shape(ctx, &x.shape, &y.shape)?;
+    Ok(x.zip_share(y, RingTensor::sub))
+}
+
+pub(crate) fn add_bias(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    b: &SharedTensor,
+) -> Result<SharedTensor, ProtocolError> {
+    same_frac(ctx, x.frac, b.frac)?;
+    check_bias(ctx, &x.shape, &b.shape)?;
+    Ok(x.zip_share(b, RingTensor::add_rows))
+}
+
+pub(crate) fn add_public(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    c: f64,
+) -> Result<SharedTensor, ProtocolError> {
+    let e = encode_public(ctx, c, x.frac)?;
+    let holder = ctx.me() == P0;
+    Ok(x.map_share(&x.shape, x.frac, |s| {
+        if holder {
+            s.map(|v| v.wrapping_add(e))
+        } else {
+            s.clone()
+        }
+    }))
+}
+
+pub(crate) fn mul_public(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    c: f64,
+) -> Result<SharedTensor, ProtocolError> {
+    let plan = ctx
+        .fixed()
+        .constant_plan(c)
+        .map_err(|e| bad(ctx, e.to_string()))?;
+    let j = ctx.me().index();
+    Ok(x.map_share(&x.shape, x.frac, |s| {
+        let pre = truncate_share(s, plan.pre_shift, j).scale(plan.factor);
+        truncate_share(&pre, plan.post_shift, j)
+    }))
+}
+
+pub(crate) fn reshape(x: &SharedTensor, shape: &[usize]) -> SharedTensor {
+    x.map_share(shape, x.frac, |s| s.clone().reshape(shape))
+}
+
+pub(crate) fn sum_pool(x: &SharedTensor, k: usize) -> SharedTensor {
+    let s = &x.shape;
+    let out = [s[0], s[1] / k, s[2] / k, s[3]];
+    x.map_share(&out, x.frac, |v| v.sum_pool(k))
+}

@@ -1,0 +1,615 @@
+//! SecureNN's protocols against plaintext, on random and edge inputs, with exact byte and round
+//! costs from the transport meter, P2's view, and determinism.
+
+mod common;
+
+use common::*;
+use rand::RngExt;
+use securenn::channel::{Ctx, P0, P1, P2, ProtocolError};
+use securenn::protocol::securenn::bits::{L_BITS, bit_shares};
+use securenn::protocol::securenn::private_compare::private_compare_view;
+use securenn::protocol::securenn::share_convert::{ScRandomness, share_convert_with};
+use securenn::protocol::securenn::{compute_msb, division, maxpool, relu};
+use securenn::protocol::{MaskPolicy, SecureNn, SharedTensor};
+use securenn::ring::{ODD_MODULUS, OddTensor, RingTensor, odd_reduce};
+
+const FRESH: MaskPolicy = MaskPolicy::Fresh;
+
+/// Split `x` into two additive shares with a test-local PRG (both servers derive the same split).
+fn split(x: &[u64], seed: u64) -> (RingTensor, RingTensor) {
+    let t = RingTensor::from_vec(&[x.len()], x.to_vec());
+    securenn::share::share(&t, &mut rng(seed))
+}
+
+/// This server's share of a split, as a shared tensor (P2 holds none).
+fn mine(ctx: &Ctx, shares: &(RingTensor, RingTensor), shape: &[usize], frac: u32) -> SharedTensor {
+    let s = match ctx.me() {
+        P0 => Some(shares.0.clone().reshape(shape)),
+        P1 => Some(shares.1.clone().reshape(shape)),
+        _ => None,
+    };
+    SharedTensor::new(shape, frac, s)
+}
+
+fn open(outputs: &[Option<RingTensor>]) -> Vec<u64> {
+    reconstruct(outputs).as_slice().to_vec()
+}
+
+// ---------------------------------------------------------------- PrivateCompare (Alg. 3)
+
+/// β' = β ⊕ (x > r) on random and corner inputs; 128 bytes per comparison, one round.
+#[test]
+fn private_compare_is_correct_and_costs_128_bytes() {
+    let mut g = rng(1);
+    let mut xs: Vec<u64> = (0..500).map(|_| g.random()).collect();
+    let mut rs: Vec<u64> = (0..500).map(|_| g.random()).collect();
+    // Corners: equal values, neighbours, 0 and 2^64-1 on either side.
+    for (x, r) in [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (u64::MAX, u64::MAX),
+        (u64::MAX, u64::MAX - 1),
+        (0, u64::MAX),
+        (u64::MAX, 0),
+        (1 << 63, (1 << 63) - 1),
+    ] {
+        xs.push(x);
+        rs.push(r);
+    }
+    let n = xs.len();
+    let betas: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+    let (xs2, rs2, b2) = (xs.clone(), rs.clone(), betas.clone());
+    let r = run3(1, move |ctx: Ctx| {
+        let (xs, rs, betas) = (xs2.clone(), rs2.clone(), b2.clone());
+        async move {
+            let (s0, s1) = bit_shares(&xs, &mut rng(77));
+            let bits = match ctx.me() {
+                P0 => Some(s0),
+                P1 => Some(s1),
+                _ => None,
+            };
+            let (r, b) = if ctx.me() == P2 {
+                (vec![], vec![])
+            } else {
+                (rs, betas)
+            };
+            Ok(private_compare_view(&ctx, n, bits.as_ref(), &r, &b)
+                .await?
+                .map(|v| v.beta_prime))
+        }
+    })
+    .unwrap();
+    let bp = r.outputs[2].clone().unwrap();
+    for i in 0..n {
+        assert_eq!(
+            bp[i],
+            betas[i] ^ (xs[i] > rs[i]) as u8,
+            "x={} r={} β={}",
+            xs[i],
+            rs[i],
+            betas[i]
+        );
+    }
+    assert_eq!(r.traffic.total_bytes(), 128 * n as u64);
+    assert_eq!(r.traffic.rounds, 1);
+}
+
+/// P2's view carries no position information: comparisons that all first differ at bit 40 put
+/// their single zero uniformly over the 64 slots (chi-square, 63 degrees of freedom).
+#[test]
+fn private_compare_hides_the_position_from_p2() {
+    let n = 64 * 150;
+    let mut g = rng(2);
+    // x and r agree above bit 40, x has 1 and r has 0 there: x > r, first difference at bit 40.
+    let xs: Vec<u64> = (0..n).map(|_| g.random::<u64>() | (1 << 40)).collect();
+    let rs: Vec<u64> = xs
+        .iter()
+        .map(|&x| (x & !((1u64 << 41) - 1)) | (g.random::<u64>() & ((1 << 40) - 1)))
+        .collect();
+    let (xs2, rs2) = (xs.clone(), rs.clone());
+    let r = run3(2, move |ctx: Ctx| {
+        let (xs, rs) = (xs2.clone(), rs2.clone());
+        async move {
+            let (s0, s1) = bit_shares(&xs, &mut rng(78));
+            let bits = match ctx.me() {
+                P0 => Some(s0),
+                P1 => Some(s1),
+                _ => None,
+            };
+            let (r, b) = if ctx.me() == P2 {
+                (vec![], vec![])
+            } else {
+                (rs, vec![0u8; xs.len()])
+            };
+            Ok(private_compare_view(&ctx, xs.len(), bits.as_ref(), &r, &b)
+                .await?
+                .map(|v| v.d))
+        }
+    })
+    .unwrap();
+    let d = r.outputs[2].clone().unwrap();
+    let mut counts = [0f64; L_BITS];
+    for c in d.as_slice().chunks_exact(L_BITS) {
+        let zeros: Vec<usize> = (0..L_BITS).filter(|&k| c[k] == 0).collect();
+        assert_eq!(
+            zeros.len(),
+            1,
+            "exactly one zero per comparison with x > r and β = 0"
+        );
+        counts[zeros[0]] += 1.0;
+    }
+    let e = n as f64 / L_BITS as f64;
+    let chi2: f64 = counts.iter().map(|o| (o - e) * (o - e) / e).sum();
+    // 63 degrees of freedom: P(chi2 > 103.4) = 0.001. Without the permutation every zero
+    // would sit in slot 23 (chi2 = 63·n).
+    assert!(
+        chi2 < 103.4,
+        "zero positions not uniform: chi2 = {chi2}, counts {counts:?}"
+    );
+    // The nonzero values are uniform over Z_67^* too (multiplied by fresh s_i).
+    let nonzero = d.as_slice().iter().filter(|&&v| v != 0).count();
+    assert_eq!(nonzero, n * (L_BITS - 1));
+}
+
+// ---------------------------------------------------------------- ShareConvert (Alg. 4)
+
+fn run_share_convert(
+    a: Vec<u64>,
+    seed: u64,
+    forced: Option<ScRandomness>,
+) -> (Vec<u64>, securenn_transports::MeterSnapshot) {
+    let n = a.len();
+    let shares = split(&a, seed);
+    let r = run3(seed, move |ctx: Ctx| {
+        let (shares, forced) = (shares.clone(), forced.clone());
+        async move {
+            let x = mine(&ctx, &shares, &[n], 0);
+            let y = share_convert_with(&ctx, n, x.share(), forced).await?;
+            Ok(y)
+        }
+    })
+    .unwrap();
+    let (y0, y1): (OddTensor, OddTensor) =
+        (r.outputs[0].clone().unwrap(), r.outputs[1].clone().unwrap());
+    (y0.add(&y1).as_slice().to_vec(), r.traffic)
+}
+
+#[test]
+fn share_convert_is_correct_and_costs_304_bytes() {
+    let mut g = rng(3);
+    let mut a: Vec<u64> = (0..1000).map(|_| g.random()).collect();
+    a.extend([0, 1, 2, u64::MAX - 1, 1 << 63, (1 << 63) - 1]);
+    a.retain(|&v| v != u64::MAX);
+    let (y, t) = run_share_convert(a.clone(), 3, None);
+    for (v, w) in a.iter().zip(&y) {
+        assert_eq!(*w, odd_reduce(*v), "a = {v}");
+    }
+    assert_eq!(t.total_bytes(), 304 * a.len() as u64);
+    assert_eq!(t.rounds, 4);
+}
+
+/// The corners of ShareConvert's randomness: r = 0 (PrivateCompare against r - 1 = 2^64 - 1,
+/// footnote 7), and r chosen so that a_j + r_j wraps on share 0, on share 1, on both, on neither.
+#[test]
+fn share_convert_randomness_corners() {
+    let mut g = rng(4);
+    let n = 64;
+    let a: Vec<u64> = (0..n).map(|_| g.random::<u64>() >> 1).collect();
+    let (a0, a1) = split(&a, 4);
+    for case in 0..5 {
+        let r0: Vec<u64> = match case {
+            // share 0 wraps: r0 > 2^64 - 1 - a0
+            1 => a0.as_slice().iter().map(|&v| u64::MAX - v / 2).collect(),
+            // share 0 does not wrap
+            _ => a0.as_slice().iter().map(|&v| (u64::MAX - v) / 2).collect(),
+        };
+        let r: Vec<u64> = match case {
+            0 => vec![0; n],
+            // r1 = r - r0 wraps with a1: pick r1 = MAX - a1/2, r = r0 + r1.
+            2 | 3 => r0
+                .iter()
+                .zip(a1.as_slice())
+                .map(|(&x, &v)| x.wrapping_add(u64::MAX - v / 2))
+                .collect(),
+            _ => r0
+                .iter()
+                .zip(a1.as_slice())
+                .map(|(&x, &v)| x.wrapping_add((u64::MAX - v) / 2))
+                .collect(),
+        };
+        let r0 = if case == 3 {
+            a0.as_slice().iter().map(|&v| u64::MAX - v / 2).collect()
+        } else {
+            r0
+        };
+        let forced = ScRandomness {
+            r,
+            r0,
+            eta2: (0..n).map(|i| (i % 2) as u8).collect(),
+        };
+        let shares = (a0.clone(), a1.clone());
+        let fc = forced.clone();
+        let out = run3(40 + case, move |ctx: Ctx| {
+            let (shares, forced) = (shares.clone(), fc.clone());
+            async move {
+                let x = mine(&ctx, &shares, &[n], 0);
+                share_convert_with(&ctx, n, x.share(), Some(forced)).await
+            }
+        })
+        .unwrap();
+        let y = out.outputs[0]
+            .clone()
+            .unwrap()
+            .add(&out.outputs[1].clone().unwrap());
+        for (i, (&v, &w)) in a.iter().zip(y.as_slice()).enumerate() {
+            assert_eq!(w, odd_reduce(v), "case {case} element {i}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- ComputeMSB (Alg. 5)
+
+#[test]
+fn compute_msb_is_correct_and_costs_360_bytes() {
+    let mut g = rng(5);
+    let mut a: Vec<u64> = (0..1000)
+        .map(|_| g.random::<u64>())
+        .map(odd_reduce)
+        .collect();
+    // Values whose doubled form wraps the odd ring (a ≥ 2^63), and the edges.
+    a.extend([0, 1, (1 << 63) - 1, 1 << 63, (1 << 63) + 1, ODD_MODULUS - 1]);
+    let n = a.len();
+    let odd = OddTensor::from_vec(&[n], a.clone());
+    let x0 = OddTensor::random(&[n], &mut rng(55));
+    let x1 = odd.sub(&x0);
+    let r = run3(5, move |ctx: Ctx| {
+        let (x0, x1) = (x0.clone(), x1.clone());
+        async move {
+            let mine = match ctx.me() {
+                P0 => Some(x0),
+                P1 => Some(x1),
+                _ => None,
+            };
+            let m = compute_msb::compute_msb(&ctx, n, mine.as_ref(), FRESH).await?;
+            Ok(m.share().cloned())
+        }
+    })
+    .unwrap();
+    for (v, m) in a.iter().zip(open(&r.outputs)) {
+        assert_eq!(m, v >> 63, "a = {v}");
+    }
+    assert_eq!(r.traffic.total_bytes(), 360 * n as u64);
+    // Standalone, P2's dealing is a round of its own: deal, r exchange, PrivateCompare, β',
+    // multiplication (the paper's 5). Inside DReLU the dealing overlaps ShareConvert.
+    assert_eq!(r.traffic.rounds, 5);
+}
+
+// ---------------------------------------------------------------- DReLU and ReLU (Alg. 6, 7)
+
+fn drelu_run(
+    a: &[u64],
+    seed: u64,
+    policy: MaskPolicy,
+) -> (Vec<u64>, securenn_transports::MeterSnapshot) {
+    let n = a.len();
+    let shares = split(a, seed);
+    let r = run3(seed, move |ctx: Ctx| {
+        let shares = shares.clone();
+        async move {
+            Ok(relu::drelu(&ctx, &mine(&ctx, &shares, &[n], 13), policy)
+                .await?
+                .share()
+                .cloned())
+        }
+    })
+    .unwrap();
+    (open(&r.outputs), r.traffic)
+}
+
+/// Edge values of the valid range |a| < 2^62: 0, ±1 ulp, ±(2^62 - 1), fixed-point ±1.0.
+fn edge_values() -> Vec<u64> {
+    let e: [i64; 9] = [
+        0,
+        1,
+        -1,
+        (1 << 62) - 1,
+        -((1 << 62) - 1),
+        1 << 13,
+        -(1 << 13),
+        (1 << 61) + 12345,
+        -(1 << 61),
+    ];
+    e.iter().map(|&v| v as u64).collect()
+}
+
+#[test]
+fn drelu_edges_and_cost() {
+    let a = edge_values();
+    let (d, t) = drelu_run(&a, 6, FRESH);
+    for (v, b) in a.iter().zip(&d) {
+        assert_eq!(*b, ((*v as i64) >= 0) as u64, "a = {}", *v as i64);
+    }
+    assert_eq!(t.total_bytes(), 664 * a.len() as u64);
+    assert_eq!(
+        t.rounds, 8,
+        "the paper's 8 rounds: P2 deals ComputeMSB before ShareConvert"
+    );
+}
+
+/// The correctness probability: 100,000 random DReLUs over the valid range, zero wrong answers.
+#[test]
+fn drelu_100k_random_zero_errors() {
+    let mut g = rng(7);
+    let a: Vec<u64> = (0..100_000)
+        .map(|_| (g.random::<i64>() >> 2) as u64)
+        .collect();
+    let (d, _) = drelu_run(&a, 7, FRESH);
+    let wrong = a
+        .iter()
+        .zip(&d)
+        .filter(|(v, b)| **b != ((**v as i64) >= 0) as u64)
+        .count();
+    assert_eq!(wrong, 0);
+}
+
+/// ReLU is exact: equal to the plaintext reference bit for bit, no truncation.
+#[test]
+fn relu_is_exact_and_costs_704_bytes() {
+    let mut g = rng(8);
+    for (batch, shape) in [(1usize, vec![1, 7, 3]), (128, vec![128, 5])] {
+        let mut x = random_fixed(&shape, 1000.0, &mut g);
+        let n = x.len();
+        let mut v = x.clone().into_vec();
+        v[..edge_values().len().min(n)]
+            .copy_from_slice(&edge_values()[..edge_values().len().min(n)]);
+        x = RingTensor::from_vec(&shape, v);
+        let case = Case::new(Op::Relu, x.clone(), x.clone());
+        let r = run_case(8, &case, SecureNn::default).unwrap();
+        let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
+        assert_eq!(reconstruct(&r.outputs), want, "batch {batch}");
+        assert_eq!(r.traffic.total_bytes(), 704 * n as u64);
+        assert_eq!(r.traffic.rounds, 9);
+    }
+}
+
+// ---------------------------------------------------------------- MatMul (Alg. 1) and linear layers
+
+#[test]
+fn matmul_and_conv_match_plaintext_and_cost_the_formula() {
+    let mut g = rng(9);
+    for (m, n, v) in [(1, 100, 1), (1, 500, 100), (3, 7, 5), (128, 13, 10)] {
+        let case = Case::new(
+            Op::Matmul,
+            random_fixed(&[m, n], 1.0, &mut g),
+            random_fixed(&[n, v], 1.0, &mut g),
+        );
+        let r = run_case(9, &case, SecureNn::default).unwrap();
+        let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
+        assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
+        let (m, n, v) = (m as u64, n as u64, v as u64);
+        assert_eq!(r.traffic.total_bytes(), (2 * m * n + 2 * n * v + m * v) * 8);
+        assert_eq!(r.traffic.link_bytes(P2, P1), m * v * 8);
+        assert_eq!(r.traffic.rounds, 1);
+    }
+    // Conv: the image is masked, not its im2col matrix.
+    let case = Case::new(
+        Op::Conv {
+            stride: 1,
+            padding: securenn::ring::Padding::Valid,
+        },
+        random_fixed(&[2, 8, 8, 3], 1.0, &mut g),
+        random_fixed(&[5, 5, 3, 4], 1.0, &mut g),
+    );
+    let r = run_case(10, &case, SecureNn::default).unwrap();
+    let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
+    assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
+    assert_eq!(
+        r.traffic.total_bytes(),
+        (2 * 2 * 64 * 3 + 2 * 75 * 4 + 2 * 16 * 4) * 8
+    );
+}
+
+// ---------------------------------------------------------------- Maxpool (Alg. 9) and DMaxpool (Alg. 10, 12)
+
+/// Plaintext max and index (later wins among ties) of each k×k window.
+fn plain_maxpool(x: &RingTensor, k: usize) -> (Vec<u64>, Vec<u64>) {
+    let n = k * k;
+    let parts: Vec<RingTensor> = (0..n).map(|t| x.pool_window(k, t)).collect();
+    let m = parts[0].len();
+    let mut max = parts[0].as_slice().to_vec();
+    let mut idx = vec![0u64; m];
+    for (t, p) in parts.iter().enumerate().skip(1) {
+        for o in 0..m {
+            if p.as_slice()[o] as i64 >= max[o] as i64 {
+                max[o] = p.as_slice()[o];
+                idx[o] = t as u64;
+            }
+        }
+    }
+    (max, idx)
+}
+
+fn run_maxpool(
+    x: &RingTensor,
+    k: usize,
+    policy: MaskPolicy,
+    seed: u64,
+) -> (Vec<u64>, Vec<u64>, securenn_transports::MeterSnapshot) {
+    let shape = x.shape().to_vec();
+    let shares = split(x.as_slice(), seed);
+    let r = run3(seed, move |ctx: Ctx| {
+        let (shares, shape) = (shares.clone(), shape.clone());
+        async move {
+            let t = mine(&ctx, &shares, &shape, 13);
+            let p = maxpool::maxpool_with_index(&ctx, &t, k, policy, false).await?;
+            Ok((p.max.share().cloned(), p.index.share().cloned()))
+        }
+    })
+    .unwrap();
+    let max: Vec<Option<RingTensor>> = r.outputs.iter().map(|o| o.0.clone()).collect();
+    let idx: Vec<Option<RingTensor>> = r.outputs.iter().map(|o| o.1.clone()).collect();
+    (open(&max), open(&idx), r.traffic)
+}
+
+#[test]
+fn maxpool_matches_plaintext_with_ties_and_negative_windows() {
+    let mut g = rng(11);
+    for (shape, k) in [
+        (vec![1, 4, 6, 3], 2),
+        (vec![128, 2, 2, 1], 2),
+        (vec![2, 6, 3, 1], 3),
+    ] {
+        let mut x = random_fixed(&shape, 50.0, &mut g);
+        {
+            let v = x.as_mut_slice();
+            // A window of ties, an all-negative window (first window of channel 0).
+            let c = shape[3];
+            let w = shape[2];
+            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                v[(dy * w + dx) * c] = (-(5i64 << 13) - dy as i64) as u64;
+            }
+            if shape[0] > 1 {
+                let off = shape[1] * shape[2] * c;
+                for t in 0..k * k {
+                    v[off + ((t / k) * w + t % k) * c] = 7 << 13;
+                }
+            }
+        }
+        let (max, idx, t) = run_maxpool(&x, k, FRESH, 11);
+        let (pmax, pidx) = plain_maxpool(&x, k);
+        assert_eq!(max, pmax, "{shape:?}");
+        assert_eq!(idx, pidx, "{shape:?}");
+        let outputs = (x.len() / (k * k)) as u64;
+        let steps = (k * k - 1) as u64;
+        assert_eq!(t.total_bytes(), 744 * steps * outputs, "{shape:?}");
+        assert_eq!(t.rounds, 9 * steps);
+        // Reusing β's mask for the index selection: 16 bytes less per step.
+        let (max2, idx2, t2) = run_maxpool(&x, k, MaskPolicy::Reuse, 12);
+        assert_eq!((max2, idx2), (pmax, pidx));
+        assert_eq!(t2.total_bytes(), 728 * steps * outputs);
+        assert_eq!(t2.rounds, 9 * steps);
+    }
+}
+
+#[test]
+fn dmaxpool_one_hot_both_algorithms() {
+    let mut g = rng(13);
+    for (shape, k) in [(vec![3, 4, 4, 2], 2), (vec![1, 6, 3, 2], 3)] {
+        let x = random_fixed(&shape, 9.0, &mut g);
+        let sh = shape.clone();
+        let shares = split(x.as_slice(), 13);
+        let r = run3(13, move |ctx: Ctx| {
+            let (shares, sh) = (shares.clone(), sh.clone());
+            async move {
+                let t = mine(&ctx, &shares, &sh, 13);
+                Ok(maxpool::dmaxpool(&ctx, &t, k, FRESH)
+                    .await?
+                    .share()
+                    .cloned())
+            }
+        })
+        .unwrap();
+        let d = RingTensor::from_vec(&shape, open(&r.outputs));
+        let (_, pidx) = plain_maxpool(&x, k);
+        for t in 0..k * k {
+            let part = d.pool_window(k, t);
+            for (o, &i) in pidx.iter().enumerate() {
+                assert_eq!(
+                    part.as_slice()[o],
+                    (i == t as u64) as u64,
+                    "{shape:?} window {o} pos {t}"
+                );
+            }
+        }
+        let outputs = (x.len() / (k * k)) as u64;
+        let n = (k * k) as u64;
+        let maxpool_bytes = 744 * (n - 1) * outputs;
+        if k == 2 {
+            // Algorithm 10 after the maxpool: 2 words to P2, 2n words back, 2 rounds.
+            assert_eq!(
+                r.traffic.total_bytes(),
+                maxpool_bytes + 16 * (n + 1) * outputs
+            );
+            assert_eq!(r.traffic.rounds, 9 * (n - 1) + 2);
+        } else {
+            // Algorithm 12: n more selections per step, no extra round.
+            assert_eq!(
+                r.traffic.total_bytes(),
+                maxpool_bytes + 40 * n * (n - 1) * outputs
+            );
+            assert_eq!(r.traffic.rounds, 9 * (n - 1));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Division (Alg. 8)
+
+#[test]
+fn division_is_exact_long_division() {
+    let mut g = rng(14);
+    let n = 40;
+    let fp = securenn::fixed::FixedPoint::default();
+    let ys: Vec<f64> = (0..n).map(|_| g.random_range(0.5..100.0)).collect();
+    let xs: Vec<f64> = ys.iter().map(|&y| y * g.random_range(0.0..0.999)).collect();
+    let x = fp.encode_tensor(&[n], &xs).unwrap();
+    let y = fp.encode_tensor(&[n], &ys).unwrap();
+    let (sx, sy) = (split(x.as_slice(), 14), split(y.as_slice(), 15));
+    let r = run3(14, move |ctx: Ctx| {
+        let (sx, sy) = (sx.clone(), sy.clone());
+        async move {
+            let (a, b) = (mine(&ctx, &sx, &[n], 13), mine(&ctx, &sy, &[n], 13));
+            Ok(division::divide(&ctx, &a, &b, FRESH)
+                .await?
+                .share()
+                .cloned())
+        }
+    })
+    .unwrap();
+    let q = open(&r.outputs);
+    for i in 0..n {
+        let want = ((x.as_slice()[i] as u128) << 13) / y.as_slice()[i] as u128;
+        assert_eq!(q[i] as u128, want, "{} / {}", xs[i], ys[i]);
+    }
+    assert_eq!(r.traffic.total_bytes(), 704 * 13 * n as u64);
+    assert_eq!(r.traffic.rounds, 9 * 13);
+}
+
+// ---------------------------------------------------------------- Determinism and errors
+
+#[test]
+fn same_seed_same_shares_bytes_and_rounds() {
+    let mut g = rng(15);
+    let x = random_fixed(&[3, 4, 4, 2], 5.0, &mut g);
+    let a = run_maxpool(&x, 2, FRESH, 16);
+    let b = run_maxpool(&x, 2, FRESH, 16);
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.2, b.2);
+    let case = Case::new(Op::Relu, x.clone(), x.clone());
+    let c = run_case(17, &case, SecureNn::default).unwrap();
+    let d = run_case(17, &case, SecureNn::default).unwrap();
+    let e = run_case(18, &case, SecureNn::default).unwrap();
+    assert_eq!(c.outputs, d.outputs, "same seed, same shares");
+    assert_ne!(
+        c.outputs[0], e.outputs[0],
+        "different seed, different shares"
+    );
+    assert_eq!(
+        reconstruct(&c.outputs),
+        reconstruct(&e.outputs),
+        "same value"
+    );
+    assert_eq!(c.traffic, e.traffic);
+}
+
+#[test]
+fn bad_pool_shapes_are_errors() {
+    let x = RingTensor::zeros(&[1, 3, 3, 1]);
+    let err = run_case(
+        19,
+        &Case::new(Op::MaxPool(2), x.clone(), x),
+        SecureNn::default,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ProtocolError::Input { .. }), "{err}");
+}
