@@ -337,6 +337,26 @@ fn drelu_edges_and_cost() {
     );
 }
 
+/// DReLU's domain is |a| < 2^62 (it doubles a): the largest fixed-point values the protocol
+/// accepts are ±(2^62 - 1) raw, i.e. ±2^49 at 13 fractional bits, and 2^62 is where it stops
+/// being right (2·2^62 has its top bit set, so DReLU says "negative").
+#[test]
+fn drelu_domain_bound() {
+    let inside = [
+        (1u64 << 62) - 1,
+        ((1i64 << 62) - 1).wrapping_neg() as u64,
+        (-(1i64 << 62)) as u64 + 1,
+    ];
+    let (d, _) = drelu_run(&inside, 20, FRESH);
+    assert_eq!(d, vec![1, 0, 0]);
+    let (d, _) = drelu_run(&[1 << 62, (1 << 63) - 1], 21, FRESH);
+    assert_eq!(
+        d,
+        vec![0, 0],
+        "outside the domain the answer is wrong, as documented"
+    );
+}
+
 /// The correctness probability: 100,000 random DReLUs over the valid range, zero wrong answers.
 #[test]
 fn drelu_100k_random_zero_errors() {

@@ -36,7 +36,8 @@ struct Shared {
 /// so they derive the same rendezvous key and the same PRG streams.
 #[derive(Default)]
 struct PathState {
-    children: u32,
+    /// How many children of each name this path has made.
+    children: std::collections::HashMap<String, u32>,
     sent: [u32; 3],
     received: [u32; 3],
     prgs: [u32; 3],
@@ -122,7 +123,7 @@ impl Ctx {
         self.shared.fixed
     }
 
-    /// The operation path, e.g. `infer/0.batch/2.dense/0.matmul`.
+    /// The operation path, e.g. `infer/batch~2/4.dense/matmul`.
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -132,11 +133,18 @@ impl Ctx {
         self.depth.get()
     }
 
+    /// `parent/name` for the first child called `name`, `parent/name~k` for the k-th repeat, so
+    /// paths read like the operation tree and stay unique (names never contain `~`).
     fn child_path(&self, name: &str) -> Rc<str> {
         let mut st = self.state.borrow_mut();
-        let n = st.children;
-        st.children += 1;
-        format!("{}/{n}.{name}", self.path).into()
+        let n = st.children.entry(name.to_string()).or_default();
+        let path = if *n == 0 {
+            format!("{}/{name}", self.path)
+        } else {
+            format!("{}/{name}~{n}", self.path)
+        };
+        *n += 1;
+        path.into()
     }
 
     /// A sub-operation run in sequence with its parent: it shares the parent's depth.

@@ -16,7 +16,10 @@ use crate::protocol::beaver::{MaskPolicy, Product, beaver_many};
 use crate::protocol::shared::{SharedTensor, refresh};
 use crate::ring::RingTensor;
 
-/// DReLU: integer shares of 1 where a ≥ 0 and 0 where a < 0 (valid for |a| < 2^62).
+/// DReLU: integer shares of 1 where a ≥ 0 and 0 where a < 0.
+///
+/// Domain: |a| < 2^62 as a signed ring element (|value| < 2^49 at 13 fractional bits); beyond it
+/// the doubled value's top bit is not a's sign and the answer is wrong (tested).
 pub async fn drelu(
     ctx: &Ctx,
     a: &SharedTensor,
