@@ -633,3 +633,99 @@ fn bad_pool_shapes_are_errors() {
     .unwrap_err();
     assert!(matches!(err, ProtocolError::Input { .. }), "{err}");
 }
+
+// ---------------------------------------------------------------- Argmax, tree maxima, im2col conv
+
+fn run_argmax(
+    x: &RingTensor,
+    policy: MaskPolicy,
+    strategy: maxpool::MaxStrategy,
+    seed: u64,
+) -> (Vec<u64>, securenn_transports::MeterSnapshot) {
+    let shape = x.shape().to_vec();
+    let shares = split(x.as_slice(), seed);
+    let r = run3(seed, move |ctx: Ctx| {
+        let (shares, shape) = (shares.clone(), shape.clone());
+        async move {
+            let t = mine(&ctx, &shares, &shape, 13);
+            Ok(maxpool::argmax(&ctx, &t, policy, strategy)
+                .await?
+                .index
+                .share()
+                .cloned())
+        }
+    })
+    .unwrap();
+    (open(&r.outputs), r.traffic)
+}
+
+#[test]
+fn argmax_sequential_and_tree_match_plaintext() {
+    use securenn::protocol::securenn::MaxStrategy::{Sequential, Tree};
+    let mut g = rng(30);
+    for b in [1usize, 128] {
+        let mut x = random_fixed(&[b, 10], 20.0, &mut g);
+        // Ties (the later index wins) and an all-negative row.
+        let v = x.as_mut_slice();
+        v[3] = 99 << 13;
+        v[7] = 99 << 13;
+        if b > 1 {
+            for c in 0..10 {
+                v[10 + c] = (-(1000i64 << 13) + c as i64 % 3) as u64;
+            }
+        }
+        let want = securenn::protocol::Plaintext::argmax_rows(&x);
+        let (seq, t1) = run_argmax(&x, FRESH, Sequential, 30);
+        let (tree, t2) = run_argmax(&x, FRESH, Tree, 31);
+        assert_eq!(seq, want, "sequential, batch {b}");
+        assert_eq!(tree, want, "tree, batch {b}");
+        // Both make n - 1 = 9 comparisons per row: the paper's 6,696 bytes per image.
+        assert_eq!(t1.total_bytes(), 6696 * b as u64);
+        assert_eq!(t2.total_bytes(), 6696 * b as u64);
+        assert_eq!(t1.rounds, 9 * 9, "sequential: 9 steps");
+        assert_eq!(t2.rounds, 9 * 4, "tree: ⌈log2 10⌉ = 4 levels");
+    }
+}
+
+#[test]
+fn tree_maxpool_matches_sequential() {
+    use securenn::protocol::securenn::MaxStrategy::Tree;
+    let mut g = rng(32);
+    let x = random_fixed(&[5, 4, 6, 3], 30.0, &mut g);
+    let shape = x.shape().to_vec();
+    let shares = split(x.as_slice(), 32);
+    let r = run3(32, move |ctx: Ctx| {
+        let (shares, shape) = (shares.clone(), shape.clone());
+        async move {
+            let t = mine(&ctx, &shares, &shape, 13);
+            let p = maxpool::maxpool(&ctx, &t, 2, FRESH, Tree).await?;
+            Ok((p.max.share().cloned(), p.index.share().cloned()))
+        }
+    })
+    .unwrap();
+    let max: Vec<Option<RingTensor>> = r.outputs.iter().map(|o| o.0.clone()).collect();
+    let idx: Vec<Option<RingTensor>> = r.outputs.iter().map(|o| o.1.clone()).collect();
+    let (pmax, pidx) = plain_maxpool(&x, 2);
+    assert_eq!((open(&max), open(&idx)), (pmax, pidx));
+    assert_eq!(r.traffic.total_bytes(), 744 * 3 * 90);
+    assert_eq!(r.traffic.rounds, 9 * 2);
+}
+
+/// The paper's convolution masks the im2col matrix: 8(2·|X_im2col| + 2|W| + |Z|) bytes.
+#[test]
+fn paper_conv_masks_the_im2col_matrix() {
+    let mut g = rng(33);
+    let case = Case::new(
+        Op::Conv {
+            stride: 1,
+            padding: securenn::ring::Padding::Valid,
+        },
+        random_fixed(&[1, 28, 28, 1], 1.0, &mut g),
+        random_fixed(&[5, 5, 1, 16], 1.0, &mut g),
+    );
+    let r = run_case(33, &case, SecureNn::paper).unwrap();
+    let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
+    assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
+    // Network B's first layer in the paper: 310,528 bytes.
+    assert_eq!(r.traffic.total_bytes(), 310_528);
+}

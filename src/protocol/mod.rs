@@ -121,6 +121,21 @@ pub trait Protocol {
         x: &Self::Tensor,
         k: usize,
     ) -> Result<Self::Tensor, ProtocolError>;
+    /// Index of the maximum of each row of a [batch, n] tensor, as integers (the later one among
+    /// equal values).
+    async fn argmax(&self, ctx: &Ctx, x: &Self::Tensor) -> Result<Self::Tensor, ProtocolError>;
+}
+
+/// Append zeros to the last axis of a [batch, n] tensor (local on every backend: shares of zero
+/// are zeros).
+pub fn pad_last(x: &RingTensor, to: usize) -> RingTensor {
+    let s = x.shape();
+    let (b, n) = (s[0], s[1]);
+    let mut out = vec![0u64; b * to];
+    for (row, src) in out.chunks_exact_mut(to).zip(x.as_slice().chunks_exact(n)) {
+        row[..n].copy_from_slice(src);
+    }
+    RingTensor::from_vec(&[b, to], out)
 }
 
 /// Average over non-overlapping k×k windows: a local sum, then a public 1/k² (Pond's

@@ -253,6 +253,40 @@ impl Protocol for Plaintext {
             frac: x.frac,
         })
     }
+
+    async fn argmax(&self, ctx: &Ctx, x: &PlainTensor) -> Result<PlainTensor, ProtocolError> {
+        let s = x.value.shape();
+        if s.len() != 2 || s[1] == 0 {
+            return Err(ProtocolError::Input {
+                op: ctx.path().to_string(),
+                reason: format!("argmax wants [batch, n] with n > 0, got {s:?}"),
+            });
+        }
+        let idx = Self::argmax_rows(&x.value);
+        Ok(PlainTensor {
+            value: RingTensor::from_vec(&[s[0]], idx),
+            frac: 0,
+        })
+    }
+}
+
+impl Plaintext {
+    /// Argmax of each row, the later index among equal values (as the secure protocols).
+    pub fn argmax_rows(x: &RingTensor) -> Vec<u64> {
+        let n = x.shape()[1];
+        x.as_slice()
+            .chunks_exact(n)
+            .map(|row| {
+                let mut best = 0;
+                for (i, &v) in row.iter().enumerate() {
+                    if v as i64 >= row[best] as i64 {
+                        best = i;
+                    }
+                }
+                best as u64
+            })
+            .collect()
+    }
 }
 
 pub(crate) fn check_bias(ctx: &Ctx, x: &[usize], b: &[usize]) -> Result<(), ProtocolError> {

@@ -191,8 +191,17 @@ impl Protocol for Pond {
         check_pool(ctx, x.shape(), k)?;
         Err(ProtocolError::Unsupported {
             op: ctx.path().to_string(),
-            reason: "Pond has no exact comparison, so no max pooling: use average pooling, or \
-                     --protocol securenn"
+            reason: "Pond has no exact comparison, so no max pooling: use average pooling (the \
+                     -avg models), or --protocol securenn"
+                .into(),
+        })
+    }
+
+    async fn argmax(&self, ctx: &Ctx, _: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
+        Err(ProtocolError::Unsupported {
+            op: ctx.path().to_string(),
+            reason: "Pond has no exact comparison, so no secure argmax: reveal the logits to the \
+                     data owner instead"
                 .into(),
         })
     }

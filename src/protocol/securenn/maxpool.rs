@@ -9,7 +9,9 @@
 //! cannot drift.
 //!
 //! Cost per step per window: DReLU (664 B) and two SelectShares (2 × 40 B): 744 bytes, 9 rounds
-//! (with reused masks the second selection reuses β's mask: 728 bytes).
+//! (with reused masks the second selection reuses β's mask: 728 bytes). The same n - 1
+//! comparisons arranged as a balanced tree ([`MaxStrategy::Tree`]) take ⌈log2 n⌉ steps instead
+//! of n - 1; argmax over the last axis (the networks' prediction) works the same way.
 //! DMaxpool, Algorithm 10: the servers send P2 the index blinded by a common r (2 words), P2
 //! returns shares of the one-hot vector at (ind + r) mod n (2n words), and the servers rotate it
 //! back by r mod n: 16(n + 1) bytes, 2 rounds.
@@ -23,6 +25,16 @@ use crate::protocol::check_pool;
 use crate::protocol::shared::{SharedTensor, public, refresh, sub, zero_share};
 use crate::ring::RingTensor;
 
+/// How maxima are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxStrategy {
+    /// The paper's Algorithm 9: n - 1 comparison steps in sequence, 9 rounds each.
+    Sequential,
+    /// A balanced tree of pairwise comparisons: ⌈log2 n⌉ steps (the same n - 1 comparisons,
+    /// fewer rounds). Among equal values the later one still wins.
+    Tree,
+}
+
 /// The maximum of each k×k window, its index, and (if asked) the one-hot vectors of Algorithm 12,
 /// one tensor per window position.
 pub struct MaxPooled {
@@ -31,7 +43,8 @@ pub struct MaxPooled {
     pub one_hot: Option<Vec<SharedTensor>>,
 }
 
-/// Maxpool with index over non-overlapping k×k windows of an NHWC tensor.
+/// Maxpool with index over non-overlapping k×k windows of an NHWC tensor (sequential, as the
+/// paper; see [`maxpool`] for the tree).
 pub async fn maxpool_with_index(
     ctx: &Ctx,
     x: &SharedTensor,
@@ -41,13 +54,79 @@ pub async fn maxpool_with_index(
 ) -> Result<MaxPooled, ProtocolError> {
     check_pool(ctx, x.shape(), k)?;
     let ctx = ctx.child("maxpool");
-    let n = k * k;
+    let parts = windows(x, k);
+    max_sequential(&ctx, &parts, policy, with_one_hot).await
+}
+
+/// Max over non-overlapping k×k windows with the given strategy.
+pub async fn maxpool(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    k: usize,
+    policy: MaskPolicy,
+    strategy: MaxStrategy,
+) -> Result<MaxPooled, ProtocolError> {
+    check_pool(ctx, x.shape(), k)?;
+    let ctx = ctx.child("maxpool");
+    let parts = windows(x, k);
+    match strategy {
+        MaxStrategy::Sequential => max_sequential(&ctx, &parts, policy, false).await,
+        MaxStrategy::Tree => max_tree(&ctx, &parts, policy).await,
+    }
+}
+
+/// Argmax over the last axis of a [batch, n] tensor: integer shares of the index (later wins
+/// among ties), shape [batch].
+pub async fn argmax(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    policy: MaskPolicy,
+    strategy: MaxStrategy,
+) -> Result<MaxPooled, ProtocolError> {
+    let ctx = ctx.child("argmax");
+    let s = x.shape();
+    if s.len() != 2 || s[1] == 0 {
+        return Err(ProtocolError::Input {
+            op: ctx.path().to_string(),
+            reason: format!("argmax wants [batch, n] with n > 0, got {s:?}"),
+        });
+    }
+    let (b, n) = (s[0], s[1]);
+    let parts: Vec<SharedTensor> = (0..n)
+        .map(|t| {
+            x.map_share(&[b], x.frac(), |v| {
+                RingTensor::from_vec(
+                    &[b],
+                    v.as_slice().iter().skip(t).step_by(n).copied().collect(),
+                )
+            })
+        })
+        .collect();
+    match strategy {
+        MaxStrategy::Sequential => max_sequential(&ctx, &parts, policy, false).await,
+        MaxStrategy::Tree => max_tree(&ctx, &parts, policy).await,
+    }
+}
+
+/// Element t (= dy·k + dx) of every window, as n tensors of the pooled shape.
+fn windows(x: &SharedTensor, k: usize) -> Vec<SharedTensor> {
     let s = x.shape();
     let out_shape = [s[0], s[1] / k, s[2] / k, s[3]];
-    let parts: Vec<SharedTensor> = (0..n)
+    (0..k * k)
         .map(|t| x.map_share(&out_shape, x.frac(), |v| v.pool_window(k, t)))
-        .collect();
-    let constant = |v: u64| public(&ctx, &RingTensor::filled(&out_shape, v), 0);
+        .collect()
+}
+
+/// Algorithm 9 over `parts` (all the same shape): one DReLU and the selections per step.
+async fn max_sequential(
+    ctx: &Ctx,
+    parts: &[SharedTensor],
+    policy: MaskPolicy,
+    with_one_hot: bool,
+) -> Result<MaxPooled, ProtocolError> {
+    let n = parts.len();
+    let out_shape = parts[0].shape().to_vec();
+    let constant = |v: u64| public(ctx, &RingTensor::filled(&out_shape, v), 0);
     let mut max = parts[0].clone();
     let mut index = constant(0);
     let mut one_hot: Option<Vec<SharedTensor>> =
@@ -77,6 +156,82 @@ pub async fn maxpool_with_index(
         index,
         one_hot,
     })
+}
+
+/// A balanced tree over `parts`: each level compares neighbours (all pairs of the level in one
+/// DReLU) and keeps the larger with its index; an odd one out waits for the next level.
+async fn max_tree(
+    ctx: &Ctx,
+    parts: &[SharedTensor],
+    policy: MaskPolicy,
+) -> Result<MaxPooled, ProtocolError> {
+    let shape = parts[0].shape().to_vec();
+    let constant = |v: u64| public(ctx, &RingTensor::filled(&shape, v), 0);
+    let mut level: Vec<(SharedTensor, SharedTensor)> = parts
+        .iter()
+        .enumerate()
+        .map(|(t, p)| (p.clone(), constant(t as u64)))
+        .collect();
+    while level.len() > 1 {
+        let step = ctx.child("level");
+        let pairs = level.len() / 2;
+        // All comparisons of the level as one tensor: later - earlier, pair after pair.
+        let diff = concat(
+            &step,
+            &(0..pairs)
+                .map(|i| sub(&step, &level[2 * i + 1].0, &level[2 * i].0))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let beta = drelu(&step, &diff, policy).await?;
+        let betas = split(&beta, pairs, &shape);
+        let mut selections = Vec::with_capacity(2 * pairs);
+        for (i, b) in betas.iter().enumerate() {
+            let (a, c) = (&level[2 * i], &level[2 * i + 1]);
+            selections.push((b, &a.0, &c.0));
+            selections.push((b, &a.1, &c.1));
+        }
+        let mut picked = select_shares(&step, &selections, policy).await?.into_iter();
+        let mut next = Vec::with_capacity(pairs + 1);
+        for _ in 0..pairs {
+            next.push((picked.next().expect("max"), picked.next().expect("index")));
+        }
+        if level.len() % 2 == 1 {
+            next.push(level.pop().expect("odd one out"));
+        }
+        level = next;
+    }
+    let (max, index) = level.pop().expect("at least one part");
+    Ok(MaxPooled {
+        max,
+        index,
+        one_hot: None,
+    })
+}
+
+/// Tensors of one shape side by side as one flat tensor.
+fn concat(ctx: &Ctx, xs: &[SharedTensor]) -> SharedTensor {
+    let n: usize = xs.iter().map(|x| x.shape().iter().product::<usize>()).sum();
+    let share = (ctx.me() != P2).then(|| {
+        RingTensor::from_vec(
+            &[n],
+            xs.iter()
+                .flat_map(|x| x.share().expect("server").as_slice().to_vec())
+                .collect(),
+        )
+    });
+    SharedTensor::new(&[n], xs[0].frac(), share)
+}
+
+/// The inverse of [`concat`]: `count` tensors of `shape`.
+fn split(x: &SharedTensor, count: usize, shape: &[usize]) -> Vec<SharedTensor> {
+    let m: usize = shape.iter().product();
+    (0..count)
+        .map(|i| {
+            x.map_share(shape, x.frac(), |s| {
+                RingTensor::from_vec(shape, s.as_slice()[i * m..(i + 1) * m].to_vec())
+            })
+        })
+        .collect()
 }
 
 /// DMaxpool: integer shares of a 0/1 tensor shaped like `x` with a single 1 per window, at the
