@@ -1,7 +1,7 @@
-//! A secure inference job: the data owner's images and the model owner's weights go in, logits
-//! come out at the data owner only. Beside them run the plaintext fixed-point reference (same
-//! numbers, no secrecy) and the float model, and the report says how far apart they are and what
-//! the secure run cost.
+//! A secure inference job: the data owner's images and the model owner's weights go in, the
+//! prediction (or the logits) comes out at the data owner only. Beside it run the plaintext
+//! fixed-point reference (same numbers, no secrecy) and the float model, and the report says how
+//! far apart they are and what the secure run cost, layer by layer.
 
 use crate::channel::{Ctx, P0, PartyId, ProtocolError};
 use crate::data::Mnist;
@@ -11,8 +11,9 @@ use crate::party::{JobFn, LocalCluster, PartyConfig, SeedSource};
 use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
 use crate::ring::RingTensor;
 use ndarray::{ArrayD, IxDyn};
-use securenn_transports::MeterSnapshot;
+use securenn_transports::{EnvelopeRecord, MeterSnapshot};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,12 +37,34 @@ impl ProtocolKind {
     }
 }
 
+/// How the network is laid out and accounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// The model as defined; SecureNN with reused masks, tree maxima and masked images.
+    Default,
+    /// The paper's cost layout ([`Sequential::paper_layout`]) and accounting
+    /// ([`SecureNn::paper`]): reproduces the paper's communication to the byte.
+    Paper,
+}
+
+/// What the data owner learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reveal {
+    /// Only the predicted class: the argmax is computed securely (SecureNN).
+    Class,
+    /// The logits; the data owner takes the argmax itself (Pond has no secure argmax).
+    Logits,
+}
+
 /// Everything a secure inference needs. Only the model owner's job sees `weights`, only the
 /// data owner's job sees the images.
 #[derive(Clone)]
 pub struct InferSpec {
     pub protocol: ProtocolKind,
     pub model_name: String,
+    /// The model in its default layout, ending with argmax.
     pub model: Sequential,
     pub weights: Weights,
     pub data: Mnist,
@@ -52,6 +75,9 @@ pub struct InferSpec {
     pub config: PartyConfig,
     /// Pond's ReLU polynomial (power, coefficient).
     pub relu_poly: Vec<(u32, f64)>,
+    pub layout: Layout,
+    /// `None`: the class where the protocol has a secure argmax, the logits otherwise.
+    pub reveal: Option<Reveal>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +99,23 @@ pub struct LinkReport {
     pub messages: u64,
 }
 
+/// Traffic of one layer (or of the weights, inputs and reveal), all batches summed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub bytes: u64,
+    pub messages: u64,
+    /// Causal rounds the layer added, summed over batches.
+    pub rounds: u64,
+}
+
 /// What a run predicted and cost. Field names are stable: other tools read the JSON.
 #[derive(Clone, Debug, Serialize)]
 pub struct InferReport {
     pub protocol: ProtocolKind,
     pub model: String,
+    pub layout: Layout,
+    pub reveal: Reveal,
     pub samples: usize,
     pub batch: usize,
     pub seed: u64,
@@ -90,8 +128,8 @@ pub struct InferReport {
     pub float_agreement: f64,
     pub plaintext_accuracy: f64,
     pub float_accuracy: f64,
-    /// Largest |secure logit - plaintext logit| over all outputs.
-    pub max_logit_error: f64,
+    /// Largest |secure logit - plaintext logit| (only when the logits are revealed).
+    pub max_logit_error: Option<f64>,
     /// Payload bytes of the job, all links summed (session setup excluded).
     pub bytes_total: u64,
     pub messages: u64,
@@ -99,6 +137,8 @@ pub struct InferReport {
     pub rounds: u64,
     pub setup_bytes: u64,
     pub links: Vec<LinkReport>,
+    /// Per layer, in order: `weights`, `input`, the model's layers, `reveal`.
+    pub layers: Vec<LayerReport>,
     pub wall_seconds: f64,
     /// CPU time of the whole process during the run (all parties and threads).
     pub cpu_seconds: f64,
@@ -113,13 +153,15 @@ pub struct InferReport {
 /// Called with (batches done, batches in all) at the data owner.
 pub type Progress = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
+/// Argmax with the protocols' tie rule: the later index among equal values.
 fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| {
-            if x > bv { (i, x) } else { (bi, bv) }
-        })
-        .0
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x >= v[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 fn agreement(a: &[usize], b: &[usize]) -> f64 {
@@ -127,11 +169,7 @@ fn agreement(a: &[usize], b: &[usize]) -> f64 {
 }
 
 fn accuracy(p: &[usize], labels: &[u8]) -> f64 {
-    p.iter()
-        .zip(labels)
-        .filter(|(x, y)| **x == **y as usize)
-        .count() as f64
-        / p.len().max(1) as f64
+    p.iter().zip(labels).filter(|(x, y)| **x == **y as usize).count() as f64 / p.len().max(1) as f64
 }
 
 impl InferSpec {
@@ -143,12 +181,7 @@ impl InferSpec {
         if self.data.images.is_empty() {
             return Err(InferError::Spec("--samples must be at least 1".into()));
         }
-        if self
-            .data
-            .images
-            .iter()
-            .any(|im| im.len() != crate::ring::numel(&self.model.input))
-        {
+        if self.data.images.iter().any(|im| im.len() != crate::ring::numel(&self.model.input)) {
             return Err(InferError::Spec(format!(
                 "model {} wants inputs of shape {:?}",
                 self.model_name, self.model.input
@@ -157,7 +190,31 @@ impl InferSpec {
         if self.data_owner.0 > 2 || self.model_owner.0 > 2 {
             return Err(InferError::Spec("owners must be parties 0, 1 or 2".into()));
         }
+        if self.protocol == ProtocolKind::Pond && self.reveal == Some(Reveal::Class) {
+            return Err(InferError::Spec(
+                "Pond has no secure argmax: it can only reveal the logits (--reveal logits)".into(),
+            ));
+        }
         Ok(())
+    }
+
+    fn reveal(&self) -> Reveal {
+        self.reveal.unwrap_or(match self.protocol {
+            ProtocolKind::Pond => Reveal::Logits,
+            _ => Reveal::Class,
+        })
+    }
+
+    /// The model as run: layout applied; without the argmax when the logits are revealed.
+    fn run_model(&self) -> Sequential {
+        let m = match self.layout {
+            Layout::Default => self.model.clone(),
+            Layout::Paper => self.model.paper_layout(),
+        };
+        match self.reveal() {
+            Reveal::Class => m,
+            Reveal::Logits => m.without_argmax(),
+        }
     }
 
     /// The images as fixed-point batches of shape [b, ...input].
@@ -187,8 +244,11 @@ impl InferSpec {
     }
 }
 
+/// What the data owner gets per image: the logits if revealed, and the prediction.
+type Outputs = Vec<(Option<Vec<f64>>, usize)>;
+
 /// One party's part of the job: input the weights, then per batch input the images, run the
-/// model and reveal the logits to the data owner. Returns the decoded logits at the data owner.
+/// model and reveal its output to the data owner.
 #[allow(clippy::too_many_arguments)]
 async fn party_job<P: Protocol>(
     p: P,
@@ -199,160 +259,198 @@ async fn party_job<P: Protocol>(
     shapes: Vec<Vec<usize>>,
     owners: (PartyId, PartyId),
     progress: Option<Progress>,
-) -> Result<Vec<Vec<f64>>, ProtocolError> {
+) -> Result<Outputs, ProtocolError> {
     let (data_owner, model_owner) = owners;
     let fp = ctx.fixed();
     let params = input_params(&p, &ctx, &model, model_owner, weights.as_ref()).await?;
-    let mut logits = Vec::new();
+    let mut out = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
         let bctx = ctx.child("batch");
         let x = p
-            .input(
-                &bctx,
-                data_owner,
-                batches.as_ref().map(|b| &b[i]),
-                shape,
-                fp.frac_bits,
-            )
+            .input(&bctx, data_owner, batches.as_ref().map(|b| &b[i]), shape, fp.frac_bits)
             .await?;
         let y = forward(&p, &bctx, &model, &params, x).await?;
-        if let Some(out) = p.reveal(&bctx, &y, data_owner).await? {
-            let classes = *out.shape().last().expect("logits have a class axis");
-            logits.extend(fp.decode_tensor(&out).chunks(classes).map(<[f64]>::to_vec));
+        if let Some(v) = p.reveal(&bctx, &y, data_owner).await? {
+            if v.shape().len() == 1 {
+                out.extend(v.as_slice().iter().map(|&c| (None, c as usize)));
+            } else {
+                let classes = v.shape()[1];
+                out.extend(fp.decode_tensor(&v).chunks(classes).map(|l| (Some(l.to_vec()), argmax(l))));
+            }
             if let Some(cb) = &progress {
                 cb(i + 1, shapes.len());
             }
         }
     }
-    Ok(logits)
+    Ok(out)
 }
 
-type Outcome = (
-    Vec<Vec<f64>>,
-    MeterSnapshot,
-    MeterSnapshot,
-    Duration,
-    Duration,
-    Vec<Duration>,
-);
+struct Secure {
+    outputs: Outputs,
+    traffic: MeterSnapshot,
+    setup: MeterSnapshot,
+    envelopes: Vec<EnvelopeRecord>,
+    wall: Duration,
+    cpu: Duration,
+    party_cpu: Vec<Duration>,
+}
 
 /// The secure job at three parties: the model owner's job gets the weights, the data owner's
 /// job the images, every job the public shapes.
 fn run_parties<P: Protocol + Send + 'static>(
     spec: &InferSpec,
+    model: &Sequential,
     batches: &[RingTensor],
-    shapes: &[Vec<usize>],
     progress: Option<Progress>,
     backend: impl Fn() -> P,
-) -> Result<Outcome, InferError> {
-    let jobs = |party: PartyId| -> JobFn<Vec<Vec<f64>>> {
-        let model = spec.model.clone();
+) -> Result<Secure, InferError> {
+    let shapes: Vec<Vec<usize>> = batches.iter().map(|b| b.shape().to_vec()).collect();
+    let jobs = |party: PartyId| -> JobFn<Outputs> {
+        let model = model.clone();
         let weights = (party == spec.model_owner).then(|| spec.weights.clone());
         let data = (party == spec.data_owner).then(|| batches.to_vec());
-        let (shapes, owners) = (shapes.to_vec(), (spec.data_owner, spec.model_owner));
+        let (shapes, owners) = (shapes.clone(), (spec.data_owner, spec.model_owner));
         let (p, progress) = (backend(), progress.clone());
-        Box::new(move |ctx| {
-            Box::pin(party_job(
-                p, ctx, model, weights, data, shapes, owners, progress,
-            ))
-        })
+        Box::new(move |ctx| Box::pin(party_job(p, ctx, model, weights, data, shapes, owners, progress)))
     };
     let r = LocalCluster::run_once(spec.config, SeedSource::Fixed(spec.seed), "infer", jobs)?;
-    let logits = r
-        .outputs
-        .into_iter()
-        .nth(spec.data_owner.index())
-        .expect("three outputs");
-    Ok((logits, r.traffic, r.setup, r.wall, r.cpu, r.party_cpu))
+    Ok(Secure {
+        outputs: r.outputs.into_iter().nth(spec.data_owner.index()).expect("three outputs"),
+        traffic: r.traffic,
+        setup: r.setup,
+        envelopes: r.envelopes,
+        wall: r.wall,
+        cpu: r.cpu,
+        party_cpu: r.party_cpu,
+    })
+}
+
+/// Attribute the job's envelopes to `weights`, `input`, each layer and `reveal` by their
+/// rendezvous keys (`infer/batch~k/<layer>/...`); a layer's rounds are the depth it adds over
+/// everything before it (the job started at causal depth `start`).
+pub fn layer_costs(model: &Sequential, envelopes: &[EnvelopeRecord], start: u64) -> Vec<LayerReport> {
+    let mut order = vec!["weights".to_string(), "input".to_string()];
+    order.extend(model.describe().map(|d| d.into_iter().map(|l| l.name).collect::<Vec<_>>()).unwrap_or_default());
+    order.push("reveal".into());
+    // (batch, op) -> (bytes, messages, max depth)
+    let mut cells: BTreeMap<(usize, usize), (u64, u64, u64)> = BTreeMap::new();
+    for e in envelopes {
+        let mut parts = e.key.split('#').next().unwrap_or("").split('/').skip(1);
+        let (batch, op) = match parts.next() {
+            Some("weights") => (0, "weights"),
+            Some(b) if b.starts_with("batch") => {
+                let k = b.split_once('~').and_then(|(_, k)| k.parse::<usize>().ok()).unwrap_or(0);
+                (k + 1, parts.next().unwrap_or(""))
+            }
+            _ => continue,
+        };
+        let Some(i) = order.iter().position(|o| o == op) else { continue };
+        let c = cells.entry((batch, i)).or_default();
+        c.0 += e.bytes;
+        c.1 += 1;
+        c.2 = c.2.max(e.depth);
+    }
+    let mut layers: Vec<LayerReport> =
+        order.iter().map(|n| LayerReport { name: n.clone(), bytes: 0, messages: 0, rounds: 0 }).collect();
+    let mut reached = start;
+    for ((_, i), (bytes, messages, depth)) in cells {
+        let l = &mut layers[i];
+        l.bytes += bytes;
+        l.messages += messages;
+        l.rounds += depth.saturating_sub(reached);
+        reached = reached.max(depth);
+    }
+    layers
 }
 
 /// Run the job and its references; see [`InferReport`].
-pub fn run_inference(
-    spec: &InferSpec,
-    progress: Option<Progress>,
-) -> Result<InferReport, InferError> {
+pub fn run_inference(spec: &InferSpec, progress: Option<Progress>) -> Result<InferReport, InferError> {
     spec.check()?;
     let fp = spec.config.fixed;
     let batches = spec.batches(fp)?;
-    let shapes: Vec<Vec<usize>> = batches.iter().map(|b| b.shape().to_vec()).collect();
+    let model = spec.run_model();
+    let logits_model = model.without_argmax();
 
-    // References, outside the timed run: the plaintext fixed-point model with the protocol's ReLU,
-    // and the float model with the exact ReLU.
-    let plain = Plaintext {
-        relu: spec.relu_kind(),
-    };
-    let plain_logits = futures::executor::block_on(party_job(
-        plain,
+    // References, outside the timed run: the plaintext fixed-point model with the protocol's ReLU
+    // and layout, and the float model (exact ReLU, same layout), both on the logits.
+    let plain_logits: Vec<Vec<f64>> = futures::executor::block_on(party_job(
+        Plaintext { relu: spec.relu_kind() },
         Ctx::local(fp),
-        spec.model.clone(),
+        logits_model.clone(),
         Some(spec.weights.clone()),
         Some(batches.clone()),
-        shapes.clone(),
+        batches.iter().map(|b| b.shape().to_vec()).collect(),
         (P0, P0),
         None,
-    ))?;
+    ))?
+    .into_iter()
+    .map(|(l, _)| l.expect("logits"))
+    .collect();
     let mut float_logits = Vec::new();
     for chunk in spec.data.images.chunks(spec.batch) {
         let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
-        let x = ArrayD::from_shape_vec(IxDyn(&spec.batch_shape(chunk.len())), flat)
-            .expect("batch shape");
-        let y = forward_float(&spec.model, &spec.weights, &x, &ReluKind::Exact)?;
-        float_logits.extend(
-            y.outer_iter()
-                .map(|r| r.iter().copied().collect::<Vec<f64>>()),
-        );
+        let x = ArrayD::from_shape_vec(IxDyn(&spec.batch_shape(chunk.len())), flat).expect("batch shape");
+        let y = forward_float(&logits_model, &spec.weights, &x, &ReluKind::Exact)?;
+        float_logits.extend(y.outer_iter().map(|r| r.iter().copied().collect::<Vec<f64>>()));
     }
 
-    let (logits, traffic, setup, wall, cpu, party_cpu) = match spec.protocol {
+    let secure = match spec.protocol {
         ProtocolKind::Plaintext => {
             let t0 = std::time::Instant::now();
             let c0 = crate::party::process_cpu_time();
-            let l = futures::executor::block_on(party_job(
-                Plaintext {
-                    relu: ReluKind::Exact,
-                },
+            let outputs = futures::executor::block_on(party_job(
+                Plaintext { relu: ReluKind::Exact },
                 Ctx::local(fp),
-                spec.model.clone(),
+                model.clone(),
                 Some(spec.weights.clone()),
                 Some(batches.clone()),
-                shapes.clone(),
+                batches.iter().map(|b| b.shape().to_vec()).collect(),
                 (P0, P0),
                 progress,
             ))?;
             let cpu = crate::party::process_cpu_time() - c0;
-            (
-                l,
-                Default::default(),
-                Default::default(),
-                t0.elapsed(),
+            Secure {
+                outputs,
+                traffic: MeterSnapshot::default(),
+                setup: MeterSnapshot::default(),
+                envelopes: Vec::new(),
+                wall: t0.elapsed(),
                 cpu,
-                vec![cpu],
-            )
+                party_cpu: vec![cpu],
+            }
         }
         ProtocolKind::Pond => {
-            let pond = Pond {
-                relu: spec.relu_poly.clone(),
-            };
-            run_parties(spec, &batches, &shapes, progress, move || pond.clone())?
+            let pond = Pond { relu: spec.relu_poly.clone() };
+            run_parties(spec, &model, &batches, progress, move || pond.clone())?
         }
         ProtocolKind::SecureNn => {
-            run_parties(spec, &batches, &shapes, progress, SecureNn::default)?
+            let snn = match spec.layout {
+                Layout::Default => SecureNn::optimised(),
+                Layout::Paper => SecureNn::paper(),
+            };
+            run_parties(spec, &model, &batches, progress, move || snn)?
         }
     };
 
-    let predictions: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
+    let predictions: Vec<usize> = secure.outputs.iter().map(|o| o.1).collect();
     let plaintext_predictions: Vec<usize> = plain_logits.iter().map(|l| argmax(l)).collect();
     let float_predictions: Vec<usize> = float_logits.iter().map(|l| argmax(l)).collect();
-    let max_logit_error = logits
-        .iter()
-        .flatten()
-        .zip(plain_logits.iter().flatten())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let max_logit_error = (spec.reveal() == Reveal::Logits).then(|| {
+        secure
+            .outputs
+            .iter()
+            .filter_map(|o| o.0.as_ref())
+            .flatten()
+            .zip(plain_logits.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    });
     let labels = spec.data.labels.clone();
     Ok(InferReport {
         protocol: spec.protocol,
         model: spec.model_name.clone(),
+        layout: spec.layout,
+        reveal: spec.reveal(),
         samples: predictions.len(),
         batch: spec.batch,
         seed: spec.seed,
@@ -363,23 +461,20 @@ pub fn run_inference(
         plaintext_accuracy: accuracy(&plaintext_predictions, &labels),
         float_accuracy: accuracy(&float_predictions, &labels),
         max_logit_error,
-        bytes_total: traffic.total_bytes(),
-        messages: traffic.total_messages(),
-        rounds: traffic.rounds,
-        setup_bytes: setup.total_bytes(),
-        links: traffic
+        bytes_total: secure.traffic.total_bytes(),
+        messages: secure.traffic.total_messages(),
+        rounds: secure.traffic.rounds,
+        setup_bytes: secure.setup.total_bytes(),
+        links: secure
+            .traffic
             .links
             .iter()
-            .map(|l| LinkReport {
-                from: l.from,
-                to: l.to,
-                bytes: l.bytes,
-                messages: l.messages,
-            })
+            .map(|l| LinkReport { from: l.from, to: l.to, bytes: l.bytes, messages: l.messages })
             .collect(),
-        wall_seconds: wall.as_secs_f64(),
-        cpu_seconds: cpu.as_secs_f64(),
-        party_cpu_seconds: party_cpu.iter().map(|d| d.as_secs_f64()).collect(),
+        layers: layer_costs(&model, &secure.envelopes, secure.setup.rounds),
+        wall_seconds: secure.wall.as_secs_f64(),
+        cpu_seconds: secure.cpu.as_secs_f64(),
+        party_cpu_seconds: secure.party_cpu.iter().map(|d| d.as_secs_f64()).collect(),
         predictions,
         plaintext_predictions,
         float_predictions,

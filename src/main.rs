@@ -6,10 +6,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use securenn::channel::PartyId;
 use securenn::data::{Mnist, Split, default_mnist_path};
 use securenn::fixed::FixedPoint;
-use securenn::infer::{InferReport, InferSpec, ProtocolKind, run_inference};
+use securenn::infer::{InferReport, InferSpec, Layout, ProtocolKind, Reveal, run_inference};
+use securenn::nn::weights_file;
 use securenn::party::PartyConfig;
 use securenn::protocol::{TFE_RELU_3, TFE_RELU_9};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,16 +59,44 @@ enum ReluFit {
     Three,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    /// The model as defined (ReLU before pooling, no ReLU on the logits), with our
+    /// optimisations: reused masks, tree maxima and argmax, masked images.
+    Default,
+    /// The paper's cost layout and accounting: maxpool before ReLU, ReLU after the last layer,
+    /// sequential maxima, fresh masks, masked im2col matrices. Reproduces the paper's bytes.
+    Paper,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RevealArg {
+    /// Only the predicted class (secure argmax; SecureNN and plaintext).
+    Class,
+    /// The logits; the data owner takes the argmax (the only choice for Pond).
+    Logits,
+}
+
 #[derive(clap::Args)]
 struct InferArgs {
     /// Protocol to run.
-    #[arg(long, value_enum, default_value = "pond")]
+    #[arg(long, value_enum, default_value = "securenn")]
     protocol: ProtocolArg,
-    /// Built-in model.
-    #[arg(long, default_value = "small", value_parser = clap::builder::PossibleValuesParser::new(securenn::models::BUILTIN))]
+    /// Built-in model: the SecureNN paper's networks a-d, d-as-benchmarked (the variant the
+    /// paper's code timed), and -avg variants with average pooling for Pond.
+    #[arg(long, default_value = "a", value_parser = clap::builder::PossibleValuesParser::new(securenn::models::BUILTIN))]
     model: String,
+    /// Weight file (safetensors); default: the bundled trained weights models/<model>.safetensors.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Network layout and cost accounting.
+    #[arg(long, value_enum, default_value = "default")]
+    layout: LayoutArg,
+    /// What the data owner learns; default: the class where the protocol has a secure argmax.
+    #[arg(long, value_enum)]
+    reveal: Option<RevealArg>,
     /// Number of images to classify.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 100)]
     samples: usize,
     /// Images per secure forward pass.
     #[arg(long, default_value_t = 10)]
@@ -83,8 +111,8 @@ struct InferArgs {
     /// MNIST CSV (gzipped or plain): 784 pixel columns 0-255, then the label.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Seed of the session's randomness and of the untrained demo weights; a random one is
-    /// drawn (and printed) if absent. The same seed gives the same shares, bytes and results.
+    /// Seed of the session's randomness; a random one is drawn (and printed) if absent. The same
+    /// seed gives the same shares, bytes and results.
     #[arg(long)]
     seed: Option<u64>,
     /// Fractional bits of the fixed-point encoding.
@@ -136,7 +164,16 @@ fn infer(a: InferArgs) -> Result<()> {
     let seed = a.seed.unwrap_or_else(rand::random);
     let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
     let model = securenn::models::by_name(&a.model).expect("clap checked the name");
-    let weights = model.init_weights(seed)?;
+    let weights_path = a.weights.clone().unwrap_or_else(|| securenn::models::default_weights_path(&a.model));
+    if !weights_path.exists() && a.weights.is_none() {
+        bail!(
+            "no trained weights for model {} at {}: train them with `securenn train --model {}`",
+            a.model,
+            weights_path.display(),
+            a.model
+        );
+    }
+    let (weights, _) = weights_file::load(&weights_path, &model)?;
     let path = a.data.clone().unwrap_or_else(default_mnist_path);
     let split = match a.split {
         SplitArg::Test => Split::Test,
@@ -158,36 +195,44 @@ fn infer(a: InferArgs) -> Result<()> {
         seed,
         data_owner: PartyId(a.data_owner),
         model_owner: PartyId(a.model_owner),
-        config: PartyConfig {
-            recv_timeout: Duration::from_secs(a.timeout),
-            fixed,
-        },
+        config: PartyConfig { recv_timeout: Duration::from_secs(a.timeout), fixed },
         relu_poly: match a.relu_fit {
             ReluFit::Nine => TFE_RELU_9.to_vec(),
             ReluFit::Three => TFE_RELU_3.to_vec(),
         },
+        layout: match a.layout {
+            LayoutArg::Default => Layout::Default,
+            LayoutArg::Paper => Layout::Paper,
+        },
+        reveal: a.reveal.map(|r| match r {
+            RevealArg::Class => Reveal::Class,
+            RevealArg::Logits => Reveal::Logits,
+        }),
     };
     eprintln!(
-        "securenn infer: {} on model {} ({} images of the {:?} split of {} from {}, batch {}), seed {seed}",
+        "securenn infer: {} on network {} ({} layout, weights {}), {} images of the {:?} split from offset {}, batch {}, seed {seed}",
         spec.protocol.name(),
         a.model,
+        match a.layout {
+            LayoutArg::Default => "default",
+            LayoutArg::Paper => "paper",
+        },
+        weights_path.display(),
         a.samples,
         a.split,
-        path.display(),
         a.offset,
         a.batch
     );
-    eprintln!(
-        "note: the built-in models carry untrained weights (seeded); predictions are meaningful only as agreement with the references"
+    let bar = indicatif::ProgressBar::new(a.samples.div_ceil(a.batch.max(1)) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  {bar:40} {pos}/{len} batches, {elapsed_precise} (eta {eta})")
+            .expect("valid template"),
     );
-    let progress: securenn::infer::Progress = Arc::new(|done, all| {
-        eprint!("\r  batch {done}/{all}");
-        if done == all {
-            eprintln!();
-        }
-        let _ = std::io::stderr().flush();
-    });
-    let report = run_inference(&spec, Some(progress))?;
+    let b = bar.clone();
+    let progress: securenn::infer::Progress = Arc::new(move |done, _| b.set_position(done as u64));
+    let report = run_inference(&spec, Some(progress));
+    bar.finish_and_clear();
+    let report = report?;
     print_report(&report);
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
@@ -198,21 +243,20 @@ fn infer(a: InferArgs) -> Result<()> {
 }
 
 fn print_report(r: &InferReport) {
-    let show = r.samples.min(20);
-    println!("sample  label  secure  plaintext  float");
-    for i in 0..show {
-        println!(
-            "{i:>6}  {:>5}  {:>6}  {:>9}  {:>5}",
-            r.labels[i], r.predictions[i], r.plaintext_predictions[i], r.float_predictions[i]
-        );
+    if r.samples <= 20 {
+        println!("sample  label  secure  plaintext  float");
+        for i in 0..r.samples {
+            println!(
+                "{i:>6}  {:>5}  {:>6}  {:>9}  {:>5}",
+                r.labels[i], r.predictions[i], r.plaintext_predictions[i], r.float_predictions[i]
+            );
+        }
+        println!();
     }
-    if show < r.samples {
-        println!("   ... ({} more)", r.samples - show);
-    }
-    println!();
     println!(
-        "accuracy            {:.2}% (plaintext fixed-point {:.2}%, float {:.2}%)",
+        "accuracy            {:.2}% on {} images (plaintext fixed-point {:.2}%, float {:.2}%)",
         100.0 * r.accuracy,
+        r.samples,
         100.0 * r.plaintext_accuracy,
         100.0 * r.float_accuracy
     );
@@ -221,21 +265,30 @@ fn print_report(r: &InferReport) {
         100.0 * r.plaintext_agreement,
         100.0 * r.float_agreement
     );
+    if let Some(e) = r.max_logit_error {
+        println!(
+            "max logit error     {e:.6} vs plaintext fixed-point ({} fractional bits: 1 ulp = {:.6})",
+            r.frac_bits,
+            1.0 / f64::from(1u32 << r.frac_bits)
+        );
+    }
     println!(
-        "max logit error     {:.6} vs plaintext fixed-point ({} fractional bits: 1 ulp = {:.6})",
-        r.max_logit_error,
-        r.frac_bits,
-        1.0 / f64::from(1u32 << r.frac_bits)
-    );
-    println!(
-        "communication       {} bytes in {} messages, {} rounds (setup: {} bytes)",
-        r.bytes_total, r.messages, r.rounds, r.setup_bytes
+        "communication       {} bytes ({:.2} MB, {:.3} MB per image) in {} messages, {} rounds (setup: {} bytes)",
+        r.bytes_total,
+        r.bytes_total as f64 / 1e6,
+        r.bytes_total as f64 / 1e6 / r.samples.max(1) as f64,
+        r.messages,
+        r.rounds,
+        r.setup_bytes
     );
     for l in &r.links {
-        println!(
-            "  P{} -> P{}  {:>12} bytes  {:>6} messages",
-            l.from, l.to, l.bytes, l.messages
-        );
+        println!("  P{} -> P{}  {:>14} bytes  {:>6} messages", l.from, l.to, l.bytes, l.messages);
+    }
+    if r.bytes_total > 0 {
+        println!("per layer           {:>14}  {:>8}  {:>6}", "bytes", "messages", "rounds");
+        for l in r.layers.iter().filter(|l| l.messages > 0) {
+            println!("  {:<17} {:>14}  {:>8}  {:>6}", l.name, l.bytes, l.messages, l.rounds);
+        }
     }
     println!(
         "time                {:.3} s wall, {:.3} s CPU ({:.2} cores busy on average)",
@@ -245,9 +298,6 @@ fn print_report(r: &InferReport) {
     );
     if r.party_cpu_seconds.len() == 3 {
         let p = &r.party_cpu_seconds;
-        println!(
-            "party CPU           P0 {:.3} s, P1 {:.3} s, P2 {:.3} s",
-            p[0], p[1], p[2]
-        );
+        println!("party CPU           P0 {:.3} s, P1 {:.3} s, P2 {:.3} s", p[0], p[1], p[2]);
     }
 }

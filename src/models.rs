@@ -1,27 +1,24 @@
-//! Built-in model architectures: a small demo model and the SecureNN paper's networks A-D
-//! (reference §2.2 and Appendix A), in their default layout (ReLU before pooling, as the models
-//! define them, no ReLU after the last layer).
+//! Built-in model architectures: the SecureNN paper's networks A-D (reference §2.2 and
+//! Appendix A) and the variant of D the paper's code timed, in their default layout (ReLU before
+//! pooling, as the models define them, no ReLU after the last layer; see
+//! [`crate::nn::Sequential::paper_layout`] for the paper's cost layout).
 
 use crate::nn::Sequential;
 use crate::ring::Padding;
 
 /// Names accepted by `--model`.
-pub const BUILTIN: &[&str] = &["small", "a", "b", "c", "d"];
+pub const BUILTIN: &[&str] = &[
+    "a",
+    "b",
+    "c",
+    "d",
+    "d-as-benchmarked",
+    "b-avg",
+    "c-avg",
+    "d-as-benchmarked-avg",
+];
 
-/// A small dense + conv model for 28×28×1 images: conv 5 filters 5×5 stride 2 → ReLU → 2×2
-/// average pool → dense 32 → ReLU → dense 10. Runs on every backend (no max pooling).
-pub fn small() -> Sequential {
-    Sequential::new(&[28, 28, 1])
-        .conv2d(5, 5, 2, Padding::Valid)
-        .relu()
-        .avgpool(2)
-        .flatten()
-        .dense(32)
-        .relu()
-        .dense(10)
-}
-
-/// Network A (SecureML): FC 784→128, ReLU, FC 128→128, ReLU, FC 128→10.
+/// Network A (SecureML): FC 784→128, ReLU, FC 128→128, ReLU, FC 128→10, argmax.
 pub fn network_a() -> Sequential {
     Sequential::new(&[28, 28, 1])
         .flatten()
@@ -30,10 +27,11 @@ pub fn network_a() -> Sequential {
         .dense(128)
         .relu()
         .dense(10)
+        .argmax()
 }
 
 /// Network B (MiniONN): conv 16 5×5 → ReLU → maxpool 2 → conv 16 5×5 → ReLU → maxpool 2 →
-/// FC 256→100 → ReLU → FC 100→10 (stride 1, no padding: 28→24→12→8→4).
+/// FC 256→100 → ReLU → FC 100→10 (stride 1, no padding: 28→24→12→8→4), argmax.
 pub fn network_b() -> Sequential {
     Sequential::new(&[28, 28, 1])
         .conv2d(16, 5, 1, Padding::Valid)
@@ -46,10 +44,11 @@ pub fn network_b() -> Sequential {
         .dense(100)
         .relu()
         .dense(10)
+        .argmax()
 }
 
 /// Network C (LeNet): conv 20 5×5 → ReLU → maxpool 2 → conv 50 5×5 → ReLU → maxpool 2 →
-/// FC 800→500 → ReLU → FC 500→10.
+/// FC 800→500 → ReLU → FC 500→10, argmax.
 pub fn network_c() -> Sequential {
     Sequential::new(&[28, 28, 1])
         .conv2d(20, 5, 1, Padding::Valid)
@@ -62,10 +61,11 @@ pub fn network_c() -> Sequential {
         .dense(500)
         .relu()
         .dense(10)
+        .argmax()
 }
 
 /// Network D (Chameleon) as the paper describes it: conv 5 filters 5×5 stride 2 SAME (14×14×5 =
-/// 980) → ReLU → FC 980→100 → ReLU → FC 100→10.
+/// 980) → ReLU → FC 980→100 → ReLU → FC 100→10, argmax.
 pub fn network_d() -> Sequential {
     Sequential::new(&[28, 28, 1])
         .conv2d(5, 5, 2, Padding::Same)
@@ -74,18 +74,50 @@ pub fn network_d() -> Sequential {
         .dense(100)
         .relu()
         .dense(10)
+        .argmax()
 }
 
-/// The built-in model called `name`.
+/// Network D as the paper's code timed it (reference §2.2): conv 5 filters 5×5 stride 1 VALID →
+/// ReLU → 2×2 maxpool (24→12: 720 values) → FC "980"→100 (the code reads past the 720; here
+/// the 260 extra inputs are zeros) → ReLU → FC 100→10, argmax.
+pub fn network_d_as_benchmarked() -> Sequential {
+    Sequential::new(&[28, 28, 1])
+        .conv2d(5, 5, 1, Padding::Valid)
+        .relu()
+        .maxpool(2)
+        .flatten()
+        .pad_to(980)
+        .dense(100)
+        .relu()
+        .dense(10)
+        .argmax()
+}
+
+/// The built-in model called `name` (a `-avg` suffix swaps max pooling for average pooling, for
+/// Pond).
 pub fn by_name(name: &str) -> Option<Sequential> {
-    match name {
-        "small" => Some(small()),
-        "a" => Some(network_a()),
-        "b" => Some(network_b()),
-        "c" => Some(network_c()),
-        "d" => Some(network_d()),
-        _ => None,
+    let (base, avg) = match name.strip_suffix("-avg") {
+        Some(b) => (b, true),
+        None => (name, false),
+    };
+    let m = match base {
+        "a" => network_a(),
+        "b" => network_b(),
+        "c" => network_c(),
+        "d" => network_d(),
+        "d-as-benchmarked" => network_d_as_benchmarked(),
+        _ => return None,
+    };
+    if avg {
+        m.layers.iter().any(|l| matches!(l, crate::nn::Layer::MaxPool { .. })).then(|| m.with_avg_pooling())
+    } else {
+        Some(m)
     }
+}
+
+/// Where the bundled trained weights of a built-in model live.
+pub fn default_weights_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(format!("{name}.safetensors"))
 }
 
 #[cfg(test)]
@@ -108,7 +140,14 @@ mod tests {
         assert_eq!(weights(network_c()), 430_500);
         assert_eq!(weights(network_d()), 99_125);
         for m in BUILTIN {
-            assert_eq!(by_name(m).unwrap().output_shape().unwrap(), vec![10]);
+            let model = by_name(m).unwrap();
+            assert_eq!(model.without_argmax().output_shape().unwrap(), vec![10], "{m}");
         }
+        assert!(by_name("a-avg").is_none() && by_name("z").is_none());
+        // The paper's layout: maxpool before ReLU, a ReLU after the last dense layer.
+        let p = network_b().paper_layout();
+        use crate::nn::Layer::*;
+        assert!(matches!(p.layers[1], MaxPool { .. }) && p.layers[2] == Relu);
+        assert_eq!(&p.layers[p.layers.len() - 2..], &[Relu, Argmax]);
     }
 }

@@ -76,6 +76,20 @@ pub fn forward_float(
                     }
                 })
             }
+            Layer::PadTo { n } => {
+                let w = x.shape()[1];
+                ArrayD::from_shape_fn(IxDyn(&[batch, *n]), |ix| if ix[1] < w { x[[ix[0], ix[1]]] } else { 0.0 })
+            }
+            Layer::Argmax => ArrayD::from_shape_fn(IxDyn(&[batch]), |ix| {
+                let row = x.index_axis(ndarray::Axis(0), ix[0]);
+                let mut best = 0;
+                for (i, &v) in row.iter().enumerate() {
+                    if v >= row[best] {
+                        best = i;
+                    }
+                }
+                best as f64
+            }),
             Layer::Flatten => x
                 .into_shape_with_order(IxDyn(&[batch, numel(&info.output)]))
                 .expect("flatten"),

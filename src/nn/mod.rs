@@ -4,6 +4,7 @@
 
 mod float;
 mod model;
+pub mod weights_file;
 
 pub use float::forward_float;
 pub use model::{Layer, LayerInfo, ModelError, Sequential, Weights, forward, input_params};

@@ -22,6 +22,13 @@ pub enum Layer {
         padding: Padding,
     },
     Relu,
+    /// Append zeros to a flat input: the public SecureNN code feeds network D's 720 activations
+    /// to a 980-wide layer (it reads past the end); zeros are the defined version of that.
+    PadTo {
+        n: usize,
+    },
+    /// Index of the largest output (the prediction); a model's last layer.
+    Argmax,
     AvgPool {
         k: usize,
     },
@@ -131,6 +138,56 @@ impl Sequential {
         self
     }
 
+    pub fn pad_to(mut self, n: usize) -> Self {
+        self.layers.push(Layer::PadTo { n });
+        self
+    }
+
+    pub fn argmax(mut self) -> Self {
+        self.layers.push(Layer::Argmax);
+        self
+    }
+
+    /// The model in the paper's cost layout: max pooling before ReLU where a ReLU is followed by
+    /// a max pool (valid since ReLU is monotone: the paper's §9.2 swap), and a ReLU after the last
+    /// dense layer (the ReLU of the paper's ASM output). Same predictions, the paper's bytes.
+    pub fn paper_layout(&self) -> Self {
+        let mut layers = self.layers.clone();
+        for i in 0..layers.len().saturating_sub(1) {
+            if layers[i] == Layer::Relu && matches!(layers[i + 1], Layer::MaxPool { .. }) {
+                layers.swap(i, i + 1);
+            }
+        }
+        if let Some(last) = layers.iter().rposition(|l| matches!(l, Layer::Dense { .. })) {
+            if layers.get(last + 1) != Some(&Layer::Relu) {
+                layers.insert(last + 1, Layer::Relu);
+            }
+        }
+        Self { input: self.input.clone(), layers }
+    }
+
+    /// The model without a final argmax: what the logits come out of.
+    pub fn without_argmax(&self) -> Self {
+        let mut layers = self.layers.clone();
+        if layers.last() == Some(&Layer::Argmax) {
+            layers.pop();
+        }
+        Self { input: self.input.clone(), layers }
+    }
+
+    /// The same model with every max pool replaced by an average pool (for Pond).
+    pub fn with_avg_pooling(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Layer::MaxPool { k } => Layer::AvgPool { k: *k },
+                l => l.clone(),
+            })
+            .collect();
+        Self { input: self.input.clone(), layers }
+    }
+
     /// Names, shapes and parameters of every layer; an error names the first layer that does not
     /// fit its input.
     pub fn describe(&self) -> Result<Vec<LayerInfo>, ModelError> {
@@ -208,6 +265,24 @@ impl Sequential {
                     (kind, vec![shape[0] / k, shape[1] / k, shape[2]], vec![])
                 }
                 Layer::Flatten => ("flatten", vec![numel(&shape)], vec![]),
+                Layer::PadTo { n } => {
+                    if shape.len() != 1 || shape[0] > *n {
+                        return Err(ModelError::Shape {
+                            layer: format!("{i}.pad"),
+                            reason: format!("pads a flat input of at most {n} values, got {shape:?}"),
+                        });
+                    }
+                    ("pad", vec![*n], vec![])
+                }
+                Layer::Argmax => {
+                    if shape.len() != 1 || i + 1 != self.layers.len() {
+                        return Err(ModelError::Shape {
+                            layer: format!("{i}.argmax"),
+                            reason: format!("argmax is the last layer, on a flat input; got {shape:?}"),
+                        });
+                    }
+                    ("argmax", vec![], vec![])
+                }
             };
             let name = format!("{i}.{kind}");
             let params = params
@@ -388,6 +463,8 @@ pub async fn forward<P: Protocol>(
             Layer::AvgPool { k } => avgpool(p, &lctx, &x, *k)?,
             Layer::MaxPool { k } => p.maxpool(&lctx, &x, *k).await?,
             Layer::Flatten => p.reshape(&x, &[batch, numel(&info.output)]),
+            Layer::PadTo { n } => p.pad_last(&x, *n),
+            Layer::Argmax => p.argmax(&lctx, &x).await?,
         };
     }
     Ok(x)

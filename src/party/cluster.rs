@@ -5,7 +5,7 @@ use super::actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup};
 use super::setup::SeedSource;
 use crate::channel::{Ctx, PartyId, ProtocolError};
 use actix::prelude::*;
-use securenn_transports::{Endpoint, MemoryNetwork, Meter, MeterSnapshot};
+use securenn_transports::{Endpoint, EnvelopeRecord, MemoryNetwork, Meter, MeterSnapshot};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,8 @@ pub struct RunReport<R> {
     pub traffic: MeterSnapshot,
     /// Traffic of the session setup (seed agreement).
     pub setup: MeterSnapshot,
+    /// Every envelope of the job, for attributing traffic to operations by key.
+    pub envelopes: Vec<EnvelopeRecord>,
     pub wall: Duration,
     /// CPU time of the whole process during the job (all threads).
     pub cpu: Duration,
@@ -122,6 +124,7 @@ impl LocalCluster {
             let result = async {
                 cluster.setup(1, source).await?;
                 let setup = cluster.meter();
+                let setup_records = cluster.meter.records().len();
                 let (t0, c0) = (Instant::now(), process_cpu_time());
                 let (outputs, party_cpu) = cluster
                     .run(name, (0..3).map(|i| jobs(PartyId(i))).collect())
@@ -135,6 +138,7 @@ impl LocalCluster {
                     party_cpu,
                     traffic: cluster.meter().since(&setup),
                     setup,
+                    envelopes: cluster.meter.records().split_off(setup_records),
                     wall,
                     cpu,
                 })

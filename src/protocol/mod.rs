@@ -89,6 +89,8 @@ pub trait Protocol {
         c: f64,
     ) -> Result<Self::Tensor, ProtocolError>;
     fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Self::Tensor;
+    /// Append zeros to the last axis of a [batch, n] tensor.
+    fn pad_last(&self, x: &Self::Tensor, to: usize) -> Self::Tensor;
     /// Sum over non-overlapping k×k windows of an NHWC tensor.
     fn sum_pool(&self, x: &Self::Tensor, k: usize) -> Self::Tensor;
 
@@ -128,7 +130,7 @@ pub trait Protocol {
 
 /// Append zeros to the last axis of a [batch, n] tensor (local on every backend: shares of zero
 /// are zeros).
-pub fn pad_last(x: &RingTensor, to: usize) -> RingTensor {
+pub fn pad_ring(x: &RingTensor, to: usize) -> RingTensor {
     let s = x.shape();
     let (b, n) = (s[0], s[1]);
     let mut out = vec![0u64; b * to];

@@ -169,6 +169,13 @@ impl Protocol for Plaintext {
         }
     }
 
+    fn pad_last(&self, x: &PlainTensor, to: usize) -> PlainTensor {
+        PlainTensor {
+            value: super::pad_ring(&x.value, to),
+            frac: x.frac,
+        }
+    }
+
     fn sum_pool(&self, x: &PlainTensor, k: usize) -> PlainTensor {
         PlainTensor {
             value: x.value.sum_pool(k),

@@ -261,6 +261,11 @@ pub(crate) fn reshape(x: &SharedTensor, shape: &[usize]) -> SharedTensor {
     x.map_share(shape, x.frac, |s| s.clone().reshape(shape))
 }
 
+pub(crate) fn pad_last(x: &SharedTensor, to: usize) -> SharedTensor {
+    let shape = [x.shape[0], to];
+    x.map_share(&shape, x.frac, |s| super::pad_ring(s, to))
+}
+
 pub(crate) fn sum_pool(x: &SharedTensor, k: usize) -> SharedTensor {
     let s = &x.shape;
     let out = [s[0], s[1] / k, s[2] / k, s[3]];

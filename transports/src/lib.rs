@@ -10,7 +10,7 @@ mod meter;
 pub use envelope::{Envelope, FrameError, PartyId};
 pub use error::TransportError;
 pub use memory::MemoryNetwork;
-pub use meter::{LinkStats, Meter, MeterSnapshot, Metered};
+pub use meter::{EnvelopeRecord, LinkStats, Meter, MeterSnapshot, Metered};
 
 /// What a party receives from its transport: an envelope, or an error naming the peer it
 /// concerns (a broken connection, an undecodable frame).

@@ -6,8 +6,8 @@
 
 use crate::{Envelope, PartyId, Transport, TransportError};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Counters shared by every endpoint of one network (or one process, in a deployment).
 #[derive(Debug)]
@@ -16,6 +16,18 @@ pub struct Meter {
     bytes: Vec<AtomicU64>,
     messages: Vec<AtomicU64>,
     max_depth: AtomicU64,
+    log: Mutex<Vec<EnvelopeRecord>>,
+}
+
+/// One envelope as the meter saw it: for attributing traffic to operations by their key
+/// (protocols send few, large messages, so keeping one record each is cheap).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeRecord {
+    pub from: u8,
+    pub to: u8,
+    pub key: String,
+    pub bytes: u64,
+    pub depth: u64,
 }
 
 /// Traffic on one directed link.
@@ -45,7 +57,13 @@ impl Meter {
             bytes: (0..n).map(|_| AtomicU64::new(0)).collect(),
             messages: (0..n).map(|_| AtomicU64::new(0)).collect(),
             max_depth: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Every envelope recorded so far, in send order per sender.
+    pub fn records(&self) -> Vec<EnvelopeRecord> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Count one envelope (called once per send by [`Metered`]).
@@ -56,6 +74,15 @@ impl Meter {
             m.fetch_add(1, Ordering::Relaxed);
         }
         self.max_depth.fetch_max(env.depth, Ordering::Relaxed);
+        if let Ok(mut log) = self.log.lock() {
+            log.push(EnvelopeRecord {
+                from: env.from.0,
+                to: env.to.0,
+                key: env.key.clone(),
+                bytes: env.payload_len() as u64,
+                depth: env.depth,
+            });
+        }
     }
 
     pub fn snapshot(&self) -> MeterSnapshot {

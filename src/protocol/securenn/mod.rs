@@ -161,6 +161,10 @@ impl Protocol for SecureNn {
         shared::reshape(x, shape)
     }
 
+    fn pad_last(&self, x: &SharedTensor, to: usize) -> SharedTensor {
+        shared::pad_last(x, to)
+    }
+
     fn sum_pool(&self, x: &SharedTensor, k: usize) -> SharedTensor {
         shared::sum_pool(x, k)
     }
