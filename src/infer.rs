@@ -169,7 +169,11 @@ fn agreement(a: &[usize], b: &[usize]) -> f64 {
 }
 
 fn accuracy(p: &[usize], labels: &[u8]) -> f64 {
-    p.iter().zip(labels).filter(|(x, y)| **x == **y as usize).count() as f64 / p.len().max(1) as f64
+    p.iter()
+        .zip(labels)
+        .filter(|(x, y)| **x == **y as usize)
+        .count() as f64
+        / p.len().max(1) as f64
 }
 
 impl InferSpec {
@@ -181,7 +185,12 @@ impl InferSpec {
         if self.data.images.is_empty() {
             return Err(InferError::Spec("--samples must be at least 1".into()));
         }
-        if self.data.images.iter().any(|im| im.len() != crate::ring::numel(&self.model.input)) {
+        if self
+            .data
+            .images
+            .iter()
+            .any(|im| im.len() != crate::ring::numel(&self.model.input))
+        {
             return Err(InferError::Spec(format!(
                 "model {} wants inputs of shape {:?}",
                 self.model_name, self.model.input
@@ -267,7 +276,13 @@ async fn party_job<P: Protocol>(
     for (i, shape) in shapes.iter().enumerate() {
         let bctx = ctx.child("batch");
         let x = p
-            .input(&bctx, data_owner, batches.as_ref().map(|b| &b[i]), shape, fp.frac_bits)
+            .input(
+                &bctx,
+                data_owner,
+                batches.as_ref().map(|b| &b[i]),
+                shape,
+                fp.frac_bits,
+            )
             .await?;
         let y = forward(&p, &bctx, &model, &params, x).await?;
         if let Some(v) = p.reveal(&bctx, &y, data_owner).await? {
@@ -275,7 +290,11 @@ async fn party_job<P: Protocol>(
                 out.extend(v.as_slice().iter().map(|&c| (None, c as usize)));
             } else {
                 let classes = v.shape()[1];
-                out.extend(fp.decode_tensor(&v).chunks(classes).map(|l| (Some(l.to_vec()), argmax(l))));
+                out.extend(
+                    fp.decode_tensor(&v)
+                        .chunks(classes)
+                        .map(|l| (Some(l.to_vec()), argmax(l))),
+                );
             }
             if let Some(cb) = &progress {
                 cb(i + 1, shapes.len());
@@ -311,11 +330,19 @@ fn run_parties<P: Protocol + Send + 'static>(
         let data = (party == spec.data_owner).then(|| batches.to_vec());
         let (shapes, owners) = (shapes.clone(), (spec.data_owner, spec.model_owner));
         let (p, progress) = (backend(), progress.clone());
-        Box::new(move |ctx| Box::pin(party_job(p, ctx, model, weights, data, shapes, owners, progress)))
+        Box::new(move |ctx| {
+            Box::pin(party_job(
+                p, ctx, model, weights, data, shapes, owners, progress,
+            ))
+        })
     };
     let r = LocalCluster::run_once(spec.config, SeedSource::Fixed(spec.seed), "infer", jobs)?;
     Ok(Secure {
-        outputs: r.outputs.into_iter().nth(spec.data_owner.index()).expect("three outputs"),
+        outputs: r
+            .outputs
+            .into_iter()
+            .nth(spec.data_owner.index())
+            .expect("three outputs"),
         traffic: r.traffic,
         setup: r.setup,
         envelopes: r.envelopes,
@@ -328,9 +355,18 @@ fn run_parties<P: Protocol + Send + 'static>(
 /// Attribute the job's envelopes to `weights`, `input`, each layer and `reveal` by their
 /// rendezvous keys (`infer/batch~k/<layer>/...`); a layer's rounds are the depth it adds over
 /// everything before it (the job started at causal depth `start`).
-pub fn layer_costs(model: &Sequential, envelopes: &[EnvelopeRecord], start: u64) -> Vec<LayerReport> {
+pub fn layer_costs(
+    model: &Sequential,
+    envelopes: &[EnvelopeRecord],
+    start: u64,
+) -> Vec<LayerReport> {
     let mut order = vec!["weights".to_string(), "input".to_string()];
-    order.extend(model.describe().map(|d| d.into_iter().map(|l| l.name).collect::<Vec<_>>()).unwrap_or_default());
+    order.extend(
+        model
+            .describe()
+            .map(|d| d.into_iter().map(|l| l.name).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
     order.push("reveal".into());
     // (batch, op) -> (bytes, messages, max depth)
     let mut cells: BTreeMap<(usize, usize), (u64, u64, u64)> = BTreeMap::new();
@@ -339,19 +375,31 @@ pub fn layer_costs(model: &Sequential, envelopes: &[EnvelopeRecord], start: u64)
         let (batch, op) = match parts.next() {
             Some("weights") => (0, "weights"),
             Some(b) if b.starts_with("batch") => {
-                let k = b.split_once('~').and_then(|(_, k)| k.parse::<usize>().ok()).unwrap_or(0);
+                let k = b
+                    .split_once('~')
+                    .and_then(|(_, k)| k.parse::<usize>().ok())
+                    .unwrap_or(0);
                 (k + 1, parts.next().unwrap_or(""))
             }
             _ => continue,
         };
-        let Some(i) = order.iter().position(|o| o == op) else { continue };
+        let Some(i) = order.iter().position(|o| o == op) else {
+            continue;
+        };
         let c = cells.entry((batch, i)).or_default();
         c.0 += e.bytes;
         c.1 += 1;
         c.2 = c.2.max(e.depth);
     }
-    let mut layers: Vec<LayerReport> =
-        order.iter().map(|n| LayerReport { name: n.clone(), bytes: 0, messages: 0, rounds: 0 }).collect();
+    let mut layers: Vec<LayerReport> = order
+        .iter()
+        .map(|n| LayerReport {
+            name: n.clone(),
+            bytes: 0,
+            messages: 0,
+            rounds: 0,
+        })
+        .collect();
     let mut reached = start;
     for ((_, i), (bytes, messages, depth)) in cells {
         let l = &mut layers[i];
@@ -364,7 +412,10 @@ pub fn layer_costs(model: &Sequential, envelopes: &[EnvelopeRecord], start: u64)
 }
 
 /// Run the job and its references; see [`InferReport`].
-pub fn run_inference(spec: &InferSpec, progress: Option<Progress>) -> Result<InferReport, InferError> {
+pub fn run_inference(
+    spec: &InferSpec,
+    progress: Option<Progress>,
+) -> Result<InferReport, InferError> {
     spec.check()?;
     let fp = spec.config.fixed;
     let batches = spec.batches(fp)?;
@@ -374,7 +425,9 @@ pub fn run_inference(spec: &InferSpec, progress: Option<Progress>) -> Result<Inf
     // References, outside the timed run: the plaintext fixed-point model with the protocol's ReLU
     // and layout, and the float model (exact ReLU, same layout), both on the logits.
     let plain_logits: Vec<Vec<f64>> = futures::executor::block_on(party_job(
-        Plaintext { relu: spec.relu_kind() },
+        Plaintext {
+            relu: spec.relu_kind(),
+        },
         Ctx::local(fp),
         logits_model.clone(),
         Some(spec.weights.clone()),
@@ -389,9 +442,13 @@ pub fn run_inference(spec: &InferSpec, progress: Option<Progress>) -> Result<Inf
     let mut float_logits = Vec::new();
     for chunk in spec.data.images.chunks(spec.batch) {
         let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
-        let x = ArrayD::from_shape_vec(IxDyn(&spec.batch_shape(chunk.len())), flat).expect("batch shape");
+        let x = ArrayD::from_shape_vec(IxDyn(&spec.batch_shape(chunk.len())), flat)
+            .expect("batch shape");
         let y = forward_float(&logits_model, &spec.weights, &x, &ReluKind::Exact)?;
-        float_logits.extend(y.outer_iter().map(|r| r.iter().copied().collect::<Vec<f64>>()));
+        float_logits.extend(
+            y.outer_iter()
+                .map(|r| r.iter().copied().collect::<Vec<f64>>()),
+        );
     }
 
     let secure = match spec.protocol {
@@ -399,7 +456,9 @@ pub fn run_inference(spec: &InferSpec, progress: Option<Progress>) -> Result<Inf
             let t0 = std::time::Instant::now();
             let c0 = crate::party::process_cpu_time();
             let outputs = futures::executor::block_on(party_job(
-                Plaintext { relu: ReluKind::Exact },
+                Plaintext {
+                    relu: ReluKind::Exact,
+                },
                 Ctx::local(fp),
                 model.clone(),
                 Some(spec.weights.clone()),
@@ -420,7 +479,9 @@ pub fn run_inference(spec: &InferSpec, progress: Option<Progress>) -> Result<Inf
             }
         }
         ProtocolKind::Pond => {
-            let pond = Pond { relu: spec.relu_poly.clone() };
+            let pond = Pond {
+                relu: spec.relu_poly.clone(),
+            };
             run_parties(spec, &model, &batches, progress, move || pond.clone())?
         }
         ProtocolKind::SecureNn => {
@@ -469,7 +530,12 @@ pub fn run_inference(spec: &InferSpec, progress: Option<Progress>) -> Result<Inf
             .traffic
             .links
             .iter()
-            .map(|l| LinkReport { from: l.from, to: l.to, bytes: l.bytes, messages: l.messages })
+            .map(|l| LinkReport {
+                from: l.from,
+                to: l.to,
+                bytes: l.bytes,
+                messages: l.messages,
+            })
             .collect(),
         layers: layer_costs(&model, &secure.envelopes, secure.setup.rounds),
         wall_seconds: secure.wall.as_secs_f64(),

@@ -30,6 +30,37 @@ enum Command {
     /// Run a secure inference on MNIST images: three parties in this process over the
     /// in-memory transport, beside the plaintext fixed-point and float references.
     Infer(InferArgs),
+    /// Train a built-in model in plaintext (f64, Adam, fixed seed) on the training split and write
+    /// its weights as safetensors: how the bundled models/*.safetensors were made.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Built-in model.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(securenn::models::BUILTIN))]
+    model: String,
+    /// Passes over the training split (default: the trainer's).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Minibatch size (default: the trainer's).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Adam learning rate (default: the trainer's).
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    /// Seed of the initial weights and the shuffling.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// MNIST CSV (gzipped or plain); default: the bundled sample.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output file; default: the bundled models/<model>.safetensors.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -147,6 +178,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Infer(args) => infer(args),
+        Command::Train(args) => train(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -164,7 +196,10 @@ fn infer(a: InferArgs) -> Result<()> {
     let seed = a.seed.unwrap_or_else(rand::random);
     let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
     let model = securenn::models::by_name(&a.model).expect("clap checked the name");
-    let weights_path = a.weights.clone().unwrap_or_else(|| securenn::models::default_weights_path(&a.model));
+    let weights_path = a
+        .weights
+        .clone()
+        .unwrap_or_else(|| securenn::models::default_weights_path(&a.model));
     if !weights_path.exists() && a.weights.is_none() {
         bail!(
             "no trained weights for model {} at {}: train them with `securenn train --model {}`",
@@ -195,7 +230,10 @@ fn infer(a: InferArgs) -> Result<()> {
         seed,
         data_owner: PartyId(a.data_owner),
         model_owner: PartyId(a.model_owner),
-        config: PartyConfig { recv_timeout: Duration::from_secs(a.timeout), fixed },
+        config: PartyConfig {
+            recv_timeout: Duration::from_secs(a.timeout),
+            fixed,
+        },
         relu_poly: match a.relu_fit {
             ReluFit::Nine => TFE_RELU_9.to_vec(),
             ReluFit::Three => TFE_RELU_3.to_vec(),
@@ -225,8 +263,10 @@ fn infer(a: InferArgs) -> Result<()> {
     );
     let bar = indicatif::ProgressBar::new(a.samples.div_ceil(a.batch.max(1)) as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("  {bar:40} {pos}/{len} batches, {elapsed_precise} (eta {eta})")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "  {bar:40} {pos}/{len} batches, {elapsed_precise} (eta {eta})",
+        )
+        .expect("valid template"),
     );
     let b = bar.clone();
     let progress: securenn::infer::Progress = Arc::new(move |done, _| b.set_position(done as u64));
@@ -239,6 +279,86 @@ fn infer(a: InferArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    use securenn::nn::train::{TrainConfig, accuracy, train};
+    let model = securenn::models::by_name(&a.model).expect("clap checked the name");
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| securenn::models::default_weights_path(&a.model));
+    if out.exists() && !a.force {
+        bail!("{} exists; pass --force to overwrite it", out.display());
+    }
+    let mut cfg = TrainConfig {
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
+    if let Some(e) = a.epochs {
+        cfg.epochs = e;
+    }
+    if let Some(b) = a.batch {
+        cfg.batch = b;
+    }
+    if let Some(lr) = a.learning_rate {
+        cfg.learning_rate = lr;
+    }
+    let path = a.data.clone().unwrap_or_else(default_mnist_path);
+    let all = Mnist::read(&path)?;
+    let pick = |split| {
+        let idx = all.split_order(split);
+        Mnist {
+            images: idx.iter().map(|&i| all.images[i].clone()).collect(),
+            labels: idx.iter().map(|&i| all.labels[i]).collect(),
+        }
+    };
+    let (train_set, test_set) = (pick(Split::Train), pick(Split::Test));
+    eprintln!(
+        "securenn train: network {} on {} training images of {}, {} epochs, batch {}, Adam lr {}, seed {}",
+        a.model,
+        train_set.labels.len(),
+        path.display(),
+        cfg.epochs,
+        cfg.batch,
+        cfg.learning_rate,
+        cfg.seed
+    );
+    let t0 = std::time::Instant::now();
+    let weights = train(&model, &train_set, &cfg, &mut |e| {
+        eprintln!(
+            "  epoch {:>2}: loss {:.4}, training accuracy {:.2}% ({:.1} s)",
+            e.epoch,
+            e.loss,
+            100.0 * e.train_accuracy,
+            t0.elapsed().as_secs_f64()
+        )
+    })?;
+    let test = accuracy(&model, &weights, &test_set)?;
+    println!(
+        "test accuracy {:.2}% on {} images (float model)",
+        100.0 * test,
+        test_set.labels.len()
+    );
+    let meta = std::collections::HashMap::from([
+        ("model".to_string(), a.model.clone()),
+        ("epochs".to_string(), cfg.epochs.to_string()),
+        ("batch".to_string(), cfg.batch.to_string()),
+        ("learning_rate".to_string(), cfg.learning_rate.to_string()),
+        ("seed".to_string(), cfg.seed.to_string()),
+        (
+            "train_images".to_string(),
+            train_set.labels.len().to_string(),
+        ),
+        ("test_accuracy".to_string(), format!("{test:.4}")),
+        (
+            "command".to_string(),
+            format!("securenn train --model {} --seed {}", a.model, cfg.seed),
+        ),
+    ]);
+    weights_file::save(&out, &weights, meta, a.force)?;
+    eprintln!("weights written to {}", out.display());
     Ok(())
 }
 
@@ -282,12 +402,21 @@ fn print_report(r: &InferReport) {
         r.setup_bytes
     );
     for l in &r.links {
-        println!("  P{} -> P{}  {:>14} bytes  {:>6} messages", l.from, l.to, l.bytes, l.messages);
+        println!(
+            "  P{} -> P{}  {:>14} bytes  {:>6} messages",
+            l.from, l.to, l.bytes, l.messages
+        );
     }
     if r.bytes_total > 0 {
-        println!("per layer           {:>14}  {:>8}  {:>6}", "bytes", "messages", "rounds");
+        println!(
+            "per layer           {:>14}  {:>8}  {:>6}",
+            "bytes", "messages", "rounds"
+        );
         for l in r.layers.iter().filter(|l| l.messages > 0) {
-            println!("  {:<17} {:>14}  {:>8}  {:>6}", l.name, l.bytes, l.messages, l.rounds);
+            println!(
+                "  {:<17} {:>14}  {:>8}  {:>6}",
+                l.name, l.bytes, l.messages, l.rounds
+            );
         }
     }
     println!(
@@ -298,6 +427,9 @@ fn print_report(r: &InferReport) {
     );
     if r.party_cpu_seconds.len() == 3 {
         let p = &r.party_cpu_seconds;
-        println!("party CPU           P0 {:.3} s, P1 {:.3} s, P2 {:.3} s", p[0], p[1], p[2]);
+        println!(
+            "party CPU           P0 {:.3} s, P1 {:.3} s, P2 {:.3} s",
+            p[0], p[1], p[2]
+        );
     }
 }

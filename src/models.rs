@@ -109,7 +109,10 @@ pub fn by_name(name: &str) -> Option<Sequential> {
         _ => return None,
     };
     if avg {
-        m.layers.iter().any(|l| matches!(l, crate::nn::Layer::MaxPool { .. })).then(|| m.with_avg_pooling())
+        m.layers
+            .iter()
+            .any(|l| matches!(l, crate::nn::Layer::MaxPool { .. }))
+            .then(|| m.with_avg_pooling())
     } else {
         Some(m)
     }
@@ -117,7 +120,9 @@ pub fn by_name(name: &str) -> Option<Sequential> {
 
 /// Where the bundled trained weights of a built-in model live.
 pub fn default_weights_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(format!("{name}.safetensors"))
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(format!("{name}.safetensors"))
 }
 
 #[cfg(test)]
@@ -141,7 +146,11 @@ mod tests {
         assert_eq!(weights(network_d()), 99_125);
         for m in BUILTIN {
             let model = by_name(m).unwrap();
-            assert_eq!(model.without_argmax().output_shape().unwrap(), vec![10], "{m}");
+            assert_eq!(
+                model.without_argmax().output_shape().unwrap(),
+                vec![10],
+                "{m}"
+            );
         }
         assert!(by_name("a-avg").is_none() && by_name("z").is_none());
         // The paper's layout: maxpool before ReLU, a ReLU after the last dense layer.

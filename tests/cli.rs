@@ -50,10 +50,17 @@ fn infer_runs_and_writes_json_without_overwriting() {
         "bytes_total",
         "rounds",
         "wall_seconds",
+        "layers",
     ] {
         assert!(v.get(field).is_some(), "missing {field}");
     }
     assert_eq!(v["protocol"], "pond");
+    for l in v["layers"].as_array().unwrap() {
+        assert!(
+            l["name"].is_string() && l["bytes"].is_u64() && l["rounds"].is_u64(),
+            "{l}"
+        );
+    }
     let (ok, _, err) = securenn(&["infer", "--samples", "1", "--seed", "5", "--json", j]);
     assert!(!ok && err.contains("--force"), "{err}");
     let (ok, _, err) = securenn(&[
@@ -67,6 +74,71 @@ fn infer_runs_and_writes_json_without_overwriting() {
         "--force",
     ]);
     assert!(ok, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--layout paper` reproduces the paper's 2,100,984 bytes for network A at batch 1 (plus the 8
+/// bytes that reveal the class to the data owner).
+#[test]
+fn paper_layout_reproduces_the_paper() {
+    let dir = std::env::temp_dir().join(format!("securenn-cli-paper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("a.json");
+    let (ok, out, err) = securenn(&[
+        "infer",
+        "--layout",
+        "paper",
+        "--model",
+        "a",
+        "--samples",
+        "1",
+        "--batch",
+        "1",
+        "--seed",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("per layer"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["bytes_total"], 2_100_984 + 8);
+    assert_eq!(v["layout"], "paper");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Training writes a weight file that `infer --weights` reads; neither overwrites without --force;
+/// a weight file for another model is refused with the tensor's name and expected shape.
+#[test]
+fn train_then_infer_with_the_weights() {
+    let dir = std::env::temp_dir().join(format!("securenn-cli-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("a.safetensors");
+    let w = w.to_str().unwrap();
+    let (ok, out, err) = securenn(&["train", "--model", "a", "--epochs", "1", "--out", w]);
+    assert!(ok, "{err}");
+    assert!(out.contains("test accuracy"), "{out}");
+    let (ok, _, err) = securenn(&["train", "--model", "a", "--epochs", "1", "--out", w]);
+    assert!(!ok && err.contains("--force"), "{err}");
+    let (ok, out, err) = securenn(&[
+        "infer",
+        "--model",
+        "a",
+        "--weights",
+        w,
+        "--samples",
+        "10",
+        "--seed",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("100.00% with plaintext"), "{out}");
+    let (ok, _, err) = securenn(&["infer", "--model", "d", "--weights", w, "--samples", "1"]);
+    assert!(
+        !ok && err.contains("kernel") && err.contains("expected shape"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -28,7 +28,9 @@ fn run_paper(model: &Sequential, batch: usize) -> securenn_transports::MeterSnap
             let p = SecureNn::paper();
             let me = ctx.me();
             let params = input_params(&p, &ctx, &model, P1, (me == P1).then_some(&weights)).await?;
-            let xs = p.input(&ctx, P0, (me == P0).then_some(&x), &shape, 13).await?;
+            let xs = p
+                .input(&ctx, P0, (me == P0).then_some(&x), &shape, 13)
+                .await?;
             forward(&p, &ctx, &model, &params, xs).await?;
             Ok(())
         }
@@ -47,9 +49,23 @@ fn cost_model(model: &Sequential, batch: usize) -> u64 {
         let inp: u64 = info.input.iter().product::<usize>() as u64;
         let out: u64 = info.output.iter().product::<usize>() as u64;
         total += match layer {
-            Layer::Dense { units } => 8 * (2 * b * inp + 2 * inp * *units as u64 + b * *units as u64),
-            Layer::Conv2d { filters, kernel, stride, padding } => {
-                let g = conv_geometry(info.input[0], info.input[1], *kernel, *kernel, *stride, *padding);
+            Layer::Dense { units } => {
+                8 * (2 * b * inp + 2 * inp * *units as u64 + b * *units as u64)
+            }
+            Layer::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let g = conv_geometry(
+                    info.input[0],
+                    info.input[1],
+                    *kernel,
+                    *kernel,
+                    *stride,
+                    *padding,
+                );
                 let rows = b * (g.out_h * g.out_w) as u64;
                 let cols = (kernel * kernel * info.input[2]) as u64;
                 8 * (2 * rows * cols + 2 * cols * *filters as u64 + rows * *filters as u64)
@@ -69,7 +85,12 @@ fn networks() -> [(&'static str, Sequential, u64, u64); 4] {
         ("A", network_a(), 2_100_984, 29_117_440),
         ("B", network_b(), 8_863_192, 1_066_619_776),
         ("C", network_c(), 18_943_256, 1_549_960_768),
-        ("D as benchmarked", network_d_as_benchmarked(), 4_055_656, 317_701_968),
+        (
+            "D as benchmarked",
+            network_d_as_benchmarked(),
+            4_055_656,
+            317_701_968,
+        ),
     ]
 }
 
@@ -77,15 +98,27 @@ fn networks() -> [(&'static str, Sequential, u64, u64); 4] {
 fn batch_1_matches_the_paper_to_the_byte() {
     for (name, model, paper, _) in networks() {
         assert_eq!(cost_model(&model, 1), paper, "{name}: the cost model");
-        assert_eq!(run_paper(&model, 1).total_bytes(), paper, "{name}: the protocol run");
+        assert_eq!(
+            run_paper(&model, 1).total_bytes(),
+            paper,
+            "{name}: the protocol run"
+        );
     }
 }
 
 #[test]
 fn small_batch_matches_the_cost_model() {
     for (name, model, _, paper128) in networks() {
-        assert_eq!(cost_model(&model, 128), paper128, "{name}: the cost model at 128");
-        assert_eq!(run_paper(&model, 3).total_bytes(), cost_model(&model, 3), "{name}: batch 3");
+        assert_eq!(
+            cost_model(&model, 128),
+            paper128,
+            "{name}: the cost model at 128"
+        );
+        assert_eq!(
+            run_paper(&model, 3).total_bytes(),
+            cost_model(&model, 3),
+            "{name}: batch 3"
+        );
     }
 }
 

@@ -78,7 +78,9 @@ pub fn forward_float(
             }
             Layer::PadTo { n } => {
                 let w = x.shape()[1];
-                ArrayD::from_shape_fn(IxDyn(&[batch, *n]), |ix| if ix[1] < w { x[[ix[0], ix[1]]] } else { 0.0 })
+                ArrayD::from_shape_fn(IxDyn(&[batch, *n]), |ix| {
+                    if ix[1] < w { x[[ix[0], ix[1]]] } else { 0.0 }
+                })
             }
             Layer::Argmax => ArrayD::from_shape_fn(IxDyn(&[batch]), |ix| {
                 let row = x.index_axis(ndarray::Axis(0), ix[0]);

@@ -4,6 +4,7 @@
 
 mod float;
 mod model;
+pub mod train;
 pub mod weights_file;
 
 pub use float::forward_float;

@@ -49,7 +49,7 @@ pub enum ModelError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
-    #[error("weight tensor {tensor} is missing (the model needs {expected:?})")]
+    #[error("weight tensor {tensor} is missing: expected shape {expected:?}")]
     MissingWeight {
         tensor: String,
         expected: Vec<usize>,
@@ -158,12 +158,16 @@ impl Sequential {
                 layers.swap(i, i + 1);
             }
         }
-        if let Some(last) = layers.iter().rposition(|l| matches!(l, Layer::Dense { .. })) {
-            if layers.get(last + 1) != Some(&Layer::Relu) {
-                layers.insert(last + 1, Layer::Relu);
-            }
+        let last_dense = layers
+            .iter()
+            .rposition(|l| matches!(l, Layer::Dense { .. }));
+        if let Some(last) = last_dense.filter(|&i| layers.get(i + 1) != Some(&Layer::Relu)) {
+            layers.insert(last + 1, Layer::Relu);
         }
-        Self { input: self.input.clone(), layers }
+        Self {
+            input: self.input.clone(),
+            layers,
+        }
     }
 
     /// The model without a final argmax: what the logits come out of.
@@ -172,7 +176,10 @@ impl Sequential {
         if layers.last() == Some(&Layer::Argmax) {
             layers.pop();
         }
-        Self { input: self.input.clone(), layers }
+        Self {
+            input: self.input.clone(),
+            layers,
+        }
     }
 
     /// The same model with every max pool replaced by an average pool (for Pond).
@@ -185,7 +192,10 @@ impl Sequential {
                 l => l.clone(),
             })
             .collect();
-        Self { input: self.input.clone(), layers }
+        Self {
+            input: self.input.clone(),
+            layers,
+        }
     }
 
     /// Names, shapes and parameters of every layer; an error names the first layer that does not
@@ -269,7 +279,9 @@ impl Sequential {
                     if shape.len() != 1 || shape[0] > *n {
                         return Err(ModelError::Shape {
                             layer: format!("{i}.pad"),
-                            reason: format!("pads a flat input of at most {n} values, got {shape:?}"),
+                            reason: format!(
+                                "pads a flat input of at most {n} values, got {shape:?}"
+                            ),
                         });
                     }
                     ("pad", vec![*n], vec![])
@@ -278,7 +290,9 @@ impl Sequential {
                     if shape.len() != 1 || i + 1 != self.layers.len() {
                         return Err(ModelError::Shape {
                             layer: format!("{i}.argmax"),
-                            reason: format!("argmax is the last layer, on a flat input; got {shape:?}"),
+                            reason: format!(
+                                "argmax is the last layer, on a flat input; got {shape:?}"
+                            ),
                         });
                     }
                     ("argmax", vec![], vec![])

@@ -11,11 +11,18 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum WeightFileError {
     #[error("cannot read weights from {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a safetensors file: {reason}")]
     Format { path: String, reason: String },
     #[error("{path}: tensor {tensor} has dtype {dtype}, expected F32")]
-    Dtype { path: String, tensor: String, dtype: String },
+    Dtype {
+        path: String,
+        tensor: String,
+        dtype: String,
+    },
     #[error("{path}: {source}")]
     Model { path: String, source: ModelError },
     #[error("{path} exists; pass --force to overwrite it")]
@@ -23,7 +30,12 @@ pub enum WeightFileError {
 }
 
 /// Write `weights` as F32 safetensors with `metadata` (refuses to overwrite unless `force`).
-pub fn save(path: &Path, weights: &Weights, metadata: HashMap<String, String>, force: bool) -> Result<(), WeightFileError> {
+pub fn save(
+    path: &Path,
+    weights: &Weights,
+    metadata: HashMap<String, String>,
+    force: bool,
+) -> Result<(), WeightFileError> {
     let p = path.display().to_string();
     if path.exists() && !force {
         return Err(WeightFileError::Exists { path: p });
@@ -40,36 +52,77 @@ pub fn save(path: &Path, weights: &Weights, metadata: HashMap<String, String>, f
         .iter()
         .map(|(n, s, d)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), d)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| WeightFileError::Format { path: p.clone(), reason: e.to_string() })?;
-    let buf = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| WeightFileError::Format { path: p.clone(), reason: e.to_string() })?;
+        .map_err(|e| WeightFileError::Format {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+    let buf =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| WeightFileError::Format {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| WeightFileError::Io { path: p.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| WeightFileError::Io {
+            path: p.clone(),
+            source,
+        })?;
     }
     std::fs::write(path, buf).map_err(|source| WeightFileError::Io { path: p, source })
 }
 
 /// Read a weight file and check it against `model`: every tensor the model needs, with its shape,
 /// F32, finite, and nothing else. Returns the weights and the file's metadata.
-pub fn load(path: &Path, model: &Sequential) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
+pub fn load(
+    path: &Path,
+    model: &Sequential,
+) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
     let p = path.display().to_string();
-    let buf = std::fs::read(path).map_err(|source| WeightFileError::Io { path: p.clone(), source })?;
-    let st = SafeTensors::deserialize(&buf).map_err(|e| WeightFileError::Format { path: p.clone(), reason: e.to_string() })?;
-    let (_, meta) = SafeTensors::read_metadata(&buf).map_err(|e| WeightFileError::Format { path: p.clone(), reason: e.to_string() })?;
+    let buf = std::fs::read(path).map_err(|source| WeightFileError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&buf).map_err(|e| WeightFileError::Format {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&buf).map_err(|e| WeightFileError::Format {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
     let mut tensors = Vec::new();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     for name in names {
-        let t = st.tensor(&name).map_err(|e| WeightFileError::Format { path: p.clone(), reason: e.to_string() })?;
+        let t = st.tensor(&name).map_err(|e| WeightFileError::Format {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
         if t.dtype() != Dtype::F32 {
-            return Err(WeightFileError::Dtype { path: p, tensor: name, dtype: t.dtype().to_string() });
+            return Err(WeightFileError::Dtype {
+                path: p,
+                tensor: name,
+                dtype: t.dtype().to_string(),
+            });
         }
-        let data: Vec<f64> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect();
-        let a = ArrayD::from_shape_vec(IxDyn(t.shape()), data).map_err(|e| WeightFileError::Format { path: p.clone(), reason: e.to_string() })?;
+        let data: Vec<f64> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect();
+        let a = ArrayD::from_shape_vec(IxDyn(t.shape()), data).map_err(|e| {
+            WeightFileError::Format {
+                path: p.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         tensors.push((name, a));
     }
-    let weights = Weights { tensors };
-    model.validate(&weights).map_err(|source| WeightFileError::Model { path: p, source })?;
+    let mut weights = Weights { tensors };
+    let model_err = |source| WeightFileError::Model { path: p.clone(), source };
+    model.validate(&weights).map_err(model_err)?;
+    // The model's order (kernel, bias, layer by layer), whatever the file's.
+    let order = model.param_shapes().map_err(model_err)?;
+    weights.tensors.sort_by_key(|(n, _)| order.iter().position(|(o, _)| o == n));
     Ok((weights, meta.metadata().clone().unwrap_or_default()))
 }
 
@@ -84,8 +137,17 @@ mod tests {
         let path = dir.join("a.safetensors");
         let a = models::network_a();
         let w = a.init_weights(1).unwrap();
-        save(&path, &w, HashMap::from([("model".into(), "a".into())]), true).unwrap();
-        assert!(matches!(save(&path, &w, HashMap::new(), false), Err(WeightFileError::Exists { .. })));
+        save(
+            &path,
+            &w,
+            HashMap::from([("model".into(), "a".into())]),
+            true,
+        )
+        .unwrap();
+        assert!(matches!(
+            save(&path, &w, HashMap::new(), false),
+            Err(WeightFileError::Exists { .. })
+        ));
         let (back, meta) = load(&path, &a).unwrap();
         assert_eq!(meta["model"], "a");
         for ((n1, t1), (n2, t2)) in w.tensors.iter().zip(&back.tensors) {
@@ -97,7 +159,10 @@ mod tests {
         assert!(e.contains("kernel") && e.contains("expected shape"), "{e}");
         // Not a safetensors file at all.
         std::fs::write(&path, b"hello").unwrap();
-        assert!(matches!(load(&path, &a), Err(WeightFileError::Format { .. })));
+        assert!(matches!(
+            load(&path, &a),
+            Err(WeightFileError::Format { .. })
+        ));
         std::fs::remove_dir_all(&dir).ok();
     }
 }
