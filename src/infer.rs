@@ -41,7 +41,9 @@ impl ProtocolKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
-    /// The model as defined; SecureNN with reused masks, tree maxima and masked images.
+    /// The model as defined, run with max pooling before ReLU where one follows the other (the
+    /// same function: [`Sequential::pool_before_relu`]); SecureNN with reused masks, tree maxima
+    /// and masked images.
     Default,
     /// The paper's cost layout ([`Sequential::paper_layout`]) and accounting
     /// ([`SecureNn::paper`]): reproduces the paper's communication to the byte.
@@ -217,7 +219,7 @@ impl InferSpec {
     /// The model as run: layout applied; without the argmax when the logits are revealed.
     fn run_model(&self) -> Sequential {
         let m = match self.layout {
-            Layout::Default => self.model.clone(),
+            Layout::Default => self.model.pool_before_relu(),
             Layout::Paper => self.model.paper_layout(),
         };
         match self.reveal() {

@@ -148,16 +148,27 @@ impl Sequential {
         self
     }
 
-    /// The model in the paper's cost layout: max pooling before ReLU where a ReLU is followed by
-    /// a max pool (valid since ReLU is monotone: the paper's §9.2 swap), and a ReLU after the last
-    /// dense layer (the ReLU of the paper's ASM output). Same predictions, the paper's bytes.
-    pub fn paper_layout(&self) -> Self {
+    /// Max pooling before ReLU wherever a ReLU is followed by a max pool: the same function
+    /// (ReLU is monotone, so max(relu(x)) = relu(max(x)), exactly also in fixed point) with the
+    /// ReLU on a k² times smaller tensor (the paper's §9.2 swap).
+    pub fn pool_before_relu(&self) -> Self {
         let mut layers = self.layers.clone();
         for i in 0..layers.len().saturating_sub(1) {
             if layers[i] == Layer::Relu && matches!(layers[i + 1], Layer::MaxPool { .. }) {
                 layers.swap(i, i + 1);
             }
         }
+        Self {
+            input: self.input.clone(),
+            layers,
+        }
+    }
+
+    /// The model in the paper's cost layout: [`Sequential::pool_before_relu`], and a ReLU after
+    /// the last dense layer (the ReLU of the paper's ASM output; it changes a prediction only
+    /// when every logit is negative).
+    pub fn paper_layout(&self) -> Self {
+        let mut layers = self.pool_before_relu().layers;
         let last_dense = layers
             .iter()
             .rposition(|l| matches!(l, Layer::Dense { .. }));

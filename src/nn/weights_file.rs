@@ -118,11 +118,16 @@ pub fn load(
         tensors.push((name, a));
     }
     let mut weights = Weights { tensors };
-    let model_err = |source| WeightFileError::Model { path: p.clone(), source };
+    let model_err = |source| WeightFileError::Model {
+        path: p.clone(),
+        source,
+    };
     model.validate(&weights).map_err(model_err)?;
     // The model's order (kernel, bias, layer by layer), whatever the file's.
     let order = model.param_shapes().map_err(model_err)?;
-    weights.tensors.sort_by_key(|(n, _)| order.iter().position(|(o, _)| o == n));
+    weights
+        .tensors
+        .sort_by_key(|(n, _)| order.iter().position(|(o, _)| o == n));
     Ok((weights, meta.metadata().clone().unwrap_or_default()))
 }
 

@@ -15,7 +15,7 @@ pub use plaintext::{PlainTensor, Plaintext, ReluKind};
 pub use polynomial::{TFE_RELU_3, TFE_RELU_9, poly_eval};
 pub use pond::Pond;
 pub use securenn::SecureNn;
-pub use shared::SharedTensor;
+pub use shared::{SharedProtocol, SharedTensor};
 
 use crate::channel::{Ctx, PartyId};
 use crate::ring::{Padding, RingTensor};

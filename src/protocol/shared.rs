@@ -1,13 +1,18 @@
 //! Additively shared tensors with a helper party, the linear algebra Pond and SecureNN share:
 //! P0 and P1 hold 2-out-of-2 shares over Z_{2^64}; P2 (Pond's crypto producer, SecureNN's
-//! assistant) holds only the shape. Inputs, reveal, and the local linear operations.
+//! assistant) holds only the shape. Inputs, reveal, the local linear operations, and the
+//! [`Protocol`] implementation of every [`SharedProtocol`]: a protocol on shared tensors says
+//! how it masks and what its non-linear layers are, and gets the rest from here.
 
-use super::beaver::Mask;
+use super::beaver::{Mask, MaskPolicy, beaver};
 use super::plaintext::check_bias;
-use super::{ProtocolError, encode_public, same_frac, same_shape};
+use super::{
+    Protocol, ProtocolError, check_conv, check_matmul, encode_public, same_frac, same_shape,
+};
 use crate::channel::{Ctx, P0, P1, P2, PartyId};
 use crate::fixed::truncate_share;
-use crate::ring::RingTensor;
+use crate::ring::kernels::im2col;
+use crate::ring::{Padding, RingTensor};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -270,4 +275,220 @@ pub(crate) fn sum_pool(x: &SharedTensor, k: usize) -> SharedTensor {
     let s = &x.shape;
     let out = [s[0], s[1] / k, s[2] / k, s[3]];
     x.map_share(&out, x.frac, |v| v.sum_pool(k))
+}
+
+/// A protocol on [`SharedTensor`]s (P0, P1 hold shares, P2 helps): Pond and SecureNN. It chooses
+/// how products mask their operands and supplies the non-linear layers; inputs, reveal, linear
+/// layers and Beaver products are common and come from the blanket [`Protocol`] implementation.
+// The futures are not Send on purpose: a party's protocol runs on its own thread.
+#[allow(async_fn_in_trait)]
+pub trait SharedProtocol {
+    fn name(&self) -> &'static str;
+    /// How products mask their operands.
+    fn masks(&self) -> MaskPolicy;
+    /// Whether products end with freshly re-randomised shares (SecureNN's zero shares u_j; free).
+    fn refresh_products(&self) -> bool;
+    /// Whether a convolution masks its im2col matrix (the SecureNN paper's accounting) instead
+    /// of its input image.
+    fn conv_masks_im2col(&self) -> bool {
+        false
+    }
+    async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError>;
+    async fn maxpool(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        k: usize,
+    ) -> Result<SharedTensor, ProtocolError>;
+    async fn argmax(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError>;
+}
+
+impl<S: SharedProtocol> Protocol for S {
+    type Tensor = SharedTensor;
+
+    fn name(&self) -> &'static str {
+        SharedProtocol::name(self)
+    }
+
+    fn shape<'a>(&self, x: &'a SharedTensor) -> &'a [usize] {
+        x.shape()
+    }
+
+    fn frac(&self, x: &SharedTensor) -> u32 {
+        x.frac()
+    }
+
+    async fn input(
+        &self,
+        ctx: &Ctx,
+        owner: PartyId,
+        value: Option<&RingTensor>,
+        shape: &[usize],
+        frac: u32,
+    ) -> Result<SharedTensor, ProtocolError> {
+        input(ctx, owner, value, shape, frac).await
+    }
+
+    async fn reveal(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        to: PartyId,
+    ) -> Result<Option<RingTensor>, ProtocolError> {
+        reveal(ctx, x, to).await
+    }
+
+    fn add(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        add(ctx, x, y)
+    }
+
+    fn sub(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        sub(ctx, x, y)
+    }
+
+    fn add_bias(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        b: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        add_bias(ctx, x, b)
+    }
+
+    fn add_public(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        c: f64,
+    ) -> Result<SharedTensor, ProtocolError> {
+        add_public(ctx, x, c)
+    }
+
+    fn mul_public(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        c: f64,
+    ) -> Result<SharedTensor, ProtocolError> {
+        mul_public(ctx, x, c)
+    }
+
+    fn reshape(&self, x: &SharedTensor, shape: &[usize]) -> SharedTensor {
+        reshape(x, shape)
+    }
+
+    fn pad_last(&self, x: &SharedTensor, to: usize) -> SharedTensor {
+        pad_last(x, to)
+    }
+
+    fn sum_pool(&self, x: &SharedTensor, k: usize) -> SharedTensor {
+        sum_pool(x, k)
+    }
+
+    async fn mul(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        same_shape(ctx, x.shape(), y.shape())?;
+        let ctx = ctx.child("mul");
+        let z = beaver(&ctx, x, y, x.shape(), self.masks(), |a, b| a.mul(b)).await?;
+        Ok(finish(self, &ctx, z))
+    }
+
+    /// SecureNN's MatMul (Algorithm 1) with PRF-derived triples, Pond's masked matmul:
+    /// (2mn + 2nv + mv)·8 bytes for fresh operands.
+    async fn matmul(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        y: &SharedTensor,
+    ) -> Result<SharedTensor, ProtocolError> {
+        let out = check_matmul(ctx, x.shape(), y.shape())?;
+        let ctx = ctx.child("matmul");
+        let z = beaver(&ctx, x, y, &out, self.masks(), |a, b| a.matmul(b)).await?;
+        Ok(finish(self, &ctx, z))
+    }
+
+    /// A Beaver product of the masked image (convolution is bilinear, so the im2col blow-up
+    /// stays local), or, as the SecureNN paper, a MatMul of the masked im2col matrix.
+    async fn conv2d(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        f: &SharedTensor,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<SharedTensor, ProtocolError> {
+        let out = check_conv(ctx, x.shape(), f.shape(), stride, padding)?;
+        let ctx = ctx.child("conv2d");
+        let z = if self.conv_masks_im2col() {
+            let (xs, fs) = (x.shape(), f.shape());
+            let rows = out[0] * out[1] * out[2];
+            let cols = fs[0] * fs[1] * fs[2];
+            let cm = x.map_share(&[rows, cols], x.frac(), |s| {
+                let (m, _) = im2col(
+                    s.as_slice(),
+                    xs[0],
+                    xs[1],
+                    xs[2],
+                    xs[3],
+                    fs[0],
+                    fs[1],
+                    stride,
+                    padding,
+                );
+                RingTensor::from_vec(&[rows, cols], m)
+            });
+            let fm = reshape(f, &[cols, fs[3]]);
+            let z = beaver(&ctx, &cm, &fm, &[rows, fs[3]], self.masks(), |a, b| {
+                a.matmul(b)
+            })
+            .await?;
+            reshape(&z, &out)
+        } else {
+            beaver(&ctx, x, f, &out, self.masks(), |a, b| {
+                a.conv2d(b, stride, padding)
+            })
+            .await?
+        };
+        Ok(finish(self, &ctx, z))
+    }
+
+    async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
+        SharedProtocol::relu(self, ctx, x).await
+    }
+
+    async fn maxpool(
+        &self,
+        ctx: &Ctx,
+        x: &SharedTensor,
+        k: usize,
+    ) -> Result<SharedTensor, ProtocolError> {
+        SharedProtocol::maxpool(self, ctx, x, k).await
+    }
+
+    async fn argmax(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
+        SharedProtocol::argmax(self, ctx, x).await
+    }
+}
+
+/// A product's output, re-randomised if the protocol asks for it.
+fn finish<S: SharedProtocol + ?Sized>(p: &S, ctx: &Ctx, z: SharedTensor) -> SharedTensor {
+    if p.refresh_products() {
+        refresh(ctx, &z)
+    } else {
+        z
+    }
 }

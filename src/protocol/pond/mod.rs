@@ -10,14 +10,10 @@
 //! The shared-tensor machinery lives in [`super::shared`] and [`super::beaver`], shared with
 //! SecureNN.
 
-use super::beaver::{MaskPolicy, beaver};
-use super::shared::{self, SharedTensor};
-use super::{
-    Protocol, ProtocolError, TFE_RELU_9, check_conv, check_matmul, check_pool, poly_eval,
-    same_shape,
-};
-use crate::channel::{Ctx, PartyId};
-use crate::ring::{Padding, RingTensor};
+use super::beaver::MaskPolicy;
+use super::shared::{SharedProtocol, SharedTensor};
+use super::{ProtocolError, TFE_RELU_9, check_pool, poly_eval};
+use crate::channel::Ctx;
 
 /// The Pond backend.
 #[derive(Clone, Debug)]
@@ -34,152 +30,17 @@ impl Default for Pond {
     }
 }
 
-impl Protocol for Pond {
-    type Tensor = SharedTensor;
-
+impl SharedProtocol for Pond {
     fn name(&self) -> &'static str {
         "pond"
     }
 
-    fn shape<'a>(&self, x: &'a SharedTensor) -> &'a [usize] {
-        x.shape()
+    fn masks(&self) -> MaskPolicy {
+        MaskPolicy::Reuse
     }
 
-    fn frac(&self, x: &SharedTensor) -> u32 {
-        x.frac()
-    }
-
-    async fn input(
-        &self,
-        ctx: &Ctx,
-        owner: PartyId,
-        value: Option<&RingTensor>,
-        shape: &[usize],
-        frac: u32,
-    ) -> Result<SharedTensor, ProtocolError> {
-        shared::input(ctx, owner, value, shape, frac).await
-    }
-
-    async fn reveal(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        to: PartyId,
-    ) -> Result<Option<RingTensor>, ProtocolError> {
-        shared::reveal(ctx, x, to).await
-    }
-
-    fn add(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        y: &SharedTensor,
-    ) -> Result<SharedTensor, ProtocolError> {
-        shared::add(ctx, x, y)
-    }
-
-    fn sub(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        y: &SharedTensor,
-    ) -> Result<SharedTensor, ProtocolError> {
-        shared::sub(ctx, x, y)
-    }
-
-    fn add_bias(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        b: &SharedTensor,
-    ) -> Result<SharedTensor, ProtocolError> {
-        shared::add_bias(ctx, x, b)
-    }
-
-    fn add_public(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        c: f64,
-    ) -> Result<SharedTensor, ProtocolError> {
-        shared::add_public(ctx, x, c)
-    }
-
-    fn mul_public(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        c: f64,
-    ) -> Result<SharedTensor, ProtocolError> {
-        shared::mul_public(ctx, x, c)
-    }
-
-    fn reshape(&self, x: &SharedTensor, shape: &[usize]) -> SharedTensor {
-        shared::reshape(x, shape)
-    }
-
-    fn pad_last(&self, x: &SharedTensor, to: usize) -> SharedTensor {
-        shared::pad_last(x, to)
-    }
-
-    fn sum_pool(&self, x: &SharedTensor, k: usize) -> SharedTensor {
-        shared::sum_pool(x, k)
-    }
-
-    async fn mul(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        y: &SharedTensor,
-    ) -> Result<SharedTensor, ProtocolError> {
-        same_shape(ctx, x.shape(), y.shape())?;
-        beaver(
-            &ctx.child("mul"),
-            x,
-            y,
-            x.shape(),
-            MaskPolicy::Reuse,
-            |a, b| a.mul(b),
-        )
-        .await
-    }
-
-    async fn matmul(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        y: &SharedTensor,
-    ) -> Result<SharedTensor, ProtocolError> {
-        let out = check_matmul(ctx, x.shape(), y.shape())?;
-        beaver(
-            &ctx.child("matmul"),
-            x,
-            y,
-            &out,
-            MaskPolicy::Reuse,
-            |a, b| a.matmul(b),
-        )
-        .await
-    }
-
-    async fn conv2d(
-        &self,
-        ctx: &Ctx,
-        x: &SharedTensor,
-        f: &SharedTensor,
-        stride: usize,
-        padding: Padding,
-    ) -> Result<SharedTensor, ProtocolError> {
-        let out = check_conv(ctx, x.shape(), f.shape(), stride, padding)?;
-        beaver(
-            &ctx.child("conv2d"),
-            x,
-            f,
-            &out,
-            MaskPolicy::Reuse,
-            |a, b| a.conv2d(b, stride, padding),
-        )
-        .await
+    fn refresh_products(&self) -> bool {
+        false
     }
 
     async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
