@@ -7,7 +7,7 @@ use crate::channel::{Ctx, P0, PartyId, ProtocolError};
 use crate::data::Mnist;
 use crate::fixed::FixedPoint;
 use crate::nn::{ModelError, Sequential, Weights, forward, forward_float, input_params};
-use crate::party::{JobFn, LocalCluster, PartyConfig, SeedSource};
+use crate::party::{JobFn, LocalCluster, Network, PartyConfig, SeedSource};
 use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
 use crate::ring::RingTensor;
 use ndarray::{ArrayD, IxDyn};
@@ -80,6 +80,10 @@ pub struct InferSpec {
     pub layout: Layout,
     /// `None`: the class where the protocol has a secure argmax, the logits otherwise.
     pub reveal: Option<Reveal>,
+    /// The transport between the parties.
+    pub network: Network,
+    /// How the network is described in reports (`memory`, or the simulator's preset).
+    pub network_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,10 @@ pub struct InferReport {
     pub model: String,
     pub layout: Layout,
     pub reveal: Reveal,
+    /// `memory` or `sim`.
+    pub transport: String,
+    /// The network preset (`none` in memory).
+    pub network: String,
     pub samples: usize,
     pub batch: usize,
     pub seed: u64,
@@ -142,6 +150,9 @@ pub struct InferReport {
     /// Per layer, in order: `weights`, `input`, the model's layers, `reveal`.
     pub layers: Vec<LayerReport>,
     pub wall_seconds: f64,
+    /// On the simulator: the run's time on the parties' virtual clocks (what three machines on
+    /// that network would take); `null` in memory.
+    pub virtual_seconds: Option<f64>,
     /// CPU time of the whole process during the run (all parties and threads).
     pub cpu_seconds: f64,
     /// CPU time of each party's thread (P0, P1, P2).
@@ -307,6 +318,7 @@ async fn party_job<P: Protocol>(
 }
 
 struct Secure {
+    virtual_time: Option<Duration>,
     outputs: Outputs,
     traffic: MeterSnapshot,
     setup: MeterSnapshot,
@@ -338,8 +350,15 @@ fn run_parties<P: Protocol + Send + 'static>(
             ))
         })
     };
-    let r = LocalCluster::run_once(spec.config, SeedSource::Fixed(spec.seed), "infer", jobs)?;
+    let r = LocalCluster::run_once_on(
+        &spec.network,
+        spec.config,
+        SeedSource::Fixed(spec.seed),
+        "infer",
+        jobs,
+    )?;
     Ok(Secure {
+        virtual_time: r.virtual_time,
         outputs: r
             .outputs
             .into_iter()
@@ -471,6 +490,7 @@ pub fn run_inference(
             ))?;
             let cpu = crate::party::process_cpu_time() - c0;
             Secure {
+                virtual_time: None,
                 outputs,
                 traffic: MeterSnapshot::default(),
                 setup: MeterSnapshot::default(),
@@ -514,6 +534,11 @@ pub fn run_inference(
         model: spec.model_name.clone(),
         layout: spec.layout,
         reveal: spec.reveal(),
+        transport: match spec.network {
+            Network::Memory => "memory".into(),
+            Network::Sim(_) => "sim".into(),
+        },
+        network: spec.network_name.clone(),
         samples: predictions.len(),
         batch: spec.batch,
         seed: spec.seed,
@@ -541,6 +566,7 @@ pub fn run_inference(
             .collect(),
         layers: layer_costs(&model, &secure.envelopes, secure.setup.rounds),
         wall_seconds: secure.wall.as_secs_f64(),
+        virtual_seconds: secure.virtual_time.map(|d| d.as_secs_f64()),
         cpu_seconds: secure.cpu.as_secs_f64(),
         party_cpu_seconds: secure.party_cpu.iter().map(|d| d.as_secs_f64()).collect(),
         predictions,

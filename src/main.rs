@@ -8,7 +8,7 @@ use securenn::data::{Mnist, Split, default_mnist_path};
 use securenn::fixed::FixedPoint;
 use securenn::infer::{InferReport, InferSpec, Layout, ProtocolKind, Reveal, run_inference};
 use securenn::nn::weights_file;
-use securenn::party::PartyConfig;
+use securenn::party::{Network, PartyConfig};
 use securenn::protocol::{TFE_RELU_3, TFE_RELU_9};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,6 +108,30 @@ enum RevealArg {
     Logits,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    /// In-memory channels: no time on the wire.
+    Memory,
+    /// The network simulator (see --network, --clock, --compute).
+    Sim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClockArg {
+    /// Per-party virtual clocks: nothing sleeps; reports what three machines would take.
+    Virtual,
+    /// Also hold every message until its arrival in wall time.
+    Real,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ComputeArg {
+    /// Each party's clock advances by its thread's CPU time.
+    Measured,
+    /// Only the network counts: the network-bound time.
+    Zero,
+}
+
 #[derive(clap::Args)]
 struct InferArgs {
     /// Protocol to run.
@@ -161,12 +185,48 @@ struct InferArgs {
     /// Seconds a party waits for a peer's message before failing.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Transport between the three parties (all in this process).
+    #[arg(long, value_enum, default_value = "memory")]
+    transport: TransportArg,
+    /// Network preset of the simulator: lan (625 MB/s, 0.22 ms RTT: the SecureNN paper's LAN),
+    /// wan (40 MB/s, 58 ms RTT: the paper's WAN), wan-tfe (352 Mbit/s, 40 ms RTT), lossy-wan
+    /// (the paper's WAN with 1% packet loss). Implies --transport sim.
+    #[arg(long)]
+    network: Option<String>,
+    /// The simulator's clock.
+    #[arg(long, value_enum, default_value = "virtual")]
+    clock: ClockArg,
+    /// What advances a party's virtual clock besides messages.
+    #[arg(long, value_enum, default_value = "measured")]
+    compute: ComputeArg,
     /// Write the report as JSON to this file (refuses to overwrite without --force).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Overwrite the --json file if it exists.
     #[arg(long)]
     force: bool,
+}
+
+/// The transport the flags ask for, and its name in reports.
+fn network_of(a: &InferArgs, seed: u64) -> Result<(Network, String)> {
+    use securenn_transports::sim::{Clock, Compute, LinkSpec, SimConfig};
+    let sim = matches!(a.transport, TransportArg::Sim) || a.network.is_some();
+    if !sim {
+        return Ok((Network::Memory, "none".into()));
+    }
+    let name = a.network.clone().unwrap_or_else(|| "lan".into());
+    let link = LinkSpec::preset(&name).context("--network")?;
+    let mut cfg = SimConfig::uniform(3, link);
+    cfg.seed = seed;
+    cfg.clock = match a.clock {
+        ClockArg::Virtual => Clock::Virtual,
+        ClockArg::Real => Clock::Real,
+    };
+    cfg.compute = match a.compute {
+        ComputeArg::Measured => Compute::Measured,
+        ComputeArg::Zero => Compute::Zero,
+    };
+    Ok((Network::Sim(cfg), name))
 }
 
 fn main() -> std::process::ExitCode {
@@ -216,6 +276,7 @@ fn infer(a: InferArgs) -> Result<()> {
         SplitArg::All => Split::All,
     };
     let data = Mnist::load(&path, split, a.offset, a.samples)?;
+    let (network, network_name) = network_of(&a, seed)?;
     let spec = InferSpec {
         protocol: match a.protocol {
             ProtocolArg::Pond => ProtocolKind::Pond,
@@ -246,6 +307,8 @@ fn infer(a: InferArgs) -> Result<()> {
             RevealArg::Class => Reveal::Class,
             RevealArg::Logits => Reveal::Logits,
         }),
+        network,
+        network_name,
     };
     eprintln!(
         "securenn infer: {} on network {} ({} layout, weights {}), {} images of the {:?} split from offset {}, batch {}, seed {seed}",
@@ -418,6 +481,12 @@ fn print_report(r: &InferReport) {
                 l.name, l.bytes, l.messages, l.rounds
             );
         }
+    }
+    if let Some(v) = r.virtual_seconds {
+        println!(
+            "virtual time        {v:.3} s on the simulated {} network (three machines, one party each)",
+            r.network
+        );
     }
     println!(
         "time                {:.3} s wall, {:.3} s CPU ({:.2} cores busy on average)",

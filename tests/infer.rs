@@ -23,6 +23,8 @@ fn spec(protocol: ProtocolKind, samples: usize, batch: usize, seed: u64) -> Infe
         relu_poly: TFE_RELU_9.to_vec(),
         layout: Layout::Default,
         reveal: None,
+        network: securenn::party::Network::Memory,
+        network_name: "none".into(),
     }
 }
 

@@ -201,6 +201,7 @@ impl Ctx {
             to,
             key: self.key(seq),
             depth: self.depth.get() + 1,
+            arrival: 0,
             payload,
         };
         self.shared.endpoint.send(env)?;

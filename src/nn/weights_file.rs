@@ -162,6 +162,30 @@ mod tests {
         // A file for another model: the error names the first tensor that does not fit.
         let e = load(&path, &models::network_d()).unwrap_err().to_string();
         assert!(e.contains("kernel") && e.contains("expected shape"), "{e}");
+        // The right names and shapes in the wrong dtype.
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = w
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    t.shape().to_vec(),
+                    t.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> = bytes
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F64, s.clone(), d).unwrap(),
+                )
+            })
+            .collect();
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        let e = load(&path, &a).unwrap_err().to_string();
+        assert!(e.contains("dtype F64") && e.contains(".dense."), "{e}");
         // Not a safetensors file at all.
         std::fs::write(&path, b"hello").unwrap();
         assert!(matches!(

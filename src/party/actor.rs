@@ -7,6 +7,7 @@ use crate::fixed::FixedPoint;
 use crate::share::Seeds;
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
+pub use securenn_transports::sim::thread_cpu_time;
 use securenn_transports::{Delivery, Envelope, Incoming, Transport, TransportError};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -113,6 +114,10 @@ impl StreamHandler<Delivery> for PartyActor {
     fn handle(&mut self, item: Delivery, _: &mut Self::Context) {
         let mut mb = self.endpoint.mailbox.borrow_mut();
         match item {
+            Ok(env) if env.to == self.me && env.key == ABORT_KEY => {
+                let reason = String::from_utf8_lossy(&env.payload).into_owned();
+                mb.fail(env.from, format!("{} gave up: {reason}", env.from));
+            }
             Ok(env) if env.to == self.me => mb.deliver(env),
             Ok(env) => tracing::warn!(party = %self.me, ?env, "misaddressed envelope dropped"),
             Err(e) => {
@@ -140,8 +145,12 @@ impl Handler<Setup> for PartyActor {
             self.depth.get(),
         );
         let (session, depth) = (self.session.clone(), self.depth.clone());
+        let (transport, me) = (self.endpoint.transport.clone(), self.me);
         Box::pin(async move {
             let seeds = agree_seeds(&ctx, msg.source).await;
+            if let Err(e) = &seeds {
+                abort_peers(&*transport, me, msg.session, e);
+            }
             depth.set(ctx.depth());
             *session.borrow_mut() = Some((msg.session, seeds?));
             Ok(())
@@ -167,9 +176,17 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
         let (root, depth) = (ctx.clone(), self.depth.clone());
         // Each party has its arbiter thread to itself, so the thread's CPU time is the party's.
         let cpu0 = thread_cpu_time();
+        // A simulated network starts this party's virtual clock here and stops it at the end.
+        let transport = self.endpoint.transport.clone();
+        transport.virtual_now();
         let job = (msg.job)(ctx);
+        let me = self.me;
         Box::pin(async move {
             let out = job.await;
+            transport.virtual_now();
+            if let Err(e) = &out {
+                abort_peers(&*transport, me, session, e);
+            }
             depth.set(root.depth());
             out.map(|value| JobOutput {
                 value,
@@ -179,17 +196,27 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
     }
 }
 
-/// CPU time of the calling thread.
-pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only into `ts`.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return Duration::ZERO;
+/// Rendezvous key of the message a failing party sends its peers, so that they fail at once
+/// instead of waiting out their timeouts. Its payload is the error text (never a secret: errors
+/// name operations, parties and sizes only).
+pub const ABORT_KEY: &str = "!abort";
+
+/// Tell every other party that this one failed (best effort).
+fn abort_peers(transport: &dyn Transport, me: PartyId, session: u64, e: &ProtocolError) {
+    for p in 0..transport.parties() {
+        let peer = PartyId(p as u8);
+        if peer != me {
+            let _ = transport.send(Envelope {
+                session,
+                from: me,
+                to: peer,
+                key: ABORT_KEY.into(),
+                depth: 0,
+                arrival: 0,
+                payload: e.to_string().into_bytes(),
+            });
+        }
     }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The [`Endpoint`] a party's protocol code talks to.
@@ -217,9 +244,15 @@ impl Endpoint for PartyEndpoint {
     ) -> LocalBoxFuture<'static, Result<Envelope, ProtocolError>> {
         let rx = self.mailbox.borrow_mut().expect(session, from, key.clone());
         let (mailbox, after, party) = (self.mailbox.clone(), self.timeout, self.me);
+        let transport = self.transport.clone();
         Box::pin(async move {
             match tokio::time::timeout(after, rx).await {
-                Ok(Ok(res)) => res,
+                Ok(Ok(res)) => {
+                    if let Ok(env) = &res {
+                        transport.on_receive(env);
+                    }
+                    res
+                }
                 Ok(Err(_)) => Err(ProtocolError::PeerGone {
                     party,
                     peer: from,

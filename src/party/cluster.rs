@@ -5,6 +5,7 @@ use super::actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup};
 use super::setup::SeedSource;
 use crate::channel::{Ctx, PartyId, ProtocolError};
 use actix::prelude::*;
+use securenn_transports::sim::{SimConfig, SimError, SimNetwork};
 use securenn_transports::{Endpoint, EnvelopeRecord, MemoryNetwork, Meter, MeterSnapshot};
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,16 @@ pub struct LocalCluster {
     parties: Vec<Addr<PartyActor>>,
     arbiters: Vec<Arbiter>,
     meter: Arc<Meter>,
+    sim: Option<Arc<SimNetwork>>,
+}
+
+/// Which transport connects the parties of a [`LocalCluster`].
+#[derive(Clone, Debug)]
+pub enum Network {
+    /// In-memory channels: no time passes on the wire.
+    Memory,
+    /// The network simulator.
+    Sim(SimConfig),
 }
 
 /// What a job returned at each party, and what it cost.
@@ -33,14 +44,30 @@ pub struct RunReport<R> {
     pub wall: Duration,
     /// CPU time of the whole process during the job (all threads).
     pub cpu: Duration,
+    /// On a simulated network: the job's time on the parties' virtual clocks.
+    pub virtual_time: Option<Duration>,
 }
 
 impl LocalCluster {
     /// Three parties over the in-memory transport. Must be called inside an actix `System`.
     pub fn start(config: PartyConfig) -> Self {
+        Self::start_on(&Network::Memory, config).expect("the in-memory network always starts")
+    }
+
+    /// Three parties over `network`. Must be called inside an actix `System`.
+    pub fn start_on(network: &Network, config: PartyConfig) -> Result<Self, SimError> {
         let meter = Meter::new(3);
-        let endpoints = MemoryNetwork::endpoints(3, &meter);
-        Self::with_endpoints(endpoints, meter, config)
+        Ok(match network {
+            Network::Memory => {
+                Self::with_endpoints(MemoryNetwork::endpoints(3, &meter), meter, config)
+            }
+            Network::Sim(cfg) => {
+                let (endpoints, sim) = SimNetwork::endpoints(cfg.clone(), &meter)?;
+                let mut c = Self::with_endpoints(endpoints, meter, config);
+                c.sim = Some(sim);
+                c
+            }
+        })
     }
 
     /// Parties over the given transport endpoints (one per party, in party order).
@@ -67,6 +94,7 @@ impl LocalCluster {
             parties,
             arbiters,
             meter,
+            sim: None,
         }
     }
 
@@ -119,12 +147,27 @@ impl LocalCluster {
         name: &str,
         jobs: impl Fn(PartyId) -> JobFn<R>,
     ) -> Result<RunReport<R>, ProtocolError> {
+        Self::run_once_on(&Network::Memory, config, source, name, jobs)
+    }
+
+    /// [`LocalCluster::run_once`] over `network`.
+    pub fn run_once_on<R: Send + 'static>(
+        network: &Network,
+        config: PartyConfig,
+        source: SeedSource,
+        name: &str,
+        jobs: impl Fn(PartyId) -> JobFn<R>,
+    ) -> Result<RunReport<R>, ProtocolError> {
         System::new().block_on(async {
-            let cluster = Self::start(config);
+            let cluster = Self::start_on(network, config).map_err(|e| ProtocolError::Input {
+                op: "network".into(),
+                reason: e.to_string(),
+            })?;
             let result = async {
                 cluster.setup(1, source).await?;
                 let setup = cluster.meter();
                 let setup_records = cluster.meter.records().len();
+                let v0 = cluster.sim.as_ref().map(|s| s.barrier());
                 let (t0, c0) = (Instant::now(), process_cpu_time());
                 let (outputs, party_cpu) = cluster
                     .run(name, (0..3).map(|i| jobs(PartyId(i))).collect())
@@ -133,6 +176,7 @@ impl LocalCluster {
                     .map(|o| (o.value, o.cpu))
                     .unzip();
                 let (wall, cpu) = (t0.elapsed(), process_cpu_time().saturating_sub(c0));
+                let virtual_time = cluster.sim.as_ref().zip(v0).map(|(s, v0)| s.now() - v0);
                 Ok(RunReport {
                     outputs,
                     party_cpu,
@@ -141,6 +185,7 @@ impl LocalCluster {
                     envelopes: cluster.meter.records().split_off(setup_records),
                     wall,
                     cpu,
+                    virtual_time,
                 })
             }
             .await;
@@ -191,13 +236,16 @@ fn pick_error<R>(
     if errs.is_empty() {
         return Ok(outs);
     }
-    let secondary = |e: &ProtocolError| {
-        matches!(
-            e,
-            ProtocolError::Timeout { .. } | ProtocolError::PeerGone { .. }
-        )
+    // A party's own failure explains the rest; a lost peer (with its reason) explains more than
+    // a timeout.
+    let rank = |e: &ProtocolError| match e {
+        ProtocolError::Timeout { .. } => 2,
+        ProtocolError::PeerGone { .. } => 1,
+        _ => 0,
     };
-    let idx = errs.iter().position(|e| !secondary(e)).unwrap_or(0);
+    let idx = (0..errs.len())
+        .min_by_key(|&i| (rank(&errs[i]), i))
+        .expect("errors");
     Err(errs.swap_remove(idx))
 }
 

@@ -52,9 +52,21 @@ impl Mailbox {
             | TransportError::Malformed { peer, .. }
             | TransportError::Connection { peer, .. } => *peer,
             TransportError::NoSuchParty { to, .. } => *to,
+            // Both ends of a cut link learn of it; each loses the other end.
+            TransportError::Cut { from, to, .. } => {
+                if *from == self.me {
+                    *to
+                } else {
+                    *from
+                }
+            }
             TransportError::SelfSend { from, .. } => *from,
         };
-        let reason = err.to_string();
+        self.fail(peer, err.to_string());
+    }
+
+    /// `peer` can no longer be heard from: fail every receive waiting on it, and later ones.
+    pub fn fail(&mut self, peer: PartyId, reason: String) {
         let slots: Vec<Slot> = self
             .waiting
             .keys()
@@ -66,7 +78,7 @@ impl Mailbox {
                 let _ = tx.send(Err(self.gone_error(peer, &slot.2, &reason)));
             }
         }
-        self.gone.insert(peer, reason);
+        self.gone.entry(peer).or_insert(reason);
     }
 
     fn gone_error(&self, peer: PartyId, key: &str, reason: &str) -> ProtocolError {

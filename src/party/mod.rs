@@ -9,6 +9,6 @@ mod mailbox;
 mod setup;
 
 pub use actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup, thread_cpu_time};
-pub use cluster::{LocalCluster, RunReport, process_cpu_time, spmd};
+pub use cluster::{LocalCluster, Network, RunReport, process_cpu_time, spmd};
 pub use mailbox::Mailbox;
 pub use setup::{SeedSource, agree_seeds};

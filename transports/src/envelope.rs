@@ -25,6 +25,8 @@ impl fmt::Display for PartyId {
 /// receiver can route the envelope to the receive that waits for it without negotiation.
 /// `depth` is the sender's causal depth plus one (see DESIGN.md, "Rounds").
 /// `payload` holds the protocol value, fixed-width little-endian for ring tensors.
+/// `arrival` is the virtual time (nanoseconds) at which the network simulator delivers it; 0 for
+/// transports without a virtual clock.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub session: u64,
@@ -32,6 +34,7 @@ pub struct Envelope {
     pub to: PartyId,
     pub key: String,
     pub depth: u64,
+    pub arrival: u64,
     pub payload: Vec<u8>,
 }
 
@@ -44,6 +47,7 @@ impl fmt::Debug for Envelope {
             .field("to", &self.to)
             .field("key", &self.key)
             .field("depth", &self.depth)
+            .field("arrival", &self.arrival)
             .field("payload_bytes", &self.payload.len())
             .finish()
     }
@@ -57,6 +61,7 @@ struct Header {
     to: PartyId,
     key: String,
     depth: u64,
+    arrival: u64,
     payload_len: u64,
 }
 
@@ -99,6 +104,7 @@ impl Envelope {
             to: self.to,
             key: self.key.clone(),
             depth: self.depth,
+            arrival: self.arrival,
             payload_len: self.payload.len() as u64,
         };
         let h = bincode::serde::encode_to_vec(&header, codec()).expect("header encodes");
@@ -148,6 +154,7 @@ impl Envelope {
             to: header.to,
             key: header.key,
             depth: header.depth,
+            arrival: header.arrival,
             payload: payload.to_vec(),
         })
     }
@@ -164,6 +171,7 @@ mod tests {
             to: PartyId(2),
             key: "infer/0.layer/1.matmul#0".into(),
             depth: 3,
+            arrival: 12345,
             payload: (0..=255u8).collect(),
         }
     }

@@ -18,4 +18,13 @@ pub enum TransportError {
     Malformed { peer: PartyId, reason: String },
     #[error("connection to {peer} failed: {reason}")]
     Connection { peer: PartyId, reason: String },
+    #[error(
+        "link {from} -> {to} is cut by a fault from {at:?} (virtual time): envelope {key} was dropped"
+    )]
+    Cut {
+        from: PartyId,
+        to: PartyId,
+        key: String,
+        at: std::time::Duration,
+    },
 }

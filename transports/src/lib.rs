@@ -1,11 +1,13 @@
 //! Transports for securenn parties: envelopes between party ids, per-link metering with causal
-//! depth, and the in-memory transport. This crate knows nothing of MPC; the simulator and QUIC
-//! transports plug in behind the same [`Transport`] trait.
+//! depth, the in-memory transport and the network simulator (latency, jitter, bandwidth, loss,
+//! faults; virtual or real clock). This crate knows nothing of MPC; every transport plugs in
+//! behind the same [`Transport`] trait.
 
 mod envelope;
 mod error;
 mod memory;
 mod meter;
+pub mod sim;
 
 pub use envelope::{Envelope, FrameError, PartyId};
 pub use error::TransportError;
@@ -31,6 +33,14 @@ pub trait Transport: Send + Sync + 'static {
     fn parties(&self) -> usize;
     /// Queue `env` for delivery to `env.to`.
     fn send(&self, env: Envelope) -> Result<(), TransportError>;
+    /// The party's protocol has consumed `env`: a transport with a virtual clock advances the
+    /// party's clock to the envelope's arrival. Called on the party's own thread.
+    fn on_receive(&self, _env: &Envelope) {}
+    /// The party's virtual time now (its compute so far plus its waiting), for transports that
+    /// keep one. Called on the party's own thread.
+    fn virtual_now(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// One party's endpoint: its sending half and its incoming stream.

@@ -73,6 +73,7 @@ mod tests {
             to: PartyId(to),
             key: key.into(),
             depth,
+            arrival: 0,
             payload: vec![0; len],
         }
     }

@@ -188,4 +188,12 @@ impl Transport for Metered {
         );
         self.inner.send(env)
     }
+
+    fn on_receive(&self, env: &Envelope) {
+        self.inner.on_receive(env)
+    }
+
+    fn virtual_now(&self) -> Option<std::time::Duration> {
+        self.inner.virtual_now()
+    }
 }

@@ -1,0 +1,71 @@
+//! The main job's promise, on the bundled trained weights and all 1,000 test images: SecureNN's
+//! predictions agree with the plaintext fixed-point model's (≥ 99.9%) and its accuracy is within
+//! half a point of the float model's, on every network.
+
+use securenn::channel::{P0, P1};
+use securenn::data::{Mnist, Split, default_mnist_path};
+use securenn::infer::{InferSpec, Layout, ProtocolKind, run_inference};
+use securenn::nn::weights_file;
+use securenn::party::PartyConfig;
+use securenn::protocol::TFE_RELU_9;
+
+fn check(name: &str) {
+    let model = securenn::models::by_name(name).unwrap();
+    let (weights, _) =
+        weights_file::load(&securenn::models::default_weights_path(name), &model).unwrap();
+    let spec = InferSpec {
+        protocol: ProtocolKind::SecureNn,
+        model_name: name.into(),
+        model,
+        weights,
+        data: Mnist::load(&default_mnist_path(), Split::Test, 0, 1000).unwrap(),
+        batch: 100,
+        seed: 1,
+        data_owner: P0,
+        model_owner: P1,
+        config: PartyConfig::default(),
+        relu_poly: TFE_RELU_9.to_vec(),
+        layout: Layout::Default,
+        reveal: None,
+        network: securenn::party::Network::Memory,
+        network_name: "none".into(),
+    };
+    let r = run_inference(&spec, None).unwrap();
+    assert_eq!(r.samples, 1000);
+    assert!(
+        r.plaintext_agreement >= 0.999,
+        "{name}: agreement {}",
+        r.plaintext_agreement
+    );
+    assert!(
+        (r.accuracy - r.float_accuracy).abs() <= 0.005,
+        "{name}: {} vs float {}",
+        r.accuracy,
+        r.float_accuracy
+    );
+    assert!(
+        r.accuracy > 0.9,
+        "{name}: the bundled weights are trained ({})",
+        r.accuracy
+    );
+}
+
+#[test]
+fn network_a() {
+    check("a");
+}
+
+#[test]
+fn network_b() {
+    check("b");
+}
+
+#[test]
+fn network_c() {
+    check("c");
+}
+
+#[test]
+fn network_d() {
+    check("d");
+}
