@@ -122,7 +122,7 @@ pub struct InferReport {
     pub model: String,
     pub layout: Layout,
     pub reveal: Reveal,
-    /// `memory` or `sim`.
+    /// `memory`, `sim` or `quic`.
     pub transport: String,
     /// The network preset (`none` in memory).
     pub network: String,
@@ -537,6 +537,7 @@ pub fn run_inference(
         transport: match spec.network {
             Network::Memory => "memory".into(),
             Network::Sim(_) => "sim".into(),
+            Network::QuicLocalhost => "quic".into(),
         },
         network: spec.network_name.clone(),
         samples: predictions.len(),

@@ -5,8 +5,11 @@ use super::actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup};
 use super::setup::SeedSource;
 use crate::channel::{Ctx, PartyId, ProtocolError};
 use actix::prelude::*;
+use securenn_transports::quic::{QuicConfig, QuicNode, generate_identity};
 use securenn_transports::sim::{SimConfig, SimError, SimNetwork};
-use securenn_transports::{Endpoint, EnvelopeRecord, MemoryNetwork, Meter, MeterSnapshot};
+use securenn_transports::{
+    Endpoint, EnvelopeRecord, MemoryNetwork, Meter, MeterSnapshot, TransportError,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +20,7 @@ pub struct LocalCluster {
     arbiters: Vec<Arbiter>,
     meter: Arc<Meter>,
     sim: Option<Arc<SimNetwork>>,
+    quic: Vec<QuicNode>,
 }
 
 /// Which transport connects the parties of a [`LocalCluster`].
@@ -26,6 +30,9 @@ pub enum Network {
     Memory,
     /// The network simulator.
     Sim(SimConfig),
+    /// Real QUIC connections between the three parties on 127.0.0.1 (fresh certificates, free
+    /// ports), all in this process.
+    QuicLocalhost,
 }
 
 /// What a job returned at each party, and what it cost.
@@ -67,6 +74,15 @@ impl LocalCluster {
                 c.sim = Some(sim);
                 c
             }
+            Network::QuicLocalhost => {
+                let (endpoints, nodes) = quic_localhost(&meter).map_err(|e| SimError::Link {
+                    field: "quic".into(),
+                    reason: e.to_string(),
+                })?;
+                let mut c = Self::with_endpoints(endpoints, meter, config);
+                c.quic = nodes;
+                c
+            }
         })
     }
 
@@ -95,6 +111,7 @@ impl LocalCluster {
             arbiters,
             meter,
             sim: None,
+            quic: Vec::new(),
         }
     }
 
@@ -132,11 +149,15 @@ impl LocalCluster {
         pick_error(replies.into_iter().enumerate().map(flatten))
     }
 
-    /// Stop the parties' threads and wait for them.
+    /// Stop the parties' threads and wait for them, then close QUIC endpoints cleanly.
     pub fn stop(self) {
+        drop(self.parties);
         for a in self.arbiters {
             a.stop();
             let _ = a.join();
+        }
+        for node in self.quic {
+            node.shutdown();
         }
     }
 
@@ -193,6 +214,48 @@ impl LocalCluster {
             result
         })
     }
+}
+
+/// Three QUIC endpoints on 127.0.0.1 with fresh identities, connected to each other.
+fn quic_localhost(meter: &Arc<Meter>) -> Result<(Vec<Endpoint>, Vec<QuicNode>), TransportError> {
+    let ids = (0..3)
+        .map(|i| generate_identity(PartyId(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Free ports: bind, read, release (the endpoints bind them again a moment later).
+    let addrs: Vec<std::net::SocketAddr> = (0..3)
+        .map(|i| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| TransportError::Connection {
+                    peer: PartyId(i),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let certs: Vec<Vec<u8>> = ids.iter().map(|i| i.cert.clone()).collect();
+    let handles: Vec<_> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, identity)| {
+            let cfg = QuicConfig {
+                me: PartyId(i as u8),
+                addrs: addrs.clone(),
+                certs: certs.clone(),
+                identity,
+                connect_timeout: Duration::from_secs(10),
+            };
+            let meter = meter.clone();
+            std::thread::spawn(move || QuicNode::start(cfg, &meter))
+        })
+        .collect();
+    let mut endpoints = Vec::new();
+    let mut nodes = Vec::new();
+    for h in handles {
+        let (ep, node) = h.join().expect("QUIC start thread")?;
+        endpoints.push(ep);
+        nodes.push(node);
+    }
+    Ok((endpoints, nodes))
 }
 
 /// Jobs that run the same protocol function at every party (SPMD).

@@ -7,6 +7,7 @@ mod envelope;
 mod error;
 mod memory;
 mod meter;
+pub mod quic;
 pub mod sim;
 
 pub use envelope::{Envelope, FrameError, PartyId};
