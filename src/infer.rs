@@ -153,6 +153,8 @@ pub struct InferReport {
     /// On the simulator: the run's time on the parties' virtual clocks (what three machines on
     /// that network would take); `null` in memory.
     pub virtual_seconds: Option<f64>,
+    /// Over QUIC: UDP bytes on the wire (QUIC's own overhead included), beside `bytes_total`.
+    pub quic_wire_bytes: Option<u64>,
     /// CPU time of the whole process during the run (all parties and threads).
     pub cpu_seconds: f64,
     /// CPU time of each party's thread (P0, P1, P2).
@@ -181,7 +183,7 @@ fn agreement(a: &[usize], b: &[usize]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
 }
 
-fn accuracy(p: &[usize], labels: &[u8]) -> f64 {
+pub(crate) fn accuracy(p: &[usize], labels: &[u8]) -> f64 {
     p.iter()
         .zip(labels)
         .filter(|(x, y)| **x == **y as usize)
@@ -267,12 +269,12 @@ impl InferSpec {
 }
 
 /// What the data owner gets per image: the logits if revealed, and the prediction.
-type Outputs = Vec<(Option<Vec<f64>>, usize)>;
+pub(crate) type Outputs = Vec<(Option<Vec<f64>>, usize)>;
 
 /// One party's part of the job: input the weights, then per batch input the images, run the
 /// model and reveal its output to the data owner.
 #[allow(clippy::too_many_arguments)]
-async fn party_job<P: Protocol>(
+pub(crate) async fn party_job<P: Protocol>(
     p: P,
     ctx: Ctx,
     model: Sequential,
@@ -319,6 +321,7 @@ async fn party_job<P: Protocol>(
 
 struct Secure {
     virtual_time: Option<Duration>,
+    quic_wire_bytes: Option<u64>,
     outputs: Outputs,
     traffic: MeterSnapshot,
     setup: MeterSnapshot,
@@ -359,6 +362,7 @@ fn run_parties<P: Protocol + Send + 'static>(
     )?;
     Ok(Secure {
         virtual_time: r.virtual_time,
+        quic_wire_bytes: r.quic_wire_bytes,
         outputs: r
             .outputs
             .into_iter()
@@ -491,6 +495,7 @@ pub fn run_inference(
             let cpu = crate::party::process_cpu_time() - c0;
             Secure {
                 virtual_time: None,
+                quic_wire_bytes: None,
                 outputs,
                 traffic: MeterSnapshot::default(),
                 setup: MeterSnapshot::default(),
@@ -568,6 +573,7 @@ pub fn run_inference(
         layers: layer_costs(&model, &secure.envelopes, secure.setup.rounds),
         wall_seconds: secure.wall.as_secs_f64(),
         virtual_seconds: secure.virtual_time.map(|d| d.as_secs_f64()),
+        quic_wire_bytes: secure.quic_wire_bytes,
         cpu_seconds: secure.cpu.as_secs_f64(),
         party_cpu_seconds: secure.party_cpu.iter().map(|d| d.as_secs_f64()).collect(),
         predictions,

@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod data;
+pub mod deploy;
 pub mod fixed;
 pub mod infer;
 pub mod models;

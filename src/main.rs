@@ -33,6 +33,32 @@ enum Command {
     /// Train a built-in model in plaintext (f64, Adam, fixed seed) on the training split and write
     /// its weights as safetensors: how the bundled models/*.safetensors were made.
     Train(TrainArgs),
+    /// Write a self-signed certificate and key per party (keys readable by their owner only) and
+    /// a deployment file template, for running the parties as separate processes over QUIC.
+    Keygen {
+        /// Directory to write party{0,1,2}.cert.der, party{0,1,2}.key.der and deploy.toml into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run one party of a deployment over QUIC: connect to the others (mutual TLS, every party
+    /// trusts exactly the others' certificates), agree seeds, run the deployment's job.
+    Party {
+        /// Deployment file (see `securenn keygen`).
+        #[arg(long)]
+        config: PathBuf,
+        /// This party's id: 0, 1 or 2.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..3))]
+        id: u8,
+        /// This party's private key (default: party<ID>.key.der beside the deployment file).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Write this party's report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -114,6 +140,9 @@ enum TransportArg {
     Memory,
     /// The network simulator (see --network, --clock, --compute).
     Sim,
+    /// Real QUIC connections on 127.0.0.1 with fresh certificates (all three parties in this
+    /// process; `securenn party` runs one party per process).
+    Quic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,9 +239,13 @@ struct InferArgs {
 /// The transport the flags ask for, and its name in reports.
 fn network_of(a: &InferArgs, seed: u64) -> Result<(Network, String)> {
     use securenn_transports::sim::{Clock, Compute, LinkSpec, SimConfig};
-    let sim = matches!(a.transport, TransportArg::Sim) || a.network.is_some();
-    if !sim {
-        return Ok((Network::Memory, "none".into()));
+    match (a.transport, &a.network) {
+        (TransportArg::Quic, Some(_)) => {
+            bail!("--network chooses a simulated network; it does not apply to --transport quic")
+        }
+        (TransportArg::Quic, None) => return Ok((Network::QuicLocalhost, "localhost".into())),
+        (TransportArg::Memory, None) => return Ok((Network::Memory, "none".into())),
+        _ => {}
     }
     let name = a.network.clone().unwrap_or_else(|| "lan".into());
     let link = LinkSpec::preset(&name).context("--network")?;
@@ -239,6 +272,19 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Infer(args) => infer(args),
         Command::Train(args) => train(args),
+        Command::Keygen { out, force } => securenn::deploy::keygen(&out, force)
+            .map_err(Into::into)
+            .map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }),
+        Command::Party {
+            config,
+            id,
+            key,
+            json,
+        } => party(&config, id, key.as_deref(), json.as_deref()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -341,6 +387,33 @@ fn infer(a: InferArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn party(
+    config: &std::path::Path,
+    id: u8,
+    key: Option<&std::path::Path>,
+    json: Option<&std::path::Path>,
+) -> Result<()> {
+    eprintln!("securenn party {id}: deployment {}", config.display());
+    let r = securenn::deploy::run_party(config, PartyId(id), key)?;
+    if let (Some(p), Some(acc)) = (&r.predictions, r.accuracy) {
+        println!("predictions         {p:?}");
+        println!(
+            "accuracy            {:.2}% on {} images",
+            100.0 * acc,
+            p.len()
+        );
+    }
+    println!(
+        "party {id} sent       {} bytes in {} messages ({} UDP bytes on the wire), {} rounds, {:.3} s",
+        r.bytes_sent, r.messages_sent, r.quic_wire_bytes, r.rounds, r.wall_seconds
+    );
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -481,6 +554,13 @@ fn print_report(r: &InferReport) {
                 l.name, l.bytes, l.messages, l.rounds
             );
         }
+    }
+    if let Some(w) = r.quic_wire_bytes {
+        println!(
+            "QUIC on the wire    {w} bytes of UDP payload for {} bytes of envelopes ({:+.1}%)",
+            r.bytes_total,
+            100.0 * (w as f64 / r.bytes_total.max(1) as f64 - 1.0)
+        );
     }
     if let Some(v) = r.virtual_seconds {
         println!(

@@ -53,6 +53,9 @@ pub struct RunReport<R> {
     pub cpu: Duration,
     /// On a simulated network: the job's time on the parties' virtual clocks.
     pub virtual_time: Option<Duration>,
+    /// Over QUIC: the UDP bytes the endpoints sent in the whole session (headers, handshakes,
+    /// acknowledgements and retransmissions included), beside the meter's payload bytes.
+    pub quic_wire_bytes: Option<u64>,
 }
 
 impl LocalCluster {
@@ -198,6 +201,14 @@ impl LocalCluster {
                     .unzip();
                 let (wall, cpu) = (t0.elapsed(), process_cpu_time().saturating_sub(c0));
                 let virtual_time = cluster.sim.as_ref().zip(v0).map(|(s, v0)| s.now() - v0);
+                let quic_wire_bytes = (!cluster.quic.is_empty()).then(|| {
+                    cluster
+                        .quic
+                        .iter()
+                        .flat_map(|n| n.wire_bytes())
+                        .map(|(_, b)| b)
+                        .sum()
+                });
                 Ok(RunReport {
                     outputs,
                     party_cpu,
@@ -207,6 +218,7 @@ impl LocalCluster {
                     wall,
                     cpu,
                     virtual_time,
+                    quic_wire_bytes,
                 })
             }
             .await;

@@ -209,18 +209,24 @@ impl QuicNode {
             let mut endpoint = quinn::Endpoint::server(server, cfg.addrs[me.index()])
                 .map_err(|e| conn_err(me, format!("cannot bind {}: {e}", cfg.addrs[me.index()])))?;
             endpoint.set_default_client_config(client);
-            let connections =
-                tokio::time::timeout(cfg.connect_timeout, connect_all(&endpoint, &cfg))
-                    .await
-                    .map_err(|_| {
-                        conn_err(
-                            me,
-                            format!(
-                                "timed out after {:?} waiting for the other parties",
-                                cfg.connect_timeout
-                            ),
-                        )
-                    })??;
+            let connected = std::sync::Mutex::new(Vec::new());
+            let wait = connect_all(&endpoint, &cfg, &connected);
+            let connections = tokio::time::timeout(cfg.connect_timeout, wait).await.map_err(|_| {
+                let have = connected.lock().map(|c| c.clone()).unwrap_or_default();
+                let missing: Vec<PartyId> =
+                    (0..n as u8).map(PartyId).filter(|p| *p != me && !have.contains(p)).collect();
+                let names: Vec<String> =
+                    missing.iter().map(|p| format!("{p} at {}", cfg.addrs[p.index()])).collect();
+                conn_err(
+                    missing.first().copied().unwrap_or(me),
+                    format!(
+                        "{me} waited {:?} and never connected to {} (not running, unreachable, or \
+                         presenting another certificate)",
+                        cfg.connect_timeout,
+                        names.join(", ")
+                    ),
+                )
+            })??;
             Ok::<_, TransportError>((endpoint, connections))
         })?;
         // One stream per direction: open ours, accept theirs.
@@ -291,6 +297,7 @@ impl QuicNode {
 async fn connect_all(
     endpoint: &quinn::Endpoint,
     cfg: &QuicConfig,
+    connected: &std::sync::Mutex<Vec<PartyId>>,
 ) -> Result<Vec<(PartyId, quinn::Connection)>, TransportError> {
     let me = cfg.me;
     let n = cfg.addrs.len();
@@ -305,7 +312,12 @@ async fn connect_all(
             let addr = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => match identify(&conn, &cfg.certs).filter(|p| *p < me) {
-                    Some(p) if !got.iter().any(|(q, _)| *q == p) => got.push((p, conn)),
+                    Some(p) if !got.iter().any(|(q, _)| *q == p) => {
+                        if let Ok(mut c) = connected.lock() {
+                            c.push(p);
+                        }
+                        got.push((p, conn));
+                    }
                     _ => {
                         tracing::warn!(party = %me, %addr, "refused a connection: not a lower party's certificate");
                         conn.close(1u32.into(), b"unknown party");
@@ -326,6 +338,9 @@ async fn connect_all(
                     .map_err(|e| conn_err(peer, e))?;
                 match attempt.await {
                     Ok(conn) if identify(&conn, &cfg.certs) == Some(peer) => {
+                        if let Ok(mut c) = connected.lock() {
+                            c.push(peer);
+                        }
                         got.push((peer, conn));
                         break;
                     }
