@@ -116,3 +116,34 @@ fn bad_specs_are_errors() {
         "{e}"
     );
 }
+
+/// The same secure inference of network A over memory, the simulator (the paper's WAN) and QUIC
+/// on 127.0.0.1: identical predictions, envelope bytes and rounds; the simulator adds virtual
+/// time, QUIC its own wire bytes.
+#[test]
+fn network_a_over_every_transport() {
+    use securenn::party::Network;
+    use securenn_transports::sim::{LinkSpec, SimConfig};
+    let mut runs = Vec::new();
+    for network in [
+        Network::Memory,
+        Network::Sim(SimConfig::uniform(3, LinkSpec::preset("wan").unwrap())),
+        Network::QuicLocalhost,
+    ] {
+        let mut s = spec(ProtocolKind::SecureNn, 6, 3, 11);
+        s.network = network;
+        runs.push(run_inference(&s, None).unwrap());
+    }
+    for r in &runs[1..] {
+        assert_eq!(r.predictions, runs[0].predictions);
+        assert_eq!(
+            (r.bytes_total, r.rounds, r.messages),
+            (runs[0].bytes_total, runs[0].rounds, runs[0].messages)
+        );
+    }
+    assert!(runs[0].virtual_seconds.is_none() && runs[2].virtual_seconds.is_none());
+    // 2 batches of network A: 2 × (dense, ReLU, dense, ReLU, dense, argmax, reveal) rounds of at
+    // least 29 ms one way each.
+    assert!(runs[1].virtual_seconds.unwrap() > runs[1].rounds as f64 * 0.029);
+    assert!(runs[2].quic_wire_bytes.unwrap() > runs[2].bytes_total);
+}

@@ -481,3 +481,78 @@ impl Transport for QuicTransport {
             .map_err(|_| TransportError::PeerGone { peer, key })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer with the right certificate that then sends a garbage frame: a typed error naming
+    /// it, not a panic.
+    #[test]
+    fn garbage_frame_is_a_typed_error_naming_the_peer() {
+        let ids = [
+            generate_identity(PartyId(0)).unwrap(),
+            generate_identity(PartyId(1)).unwrap(),
+        ];
+        let addrs: Vec<SocketAddr> = (0..2)
+            .map(|_| {
+                std::net::UdpSocket::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+            })
+            .collect();
+        let certs: Vec<Vec<u8>> = ids.iter().map(|i| i.cert.clone()).collect();
+        let cfg = |me: u8| QuicConfig {
+            me: PartyId(me),
+            addrs: addrs.clone(),
+            certs: certs.clone(),
+            identity: ids[me as usize].clone(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        // Party 1 is a real node; party 0 is a raw client with party 0's identity.
+        let node1 = std::thread::spawn({
+            let c = cfg(1);
+            move || QuicNode::start(c, &Meter::new(2))
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c0 = cfg(0);
+        let conn = rt.block_on(async {
+            let (_, client) = tls(&c0).unwrap();
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(client);
+            loop {
+                if let Ok(conn) = ep
+                    .connect(c0.addrs[1], &server_name(PartyId(1)))
+                    .unwrap()
+                    .await
+                {
+                    break (ep, conn);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let (mut endpoint, node) = node1.join().unwrap().unwrap();
+        rt.block_on(async {
+            let mut s = conn.1.open_uni().await.unwrap();
+            s.write_all(&[0]).await.unwrap();
+            s.write_all(&10u32.to_le_bytes()).await.unwrap();
+            s.write_all(b"0123456789").await.unwrap();
+            s.finish().unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), endpoint.incoming.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            match got {
+                Err(TransportError::Malformed { peer, .. }) => assert_eq!(peer, PartyId(0)),
+                other => panic!("expected a malformed-frame error, got {other:?}"),
+            }
+        });
+        drop(endpoint);
+        conn.0.close(0u32.into(), b"bye");
+        node.shutdown();
+    }
+}
