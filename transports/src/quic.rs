@@ -552,7 +552,10 @@ mod tests {
             }
         });
         drop(endpoint);
-        conn.0.close(0u32.into(), b"bye");
+        rt.block_on(async {
+            conn.0.close(0u32.into(), b"bye");
+            conn.0.wait_idle().await;
+        });
         node.shutdown();
     }
 }
