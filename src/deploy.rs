@@ -5,9 +5,9 @@
 use crate::channel::PartyId;
 use crate::data::{Mnist, Split, default_mnist_path};
 use crate::fixed::FixedPoint;
-use crate::infer::{Outputs, accuracy, party_job};
+use crate::infer::{Outputs, accuracy, infer_job};
 use crate::nn::weights_file;
-use crate::party::{JobFn, LocalCluster, PartyConfig, SeedSource};
+use crate::party::{LocalCluster, PartyConfig, SeedSource};
 use crate::protocol::{Pond, SecureNn, TFE_RELU_9};
 use securenn_transports::quic::{Identity, QuicConfig, QuicNode, generate_identity, server_name};
 use securenn_transports::{Meter, MeterSnapshot};
@@ -319,33 +319,22 @@ pub fn run_party(
             let out = async {
                 cluster.setup(1, source).await?;
                 let owners = (data_owner, model_owner);
-                let job: JobFn<Outputs> = match protocol.as_str() {
-                    "pond" => Box::new(move |ctx| {
-                        Box::pin(party_job(
-                            Pond {
-                                relu: TFE_RELU_9.to_vec(),
-                            },
-                            ctx,
-                            model_run,
-                            weights,
-                            batches,
-                            shapes,
-                            owners,
-                            None,
-                        ))
-                    }),
-                    _ => Box::new(move |ctx| {
-                        Box::pin(party_job(
-                            SecureNn::optimised(),
-                            ctx,
-                            model_run,
-                            weights,
-                            batches,
-                            shapes,
-                            owners,
-                            None,
-                        ))
-                    }),
+                let job = match protocol.as_str() {
+                    "pond" => {
+                        let pond = Pond {
+                            relu: TFE_RELU_9.to_vec(),
+                        };
+                        infer_job(pond, model_run, weights, batches, shapes, owners, None)
+                    }
+                    _ => infer_job(
+                        SecureNn::optimised(),
+                        model_run,
+                        weights,
+                        batches,
+                        shapes,
+                        owners,
+                        None,
+                    ),
                 };
                 let mut outs = cluster.run("infer", vec![job]).await?;
                 Ok::<_, DeployError>((outs.remove(0).value, meter.snapshot()))

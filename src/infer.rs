@@ -319,6 +319,23 @@ pub(crate) async fn party_job<P: Protocol>(
     Ok(out)
 }
 
+/// One party's inference job (see [`party_job`]) as a job for a party actor.
+pub(crate) fn infer_job<P: Protocol + Send + 'static>(
+    p: P,
+    model: Sequential,
+    weights: Option<Weights>,
+    batches: Option<Vec<RingTensor>>,
+    shapes: Vec<Vec<usize>>,
+    owners: (PartyId, PartyId),
+    progress: Option<Progress>,
+) -> JobFn<Outputs> {
+    Box::new(move |ctx| {
+        Box::pin(party_job(
+            p, ctx, model, weights, batches, shapes, owners, progress,
+        ))
+    })
+}
+
 struct Secure {
     virtual_time: Option<Duration>,
     quic_wire_bytes: Option<u64>,
@@ -342,16 +359,18 @@ fn run_parties<P: Protocol + Send + 'static>(
 ) -> Result<Secure, InferError> {
     let shapes: Vec<Vec<usize>> = batches.iter().map(|b| b.shape().to_vec()).collect();
     let jobs = |party: PartyId| -> JobFn<Outputs> {
-        let model = model.clone();
         let weights = (party == spec.model_owner).then(|| spec.weights.clone());
         let data = (party == spec.data_owner).then(|| batches.to_vec());
-        let (shapes, owners) = (shapes.clone(), (spec.data_owner, spec.model_owner));
-        let (p, progress) = (backend(), progress.clone());
-        Box::new(move |ctx| {
-            Box::pin(party_job(
-                p, ctx, model, weights, data, shapes, owners, progress,
-            ))
-        })
+        let owners = (spec.data_owner, spec.model_owner);
+        infer_job(
+            backend(),
+            model.clone(),
+            weights,
+            data,
+            shapes.clone(),
+            owners,
+            progress.clone(),
+        )
     };
     let r = LocalCluster::run_once_on(
         &spec.network,

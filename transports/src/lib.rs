@@ -49,3 +49,25 @@ pub struct Endpoint {
     pub transport: std::sync::Arc<dyn Transport>,
     pub incoming: Incoming,
 }
+
+/// The queue of `env`'s destination among `peers` (indexed by party id), or the error for a
+/// message to oneself or to a party that does not exist. Shared by the transports.
+pub(crate) fn destination<'a, T>(
+    me: PartyId,
+    env: &Envelope,
+    peers: &'a [T],
+) -> Result<&'a T, TransportError> {
+    if env.to == me {
+        return Err(TransportError::SelfSend {
+            from: me,
+            key: env.key.clone(),
+        });
+    }
+    peers
+        .get(env.to.index())
+        .ok_or(TransportError::NoSuchParty {
+            from: me,
+            to: env.to,
+            parties: peers.len(),
+        })
+}

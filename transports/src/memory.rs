@@ -1,6 +1,8 @@
 //! The in-memory transport: one unbounded tokio channel per receiving party, inside one process.
 
-use crate::{Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError};
+use crate::{
+    Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError, destination,
+};
 use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
@@ -43,19 +45,7 @@ impl Transport for MemoryTransport {
     }
 
     fn send(&self, env: Envelope) -> Result<(), TransportError> {
-        if env.to == self.me {
-            return Err(TransportError::SelfSend {
-                from: self.me,
-                key: env.key,
-            });
-        }
-        let Some(tx) = self.peers.get(env.to.index()) else {
-            return Err(TransportError::NoSuchParty {
-                from: self.me,
-                to: env.to,
-                parties: self.peers.len(),
-            });
-        };
+        let tx = destination(self.me, &env, &self.peers)?;
         let (peer, key) = (env.to, env.key.clone());
         tx.send(Ok(env))
             .map_err(|_| TransportError::PeerGone { peer, key })

@@ -13,7 +13,9 @@
 //! stream near 21 MB/s there); 8 MiB per stream and 16 MiB per connection leave room for
 //! 110 ms round trips at 70 MB/s.
 
-use crate::{Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError};
+use crate::{
+    Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError, destination,
+};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
@@ -463,17 +465,10 @@ impl Transport for QuicTransport {
     }
 
     fn send(&self, env: Envelope) -> Result<(), TransportError> {
-        if env.to == self.me {
+        let Some(q) = destination(self.me, &env, &self.queues)? else {
             return Err(TransportError::SelfSend {
                 from: self.me,
                 key: env.key,
-            });
-        }
-        let Some(Some(q)) = self.queues.get(env.to.index()) else {
-            return Err(TransportError::NoSuchParty {
-                from: self.me,
-                to: env.to,
-                parties: self.parties,
             });
         };
         let (peer, key) = (env.to, env.key.clone());

@@ -13,7 +13,9 @@
 //! gives the same virtual network times. Faults ([`Fault`]) cut links; the receiver learns at
 //! once which link was cut and when, so a stopped protocol ends with an error, never a hang.
 
-use crate::{Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError};
+use crate::{
+    Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError, destination,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Deserialize;
@@ -471,19 +473,7 @@ impl Transport for SimTransport {
 
     fn send(&self, mut env: Envelope) -> Result<(), TransportError> {
         let n = self.peers.len();
-        if env.to == self.me {
-            return Err(TransportError::SelfSend {
-                from: self.me,
-                key: env.key,
-            });
-        }
-        let Some(tx) = self.peers.get(env.to.index()) else {
-            return Err(TransportError::NoSuchParty {
-                from: self.me,
-                to: env.to,
-                parties: n,
-            });
-        };
+        let tx = destination(self.me, &env, &self.peers)?;
         let net = &self.net;
         let link_index = self.me.index() * n + env.to.index();
         let mut now = net.tick(self.me);
