@@ -16,4 +16,5 @@ pub mod nn;
 pub mod party;
 pub mod protocol;
 pub mod ring;
+pub mod scenario;
 pub mod share;

@@ -30,6 +30,21 @@ enum Command {
     /// Run a secure inference on MNIST images: three parties in this process over the
     /// in-memory transport, beside the plaintext fixed-point and float references.
     Infer(InferArgs),
+    /// Run a scenario file (scenarios/*.toml): a job, its network and faults, and the variants
+    /// to compare, one row each.
+    Run {
+        /// The scenario file.
+        file: PathBuf,
+        /// Override every run's number of images (CI runs long scenarios short).
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Write the reports as a JSON array here (default: the scenario's output.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Overwrite the JSON file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Train a built-in model in plaintext (f64, Adam, fixed seed) on the training split and write
     /// its weights as safetensors: how the bundled models/*.safetensors were made.
     Train(TrainArgs),
@@ -272,6 +287,12 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Infer(args) => infer(args),
         Command::Train(args) => train(args),
+        Command::Run {
+            file,
+            samples,
+            json,
+            force,
+        } => run_scenario(&file, samples, json, force),
         Command::Keygen { out, force } => securenn::deploy::keygen(&out, force)
             .map_err(Into::into)
             .map(|files| {
@@ -414,6 +435,79 @@ fn party(
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_scenario(
+    file: &std::path::Path,
+    samples: Option<usize>,
+    json: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
+    let scenario = securenn::scenario::Scenario::load(file)?;
+    let runs = scenario.runs(file, samples)?;
+    let out = json.or_else(|| {
+        scenario
+            .output
+            .json
+            .as_ref()
+            .map(|p| file.parent().unwrap_or(std::path::Path::new(".")).join(p))
+    });
+    if let Some(path) = out.as_ref().filter(|p| p.exists() && !force) {
+        bail!("{} exists; pass --force to overwrite it", path.display());
+    }
+    eprintln!(
+        "securenn run {}: {} ({} run{})",
+        file.display(),
+        scenario.description,
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" }
+    );
+    let mut reports = Vec::new();
+    for run in &runs {
+        let spec = run.spec()?;
+        let bar = indicatif::ProgressBar::new(run.samples.div_ceil(run.batch) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  {msg} {bar:30} {pos}/{len} batches")
+                .expect("valid template"),
+        );
+        bar.set_message(run.label.clone());
+        let b = bar.clone();
+        let progress: securenn::infer::Progress =
+            Arc::new(move |done, _| b.set_position(done as u64));
+        let report = run_inference(&spec, Some(progress));
+        bar.finish_and_clear();
+        let report =
+            report.with_context(|| format!("scenario {} run {:?}", file.display(), run.label))?;
+        if runs.len() == 1 {
+            print_report(&report);
+        }
+        reports.push((run.label.clone(), report));
+    }
+    if runs.len() > 1 {
+        println!(
+            "{:<28} {:>9} {:>10} {:>14} {:>7} {:>10} {:>9}",
+            "run", "accuracy", "agreement", "bytes", "rounds", "virtual s", "wall s"
+        );
+        for (label, r) in &reports {
+            println!(
+                "{:<28} {:>8.2}% {:>9.2}% {:>14} {:>7} {:>10} {:>9.3}",
+                label,
+                100.0 * r.accuracy,
+                100.0 * r.plaintext_agreement,
+                r.bytes_total,
+                r.rounds,
+                r.virtual_seconds.map_or("-".into(), |v| format!("{v:.3}")),
+                r.wall_seconds
+            );
+        }
+    }
+    if let Some(path) = out {
+        let all: Vec<&InferReport> = reports.iter().map(|(_, r)| r).collect();
+        std::fs::write(&path, serde_json::to_string_pretty(&all)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("reports written to {}", path.display());
     }
     Ok(())
 }

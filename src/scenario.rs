@@ -1,0 +1,518 @@
+//! Scenario files: a secure inference job, its network and faults, and the variants to sweep, as
+//! TOML. `securenn run FILE` runs one. Unknown keys and bad values are errors naming the key, the
+//! line and what is allowed (serde's `deny_unknown_fields` and typed enums, with toml's
+//! positions).
+
+use crate::channel::PartyId;
+use crate::data::{Mnist, Split, default_mnist_path};
+use crate::fixed::FixedPoint;
+use crate::infer::{InferSpec, Layout, ProtocolKind};
+use crate::nn::weights_file;
+use crate::party::{Network, PartyConfig};
+use crate::protocol::{TFE_RELU_3, TFE_RELU_9};
+use securenn_transports::sim::{Clock, Compute, Fault, LinkSpec, SimConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// One line on what the scenario shows.
+    pub description: String,
+    #[serde(default)]
+    pub job: Job,
+    #[serde(default)]
+    pub network: NetworkEntry,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultEntry>,
+    /// Variants to run one after the other, each overriding the job or the network.
+    #[serde(default, rename = "variant")]
+    pub variants: Vec<Variant>,
+    #[serde(default)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolName {
+    Securenn,
+    Pond,
+    Plaintext,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LayoutName {
+    Default,
+    Paper,
+}
+
+/// The job; every field has a default (see [`Job::default`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Job {
+    pub protocol: ProtocolName,
+    /// A built-in model (`a`, `b`, `c`, `d`, `d-as-benchmarked`, `-avg` variants).
+    pub model: String,
+    /// Weight file; default: the bundled trained weights of `model`.
+    pub weights: Option<PathBuf>,
+    pub layout: LayoutName,
+    pub samples: usize,
+    pub batch: usize,
+    /// First image of the test split.
+    pub offset: usize,
+    /// Session seed: the same seed gives the same shares, bytes, rounds and virtual network time.
+    pub seed: u64,
+    /// Pond's ReLU fit: 9 (tf-encrypted's shipped [-9, 9]) or 3.
+    pub relu_fit: u32,
+    /// Seconds a party waits for a peer's message.
+    pub timeout: u64,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Self {
+            protocol: ProtocolName::Securenn,
+            model: "a".into(),
+            weights: None,
+            layout: LayoutName::Default,
+            samples: 10,
+            batch: 10,
+            offset: 0,
+            seed: 1,
+            relu_fit: 9,
+            timeout: 120,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportName {
+    Memory,
+    Sim,
+    Quic,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    /// `memory` (default), `sim` or `quic` (three parties on 127.0.0.1 in this process).
+    pub transport: Option<TransportName>,
+    /// A preset of `transports/presets.toml`; `lan` by default on the simulator.
+    pub preset: Option<String>,
+    /// `virtual` (default) or `real`.
+    pub clock: Option<String>,
+    /// `measured` (default) or `zero`.
+    pub compute: Option<String>,
+    /// Link parameters overriding the preset on every link.
+    #[serde(default)]
+    pub link: LinkOverride,
+    /// Per directed link, keyed `"0->2"`.
+    #[serde(default)]
+    pub links: std::collections::BTreeMap<String, LinkOverride>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOverride {
+    pub latency_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    /// Bytes per second.
+    pub bandwidth: Option<f64>,
+    pub loss: Option<f64>,
+    pub rto_ms: Option<f64>,
+    pub queue_limit: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum FaultEntry {
+    /// Cut `from -> to` at `at_ms` (virtual) or after `after_messages`.
+    Cut {
+        from: u8,
+        to: u8,
+        at_ms: Option<f64>,
+        after_messages: Option<u64>,
+    },
+    /// Cut every link of `party` at `at_ms`.
+    Partition { party: u8, at_ms: f64 },
+    /// Delay messages on `from -> to` sent in [at_ms, at_ms + length_ms) by `extra_ms`.
+    Delay {
+        from: u8,
+        to: u8,
+        at_ms: f64,
+        length_ms: f64,
+        extra_ms: f64,
+    },
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Row label; default: what the variant changes.
+    pub name: Option<String>,
+    pub protocol: Option<ProtocolName>,
+    pub model: Option<String>,
+    pub layout: Option<LayoutName>,
+    pub batch: Option<usize>,
+    pub samples: Option<usize>,
+    pub preset: Option<String>,
+    pub transport: Option<TransportName>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// Write the reports (one per variant) as a JSON array here, relative to the scenario file.
+    pub json: Option<PathBuf>,
+}
+
+/// A scenario that cannot be read or run, naming the file, the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error(transparent)]
+    Weights(#[from] weights_file::WeightFileError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+}
+
+fn invalid(path: &Path, reason: impl std::fmt::Display) -> ScenarioError {
+    ScenarioError::Invalid {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn ms(v: f64, key: &str, path: &Path) -> Result<Duration, ScenarioError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v / 1e3))
+    } else {
+        Err(invalid(
+            path,
+            format!("{key}: {v} is not a non-negative number of milliseconds"),
+        ))
+    }
+}
+
+fn party(v: u8, key: &str, path: &Path) -> Result<PartyId, ScenarioError> {
+    if v < 3 {
+        Ok(PartyId(v))
+    } else {
+        Err(invalid(
+            path,
+            format!("{key}: {v} is not a party (0, 1 or 2)"),
+        ))
+    }
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(path, e))?;
+        let s: Scenario = toml::from_str(&text).map_err(|e| invalid(path, e))?;
+        s.runs(path, None)?; // validate every variant up front
+        Ok(s)
+    }
+
+    /// The runs of the scenario: one per variant (or one), with `samples` overriding every run's
+    /// sample count (CI runs long scenarios short).
+    pub fn runs(&self, path: &Path, samples: Option<usize>) -> Result<Vec<Run>, ScenarioError> {
+        let base = Variant::default();
+        let variants: Vec<&Variant> = if self.variants.is_empty() {
+            vec![&base]
+        } else {
+            self.variants.iter().collect()
+        };
+        variants
+            .into_iter()
+            .map(|v| self.run(path, v, samples))
+            .collect()
+    }
+
+    fn run(&self, path: &Path, v: &Variant, samples: Option<usize>) -> Result<Run, ScenarioError> {
+        let j = &self.job;
+        let model = v.model.clone().unwrap_or_else(|| j.model.clone());
+        if crate::models::by_name(&model).is_none() {
+            return Err(invalid(
+                path,
+                format!(
+                    "model: {model:?} is not one of {}",
+                    crate::models::BUILTIN.join(", ")
+                ),
+            ));
+        }
+        let protocol = v.protocol.unwrap_or(j.protocol);
+        let batch = v.batch.unwrap_or(j.batch);
+        let samples = samples.or(v.samples).unwrap_or(j.samples);
+        if batch == 0 || samples == 0 {
+            return Err(invalid(
+                path,
+                "job.batch and job.samples must be at least 1",
+            ));
+        }
+        if ![3, 9].contains(&j.relu_fit) {
+            return Err(invalid(
+                path,
+                format!("job.relu_fit: {} is not 9 or 3", j.relu_fit),
+            ));
+        }
+        let transport = v.transport.or(self.network.transport).unwrap_or(
+            if v.preset.is_some() || self.network.preset.is_some() {
+                TransportName::Sim
+            } else {
+                TransportName::Memory
+            },
+        );
+        let preset = v
+            .preset
+            .clone()
+            .or(self.network.preset.clone())
+            .unwrap_or_else(|| "lan".into());
+        let network = match transport {
+            TransportName::Memory => Network::Memory,
+            TransportName::Quic => Network::QuicLocalhost,
+            TransportName::Sim => Network::Sim(self.sim_config(path, &preset, j.seed)?),
+        };
+        if !self.faults.is_empty() && transport != TransportName::Sim {
+            return Err(invalid(
+                path,
+                "fault: faults need network.transport = \"sim\"",
+            ));
+        }
+        let label = v.name.clone().unwrap_or_else(|| {
+            let mut parts = Vec::new();
+            if v.protocol.is_some() || v.model.is_some() {
+                parts.push(format!("{protocol:?} {model}").to_lowercase());
+            }
+            if let Some(b) = v.batch {
+                parts.push(format!("batch {b}"));
+            }
+            if let Some(p) = &v.preset {
+                parts.push(p.clone());
+            }
+            if let Some(l) = v.layout {
+                parts.push(format!("{l:?} layout").to_lowercase());
+            }
+            if parts.is_empty() {
+                model.clone()
+            } else {
+                parts.join(", ")
+            }
+        });
+        Ok(Run {
+            label,
+            protocol,
+            model,
+            weights: j.weights.as_ref().map(|w| {
+                if w.is_absolute() {
+                    w.clone()
+                } else {
+                    path.parent().unwrap_or(Path::new(".")).join(w)
+                }
+            }),
+            layout: v.layout.unwrap_or(j.layout),
+            samples,
+            batch,
+            offset: j.offset,
+            seed: j.seed,
+            relu_fit: j.relu_fit,
+            timeout: j.timeout,
+            network,
+            network_name: match transport {
+                TransportName::Memory => "none".into(),
+                TransportName::Quic => "localhost".into(),
+                TransportName::Sim => preset,
+            },
+        })
+    }
+
+    fn sim_config(&self, path: &Path, preset: &str, seed: u64) -> Result<SimConfig, ScenarioError> {
+        let base =
+            LinkSpec::preset(preset).map_err(|e| invalid(path, format!("network.preset: {e}")))?;
+        let apply = |l: &mut LinkSpec, o: &LinkOverride, key: &str| -> Result<(), ScenarioError> {
+            if let Some(v) = o.latency_ms {
+                l.latency = ms(v, &format!("{key}.latency_ms"), path)?;
+            }
+            if let Some(v) = o.jitter_ms {
+                l.jitter = ms(v, &format!("{key}.jitter_ms"), path)?;
+            }
+            if let Some(v) = o.rto_ms {
+                l.rto = ms(v, &format!("{key}.rto_ms"), path)?;
+            }
+            if let Some(v) = o.bandwidth {
+                l.bandwidth = v;
+            }
+            if let Some(v) = o.loss {
+                l.loss = v;
+            }
+            if o.queue_limit.is_some() {
+                l.queue_limit = o.queue_limit;
+            }
+            l.validate()
+                .map_err(|e| invalid(path, format!("{key}: {e}")))
+        };
+        let mut link = base;
+        apply(&mut link, &self.network.link, "network.link")?;
+        let mut cfg = SimConfig::uniform(3, link);
+        for (name, o) in &self.network.links {
+            let key = format!("network.links.\"{name}\"");
+            let (a, b) = name
+                .split_once("->")
+                .and_then(|(a, b)| {
+                    Some((a.trim().parse::<u8>().ok()?, b.trim().parse::<u8>().ok()?))
+                })
+                .filter(|(a, b)| a != b && *a < 3 && *b < 3)
+                .ok_or_else(|| {
+                    invalid(
+                        path,
+                        format!("{key}: name a directed link between two parties, like \"0->2\""),
+                    )
+                })?;
+            apply(&mut cfg.links[a as usize][b as usize], o, &key)?;
+        }
+        cfg.seed = seed;
+        cfg.clock = match self.network.clock.as_deref() {
+            None | Some("virtual") => Clock::Virtual,
+            Some("real") => Clock::Real,
+            Some(o) => {
+                return Err(invalid(
+                    path,
+                    format!("network.clock: {o:?} is not \"virtual\" or \"real\""),
+                ));
+            }
+        };
+        cfg.compute = match self.network.compute.as_deref() {
+            None | Some("measured") => Compute::Measured,
+            Some("zero") => Compute::Zero,
+            Some(o) => {
+                return Err(invalid(
+                    path,
+                    format!("network.compute: {o:?} is not \"measured\" or \"zero\""),
+                ));
+            }
+        };
+        for (i, f) in self.faults.iter().enumerate() {
+            let key = |k: &str| format!("fault[{i}].{k}");
+            cfg.faults.push(match *f {
+                FaultEntry::Cut {
+                    from,
+                    to,
+                    at_ms,
+                    after_messages,
+                } => {
+                    let (from, to) = (
+                        party(from, &key("from"), path)?,
+                        party(to, &key("to"), path)?,
+                    );
+                    match (at_ms, after_messages) {
+                        (Some(t), None) => Fault::CutAfterTime {
+                            from,
+                            to,
+                            at: ms(t, &key("at_ms"), path)?,
+                        },
+                        (None, Some(count)) => Fault::CutAfterMessages { from, to, count },
+                        _ => {
+                            return Err(invalid(
+                                path,
+                                format!(
+                                    "{}: give exactly one of at_ms and after_messages",
+                                    key("kind")
+                                ),
+                            ));
+                        }
+                    }
+                }
+                FaultEntry::Partition { party: p, at_ms } => Fault::Partition {
+                    party: party(p, &key("party"), path)?,
+                    at: ms(at_ms, &key("at_ms"), path)?,
+                },
+                FaultEntry::Delay {
+                    from,
+                    to,
+                    at_ms,
+                    length_ms,
+                    extra_ms,
+                } => Fault::DelaySpike {
+                    from: party(from, &key("from"), path)?,
+                    to: party(to, &key("to"), path)?,
+                    at: ms(at_ms, &key("at_ms"), path)?,
+                    length: ms(length_ms, &key("length_ms"), path)?,
+                    extra: ms(extra_ms, &key("extra_ms"), path)?,
+                },
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+/// One concrete run of a scenario.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub label: String,
+    pub protocol: ProtocolName,
+    pub model: String,
+    pub weights: Option<PathBuf>,
+    pub layout: LayoutName,
+    pub samples: usize,
+    pub batch: usize,
+    pub offset: usize,
+    pub seed: u64,
+    pub relu_fit: u32,
+    pub timeout: u64,
+    pub network: Network,
+    pub network_name: String,
+}
+
+impl Run {
+    /// The inference job of this run, with the model owner's weights and the data owner's
+    /// images loaded.
+    pub fn spec(&self) -> Result<InferSpec, ScenarioError> {
+        let model = crate::models::by_name(&self.model).expect("validated");
+        let wpath = self
+            .weights
+            .clone()
+            .unwrap_or_else(|| crate::models::default_weights_path(&self.model));
+        let (weights, _) = weights_file::load(&wpath, &model)?;
+        let data = Mnist::load(
+            &default_mnist_path(),
+            Split::Test,
+            self.offset,
+            self.samples,
+        )?;
+        Ok(InferSpec {
+            protocol: match self.protocol {
+                ProtocolName::Securenn => ProtocolKind::SecureNn,
+                ProtocolName::Pond => ProtocolKind::Pond,
+                ProtocolName::Plaintext => ProtocolKind::Plaintext,
+            },
+            model_name: self.model.clone(),
+            model,
+            weights,
+            data,
+            batch: self.batch,
+            seed: self.seed,
+            data_owner: PartyId(0),
+            model_owner: PartyId(1),
+            config: PartyConfig {
+                recv_timeout: Duration::from_secs(self.timeout),
+                fixed: FixedPoint::default(),
+            },
+            relu_poly: if self.relu_fit == 3 {
+                TFE_RELU_3.to_vec()
+            } else {
+                TFE_RELU_9.to_vec()
+            },
+            layout: match self.layout {
+                LayoutName::Default => Layout::Default,
+                LayoutName::Paper => Layout::Paper,
+            },
+            reveal: None,
+            network: self.network.clone(),
+            network_name: self.network_name.clone(),
+        })
+    }
+}
