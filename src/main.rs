@@ -467,7 +467,7 @@ fn run_scenario(
     let mut reports = Vec::new();
     for run in &runs {
         let spec = run.spec()?;
-        let bar = indicatif::ProgressBar::new(run.samples.div_ceil(run.batch) as u64);
+        let bar = indicatif::ProgressBar::new(run.job.samples.div_ceil(run.job.batch) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("  {msg} {bar:30} {pos}/{len} batches")
                 .expect("valid template"),

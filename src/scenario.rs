@@ -305,22 +305,21 @@ impl Scenario {
         });
         Ok(Run {
             label,
-            protocol,
-            model,
-            weights: j.weights.as_ref().map(|w| {
-                if w.is_absolute() {
-                    w.clone()
-                } else {
-                    path.parent().unwrap_or(Path::new(".")).join(w)
-                }
-            }),
-            layout: v.layout.unwrap_or(j.layout),
-            samples,
-            batch,
-            offset: j.offset,
-            seed: j.seed,
-            relu_fit: j.relu_fit,
-            timeout: j.timeout,
+            job: Job {
+                protocol,
+                model,
+                weights: j.weights.as_ref().map(|w| {
+                    if w.is_absolute() {
+                        w.clone()
+                    } else {
+                        path.parent().unwrap_or(Path::new(".")).join(w)
+                    }
+                }),
+                layout: v.layout.unwrap_or(j.layout),
+                samples,
+                batch,
+                ..j.clone()
+            },
             network,
             network_name: match transport {
                 TransportName::Memory => "none".into(),
@@ -449,20 +448,11 @@ impl Scenario {
     }
 }
 
-/// One concrete run of a scenario.
+/// One concrete run of a scenario: the job with the variant's overrides applied, and its network.
 #[derive(Clone, Debug)]
 pub struct Run {
     pub label: String,
-    pub protocol: ProtocolName,
-    pub model: String,
-    pub weights: Option<PathBuf>,
-    pub layout: LayoutName,
-    pub samples: usize,
-    pub batch: usize,
-    pub offset: usize,
-    pub seed: u64,
-    pub relu_fit: u32,
-    pub timeout: u64,
+    pub job: Job,
     pub network: Network,
     pub network_name: String,
 }
@@ -471,42 +461,38 @@ impl Run {
     /// The inference job of this run, with the model owner's weights and the data owner's
     /// images loaded.
     pub fn spec(&self) -> Result<InferSpec, ScenarioError> {
-        let model = crate::models::by_name(&self.model).expect("validated");
-        let wpath = self
+        let j = &self.job;
+        let model = crate::models::by_name(&j.model).expect("validated");
+        let wpath = j
             .weights
             .clone()
-            .unwrap_or_else(|| crate::models::default_weights_path(&self.model));
+            .unwrap_or_else(|| crate::models::default_weights_path(&j.model));
         let (weights, _) = weights_file::load(&wpath, &model)?;
-        let data = Mnist::load(
-            &default_mnist_path(),
-            Split::Test,
-            self.offset,
-            self.samples,
-        )?;
+        let data = Mnist::load(&default_mnist_path(), Split::Test, j.offset, j.samples)?;
         Ok(InferSpec {
-            protocol: match self.protocol {
+            protocol: match j.protocol {
                 ProtocolName::Securenn => ProtocolKind::SecureNn,
                 ProtocolName::Pond => ProtocolKind::Pond,
                 ProtocolName::Plaintext => ProtocolKind::Plaintext,
             },
-            model_name: self.model.clone(),
+            model_name: j.model.clone(),
             model,
             weights,
             data,
-            batch: self.batch,
-            seed: self.seed,
+            batch: j.batch,
+            seed: j.seed,
             data_owner: PartyId(0),
             model_owner: PartyId(1),
             config: PartyConfig {
-                recv_timeout: Duration::from_secs(self.timeout),
+                recv_timeout: Duration::from_secs(j.timeout),
                 fixed: FixedPoint::default(),
             },
-            relu_poly: if self.relu_fit == 3 {
+            relu_poly: if j.relu_fit == 3 {
                 TFE_RELU_3.to_vec()
             } else {
                 TFE_RELU_9.to_vec()
             },
-            layout: match self.layout {
+            layout: match j.layout {
                 LayoutName::Default => Layout::Default,
                 LayoutName::Paper => Layout::Paper,
             },

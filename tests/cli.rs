@@ -1,18 +1,8 @@
 //! The command line: exit codes and messages for good and bad invocations.
 
-use std::process::Command;
+mod common;
 
-fn securenn(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_securenn"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::securenn_cli as securenn;
 
 #[test]
 fn infer_runs_and_writes_json_without_overwriting() {

@@ -193,3 +193,16 @@ pub fn max_ulp_diff(a: &RingTensor, b: &RingTensor) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+/// Run the `securenn` binary: (success, stdout, stderr).
+pub fn securenn_cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_securenn"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
