@@ -14,6 +14,7 @@ pub mod infer;
 pub mod models;
 pub mod nn;
 pub mod party;
+pub mod plot;
 pub mod protocol;
 pub mod ring;
 pub mod scenario;

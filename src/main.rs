@@ -45,6 +45,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Draw a figure (SVG).
+    #[command(subcommand)]
+    Plot(PlotCommand),
     /// Train a built-in model in plaintext (f64, Adam, fixed seed) on the training split and write
     /// its weights as safetensors: how the bundled models/*.safetensors were made.
     Train(TrainArgs),
@@ -73,6 +76,19 @@ enum Command {
         /// Write this party's report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlotCommand {
+    /// Exact ReLU beside Pond's polynomial approximations (the [-9, 9] fit tf-encrypted ships and
+    /// its [-3, 3] fit) and their error, over [-15, 15].
+    Relu {
+        /// The SVG file to write (refused if it exists, unless --force).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -287,6 +303,18 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Infer(args) => infer(args),
         Command::Train(args) => train(args),
+        Command::Plot(PlotCommand::Relu { out, force }) => {
+            if out.exists() && !force {
+                Err(anyhow::anyhow!(
+                    "{} exists; pass --force to overwrite it",
+                    out.display()
+                ))
+            } else {
+                securenn::plot::relu_figure(&out)
+                    .map_err(Into::into)
+                    .map(|()| eprintln!("figure written to {}", out.display()))
+            }
+        }
         Command::Run {
             file,
             samples,

@@ -156,3 +156,15 @@ fn bad_arguments_fail_cleanly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn plot_relu_writes_an_svg_and_keeps_existing_files() {
+    let path = std::env::temp_dir().join(format!("securenn-cli-relu-{}.svg", std::process::id()));
+    let p = path.to_str().unwrap();
+    let (ok, _, err) = securenn(&["plot", "relu", "--out", p]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(&path).unwrap().starts_with("<svg"));
+    let (ok, _, err) = securenn(&["plot", "relu", "--out", p]);
+    assert!(!ok && err.contains("--force"), "{err}");
+    std::fs::remove_file(&path).ok();
+}
