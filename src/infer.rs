@@ -12,13 +12,13 @@ use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
 use crate::ring::RingTensor;
 use ndarray::{ArrayD, IxDyn};
 use securenn_transports::{EnvelopeRecord, MeterSnapshot};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Which backend computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProtocolKind {
     Plaintext,
@@ -38,7 +38,7 @@ impl ProtocolKind {
 }
 
 /// How the network is laid out and accounted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// The model as defined, run with max pooling before ReLU where one follows the other (the
@@ -51,7 +51,7 @@ pub enum Layout {
 }
 
 /// What the data owner learns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reveal {
     /// Only the predicted class: the argmax is computed securely (SecureNN).
@@ -97,7 +97,7 @@ pub enum InferError {
 }
 
 /// Traffic on one directed link.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinkReport {
     pub from: u8,
     pub to: u8,
@@ -106,7 +106,7 @@ pub struct LinkReport {
 }
 
 /// Traffic of one layer (or of the weights, inputs and reveal), all batches summed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerReport {
     pub name: String,
     pub bytes: u64,
@@ -116,7 +116,7 @@ pub struct LayerReport {
 }
 
 /// What a run predicted and cost. Field names are stable: other tools read the JSON.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InferReport {
     pub protocol: ProtocolKind,
     pub model: String,

@@ -90,6 +90,17 @@ enum PlotCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Bytes and rounds per layer of an `infer --json` report, and its time split into compute
+    /// and network.
+    Costs {
+        /// The report (JSON written by `securenn infer --json`).
+        report: PathBuf,
+        /// The SVG file to write (refused if it exists, unless --force).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -303,6 +314,9 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Infer(args) => infer(args),
         Command::Train(args) => train(args),
+        Command::Plot(PlotCommand::Costs { report, out, force }) => {
+            plot_costs(&report, &out, force)
+        }
         Command::Plot(PlotCommand::Relu { out, force }) => {
             if out.exists() && !force {
                 Err(anyhow::anyhow!(
@@ -537,6 +551,23 @@ fn run_scenario(
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("reports written to {}", path.display());
     }
+    Ok(())
+}
+
+fn plot_costs(report: &std::path::Path, out: &std::path::Path, force: bool) -> Result<()> {
+    if out.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", out.display());
+    }
+    let text =
+        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    let r: InferReport = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a report written by `securenn infer --json`",
+            report.display()
+        )
+    })?;
+    securenn::plot::costs_figure(&r, out)?;
+    eprintln!("figure written to {}", out.display());
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Figures (plotters, SVG): the exact ReLU beside Pond's polynomial approximations and their
-//! error (the seed's Figure 1).
+//! error (the seed's Figure 1), and a run's costs per layer from its JSON report.
 
 use crate::protocol::{TFE_RELU_3, TFE_RELU_9};
 use plotters::prelude::*;
@@ -114,6 +114,129 @@ pub fn relu_figure(out: &Path) -> Result<(), PlotError> {
             ))
             .map_err(|e| err(&e))?;
     }
+    root.present().map_err(|e| err(&e))
+}
+
+/// Bytes and rounds per layer of an `infer --json` report as bars, and its time split into
+/// compute (the busiest party's CPU time) and the rest (network and waiting) when the report has
+/// a virtual time.
+pub fn costs_figure(report: &crate::infer::InferReport, out: &Path) -> Result<(), PlotError> {
+    let err = |e: &dyn std::fmt::Display| PlotError {
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    };
+    let layers: Vec<&crate::infer::LayerReport> =
+        report.layers.iter().filter(|l| l.messages > 0).collect();
+    if layers.is_empty() {
+        return Err(err(&"the report has no traffic (a plaintext run?)"));
+    }
+    let root = SVGBackend::new(out, (1000, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let parts = root.split_evenly((3, 1));
+    let n = layers.len();
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let label = |i: &f64| names.get(i.round() as usize).cloned().unwrap_or_default();
+    let title = format!(
+        "{} on network {} ({} layout, {} images, batch {}): {:.2} MB, {} rounds",
+        report.protocol.name(),
+        report.model,
+        format!("{:?}", report.layout).to_lowercase(),
+        report.samples,
+        report.batch,
+        report.bytes_total as f64 / 1e6,
+        report.rounds
+    );
+    for (area, (what, values)) in parts.iter().zip([
+        (
+            "MB per layer",
+            layers
+                .iter()
+                .map(|l| l.bytes as f64 / 1e6)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "causal rounds per layer",
+            layers.iter().map(|l| l.rounds as f64).collect(),
+        ),
+    ]) {
+        let top = values.iter().cloned().fold(0.0, f64::max).max(1e-9) * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                if what.starts_with("MB") {
+                    title.as_str()
+                } else {
+                    what
+                },
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_labels(n)
+            .x_label_formatter(&label)
+            .y_desc(what)
+            .disable_x_mesh()
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                Rectangle::new(
+                    [(i as f64 - 0.35, 0.0), (i as f64 + 0.35, v)],
+                    BLUE.mix(0.6).filled(),
+                )
+            }))
+            .map_err(|e| err(&e))?;
+    }
+    let compute = report.party_cpu_seconds.iter().cloned().fold(0.0, f64::max);
+    let (total, kind) = match report.virtual_seconds {
+        Some(v) => (
+            v,
+            format!("virtual time on the simulated {} network", report.network),
+        ),
+        None => (
+            report.wall_seconds,
+            "wall time (in memory: no network time)".to_string(),
+        ),
+    };
+    let compute = compute.min(total);
+    let mut chart = ChartBuilder::on(&parts[2])
+        .caption(format!("{kind}: {total:.3} s"), ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..total.max(1e-9) * 1.05, -0.5..0.5)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .disable_y_mesh()
+        .y_labels(0)
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series([
+            Rectangle::new([(0.0, -0.3), (compute, 0.3)], RED.mix(0.6).filled()),
+            Rectangle::new([(compute, -0.3), (total, 0.3)], GREEN.mix(0.6).filled()),
+        ])
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series([
+            Text::new(
+                format!("compute (busiest party's CPU) {compute:.3} s"),
+                (0.0, 0.38),
+                ("sans-serif", 14),
+            ),
+            Text::new(
+                format!("network and waiting {:.3} s", total - compute),
+                (compute, -0.45),
+                ("sans-serif", 14),
+            ),
+        ])
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }
 

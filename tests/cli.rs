@@ -168,3 +168,47 @@ fn plot_relu_writes_an_svg_and_keeps_existing_files() {
     assert!(!ok && err.contains("--force"), "{err}");
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn plot_costs_from_a_report() {
+    let dir = std::env::temp_dir().join(format!("securenn-cli-costs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, svg) = (dir.join("r.json"), dir.join("c.svg"));
+    let (ok, _, err) = securenn(&[
+        "infer",
+        "--samples",
+        "2",
+        "--batch",
+        "2",
+        "--seed",
+        "3",
+        "--network",
+        "wan",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = securenn(&[
+        "plot",
+        "costs",
+        json.to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains("1.dense") && text.contains("virtual time"),
+        "the bars are labelled by layer"
+    );
+    std::fs::write(&json, "{}").unwrap();
+    let (ok, _, err) = securenn(&[
+        "plot",
+        "costs",
+        json.to_str().unwrap(),
+        "--out",
+        dir.join("d.svg").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("not a report"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
