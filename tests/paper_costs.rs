@@ -10,7 +10,7 @@ use common::*;
 use securenn::channel::{Ctx, P0, P1};
 use securenn::nn::{Layer, Sequential, forward, input_params};
 use securenn::protocol::{Protocol, SecureNn};
-use securenn::ring::{Padding, kernels::conv_geometry};
+use securenn::ring::kernels::conv_geometry;
 
 /// Bytes of one forward pass plus argmax of `model` (paper layout) at `batch`, run by the
 /// three parties: images from P0, weights from P1 (sharing either costs nothing: the owner and
@@ -144,5 +144,4 @@ fn network_d_as_described() {
     assert_eq!(cost_model(&d, 1), 2_464_456);
     assert_eq!(cost_model(&d, 128), 114_028_368);
     assert_eq!(run_paper(&d, 1).total_bytes(), 2_464_456);
-    let _ = Padding::Same;
 }

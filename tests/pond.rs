@@ -7,7 +7,6 @@ use common::*;
 use securenn::channel::{P0, P1, P2};
 use securenn::protocol::{Pond, ProtocolError, ReluKind, TFE_RELU_9};
 use securenn::ring::{Padding, RingTensor};
-use securenn_transports::PartyId;
 
 fn pond() -> Pond {
     Pond::default()
@@ -320,5 +319,4 @@ fn bad_shapes_are_errors() {
         run_case(13, &case, pond).unwrap_err(),
         ProtocolError::Input { .. }
     ));
-    let _ = PartyId(0);
 }

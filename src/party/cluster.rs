@@ -59,11 +59,6 @@ pub struct RunReport<R> {
 }
 
 impl LocalCluster {
-    /// Three parties over the in-memory transport. Must be called inside an actix `System`.
-    pub fn start(config: PartyConfig) -> Self {
-        Self::start_on(&Network::Memory, config).expect("the in-memory network always starts")
-    }
-
     /// Three parties over `network`. Must be called inside an actix `System`.
     pub fn start_on(network: &Network, config: PartyConfig) -> Result<Self, SimError> {
         let meter = Meter::new(3);
