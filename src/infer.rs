@@ -6,6 +6,7 @@
 use crate::channel::{Ctx, P0, PartyId, ProtocolError};
 use crate::data::Mnist;
 use crate::fixed::FixedPoint;
+use crate::metrics::{OpReport, SessionTrace, op_reports};
 use crate::nn::{ModelError, Sequential, Weights, forward, forward_float, input_params};
 use crate::party::{JobFn, LocalCluster, Network, PartyConfig, SeedSource};
 use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
@@ -149,6 +150,11 @@ pub struct InferReport {
     pub links: Vec<LinkReport>,
     /// Per layer, in order: `weights`, `input`, the model's layers, `reveal`.
     pub layers: Vec<LayerReport>,
+    /// The operation tree (`layers` refined down to PrivateCompare), with the SecureNN paper's
+    /// bytes and rounds beside each operation it has figures for; empty unless the run was
+    /// traced (a [`crate::metrics`] layer installed, as `securenn run` and `infer` do).
+    #[serde(default)]
+    pub ops: Vec<OpReport>,
     pub wall_seconds: f64,
     /// On the simulator: the run's time on the parties' virtual clocks (what three machines on
     /// that network would take); `null` in memory.
@@ -163,6 +169,9 @@ pub struct InferReport {
     pub plaintext_predictions: Vec<usize>,
     pub float_predictions: Vec<usize>,
     pub labels: Vec<u8>,
+    /// Every span and message of the run (for `--trace`); not serialised.
+    #[serde(skip)]
+    pub trace: Option<Arc<SessionTrace>>,
 }
 
 /// Called with (batches done, batches in all) at the data owner.
@@ -346,6 +355,7 @@ struct Secure {
     wall: Duration,
     cpu: Duration,
     party_cpu: Vec<Duration>,
+    trace: Option<SessionTrace>,
 }
 
 /// The secure job at three parties: the model owner's job gets the weights, the data owner's
@@ -393,6 +403,7 @@ fn run_parties<P: Protocol + Send + 'static>(
         wall: r.wall,
         cpu: r.cpu,
         party_cpu: r.party_cpu,
+        trace: r.trace,
     })
 }
 
@@ -522,6 +533,7 @@ pub fn run_inference(
                 wall: t0.elapsed(),
                 cpu,
                 party_cpu: vec![cpu],
+                trace: None,
             }
         }
         ProtocolKind::Pond => {
@@ -590,6 +602,9 @@ pub fn run_inference(
             })
             .collect(),
         layers: layer_costs(&model, &secure.envelopes, secure.setup.rounds),
+        ops: secure.trace.as_ref().map_or_else(Vec::new, |t| {
+            op_reports(t, spec.protocol == ProtocolKind::SecureNn)
+        }),
         wall_seconds: secure.wall.as_secs_f64(),
         virtual_seconds: secure.virtual_time.map(|d| d.as_secs_f64()),
         quic_wire_bytes: secure.quic_wire_bytes,
@@ -599,5 +614,6 @@ pub fn run_inference(
         plaintext_predictions,
         float_predictions,
         labels,
+        trace: secure.trace.map(Arc::new),
     })
 }

@@ -11,6 +11,7 @@ pub mod data;
 pub mod deploy;
 pub mod fixed;
 pub mod infer;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod party;

@@ -38,10 +38,23 @@ enum Command {
         /// Override every run's number of images (CI runs long scenarios short).
         #[arg(long)]
         samples: Option<usize>,
-        /// Write the reports as a JSON array here (default: the scenario's output.json).
+        /// Write the reports as a JSON array here (default: the scenario's output.json); the
+        /// same file as `--report json FILE`.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Overwrite the JSON file if it exists.
+        /// `table`: print every run's per-layer, per-operation costs beside the SecureNN
+        /// paper's; `json FILE`: write the reports, operation tree included, to FILE (the format
+        /// `schemas/report.schema.json` describes).
+        #[arg(long, num_args = 1..=2, value_names = ["KIND", "FILE"])]
+        report: Option<Vec<String>>,
+        /// Deepest operation level the table shows (0 is the job, 2 the layers; default: all).
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Write a Chrome trace (chrome://tracing, ui.perfetto.dev) of every party's
+        /// operations on one timeline, messages as arrows.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Overwrite the JSON and trace files if they exist.
         #[arg(long)]
         force: bool,
     },
@@ -304,12 +317,45 @@ fn network_of(a: &InferArgs, seed: u64) -> Result<(Network, String)> {
     Ok((Network::Sim(cfg), name))
 }
 
+/// Every progress bar of the process, so log lines can be written between their redraws.
+static BARS: std::sync::LazyLock<indicatif::MultiProgress> =
+    std::sync::LazyLock::new(indicatif::MultiProgress::new);
+
+/// A progress bar on stderr that log output does not garble.
+fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
+    let bar = BARS.add(indicatif::ProgressBar::new(len as u64));
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
+    bar
+}
+
+/// Log lines go to stderr with the progress bars hidden while they are written.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        BARS.suspend(|| std::io::Write::write_all(&mut std::io::stderr(), buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::Write::flush(&mut std::io::stderr())
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+    use tracing_subscriber::prelude::*;
+    // RUST_LOG filters the log lines only (default: warnings); the metrics layer sees the
+    // operation spans whatever it says.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(|| LogWriter)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(securenn::metrics::layer())
         .init();
     let result = match Cli::parse().command {
         Command::Infer(args) => infer(args),
@@ -333,8 +379,23 @@ fn main() -> std::process::ExitCode {
             file,
             samples,
             json,
+            report,
+            depth,
+            trace,
             force,
-        } => run_scenario(&file, samples, json, force),
+        } => parse_report(report, json).and_then(|(table, json)| {
+            run_scenario(
+                &file,
+                samples,
+                &Outputs {
+                    json,
+                    table,
+                    depth,
+                    trace,
+                    force,
+                },
+            )
+        }),
         Command::Keygen { out, force } => securenn::deploy::keygen(&out, force)
             .map_err(Into::into)
             .map(|files| {
@@ -433,12 +494,9 @@ fn infer(a: InferArgs) -> Result<()> {
         a.offset,
         a.batch
     );
-    let bar = indicatif::ProgressBar::new(a.samples.div_ceil(a.batch.max(1)) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "  {bar:40} {pos}/{len} batches, {elapsed_precise} (eta {eta})",
-        )
-        .expect("valid template"),
+    let bar = progress_bar(
+        a.samples.div_ceil(a.batch.max(1)),
+        "  {bar:40} {pos}/{len} batches, {elapsed_precise} (eta {eta})",
     );
     let b = bar.clone();
     let progress: securenn::infer::Progress = Arc::new(move |done, _| b.set_position(done as u64));
@@ -481,23 +539,58 @@ fn party(
     Ok(())
 }
 
-fn run_scenario(
-    file: &std::path::Path,
-    samples: Option<usize>,
+/// What `securenn run` writes besides its summary.
+struct Outputs {
     json: Option<PathBuf>,
+    table: bool,
+    depth: Option<usize>,
+    trace: Option<PathBuf>,
     force: bool,
-) -> Result<()> {
+}
+
+/// `--report table` or `--report json FILE` (with `--json FILE` the same as the latter).
+fn parse_report(
+    report: Option<Vec<String>>,
+    json: Option<PathBuf>,
+) -> Result<(bool, Option<PathBuf>)> {
+    let Some(args) = report else {
+        return Ok((false, json));
+    };
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["table"] => Ok((true, json)),
+        ["json", file] => {
+            if json
+                .as_ref()
+                .is_some_and(|j| j != std::path::Path::new(file))
+            {
+                bail!(
+                    "--report json {file} and --json {} disagree; give one",
+                    json.unwrap().display()
+                );
+            }
+            Ok((false, Some(PathBuf::from(file))))
+        }
+        ["json"] => bail!("--report json needs a FILE: --report json report.json"),
+        ["table", _] => bail!("--report table takes no FILE (it prints to stdout)"),
+        [kind, ..] => bail!("--report {kind}: expected `table` or `json FILE`"),
+        [] => bail!("--report needs `table` or `json FILE`"),
+    }
+}
+
+fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Outputs) -> Result<()> {
     let scenario = securenn::scenario::Scenario::load(file)?;
     let runs = scenario.runs(file, samples)?;
-    let out = json.or_else(|| {
+    let out = outputs.json.clone().or_else(|| {
         scenario
             .output
             .json
             .as_ref()
             .map(|p| file.parent().unwrap_or(std::path::Path::new(".")).join(p))
     });
-    if let Some(path) = out.as_ref().filter(|p| p.exists() && !force) {
-        bail!("{} exists; pass --force to overwrite it", path.display());
+    for path in out.iter().chain(&outputs.trace) {
+        if path.exists() && !outputs.force {
+            bail!("{} exists; pass --force to overwrite it", path.display());
+        }
     }
     eprintln!(
         "securenn run {}: {} ({} run{})",
@@ -509,10 +602,9 @@ fn run_scenario(
     let mut reports = Vec::new();
     for run in &runs {
         let spec = run.spec()?;
-        let bar = indicatif::ProgressBar::new(run.job.samples.div_ceil(run.job.batch) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("  {msg} {bar:30} {pos}/{len} batches")
-                .expect("valid template"),
+        let bar = progress_bar(
+            run.job.samples.div_ceil(run.job.batch),
+            "  {msg} {bar:30} {pos}/{len} batches, {elapsed_precise}",
         );
         bar.set_message(run.label.clone());
         let b = bar.clone();
@@ -524,6 +616,9 @@ fn run_scenario(
             report.with_context(|| format!("scenario {} run {:?}", file.display(), run.label))?;
         if runs.len() == 1 {
             print_report(&report);
+        }
+        if outputs.table {
+            print_op_table(&run.label, &report, outputs.depth);
         }
         reports.push((run.label.clone(), report));
     }
@@ -551,7 +646,48 @@ fn run_scenario(
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("reports written to {}", path.display());
     }
+    if let Some(path) = &outputs.trace {
+        let traces: Vec<(String, &securenn::metrics::SessionTrace)> = reports
+            .iter()
+            .filter_map(|(l, r)| r.trace.as_deref().map(|t| (l.clone(), t)))
+            .collect();
+        let doc = securenn::metrics::chrome::chrome_trace(&traces);
+        std::fs::write(path, serde_json::to_string(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "Chrome trace written to {} (open it in ui.perfetto.dev or chrome://tracing)",
+            path.display()
+        );
+    }
     Ok(())
+}
+
+/// The per-operation table of one run, with what the sums mean.
+fn print_op_table(label: &str, r: &InferReport, depth: Option<usize>) {
+    if r.ops.is_empty() {
+        println!("{label}: no operation spans were recorded");
+        return;
+    }
+    let clock = if r.virtual_seconds.is_some() {
+        "virtual"
+    } else {
+        "wall"
+    };
+    println!(
+        "\n{label}: {} on {} ({}), {} images in batches of {}: {} B, {} rounds",
+        r.protocol.name(),
+        r.model,
+        r.network,
+        r.samples,
+        r.batch,
+        r.bytes_total,
+        r.rounds
+    );
+    println!("{}", securenn::metrics::table::render(&r.ops, depth, clock));
+    println!(
+        "bytes: all calls, all links (sub-operations included); rounds: causal rounds one call adds; \
+         paper: SecureNN Tables 1-2 for the recorded shape; time: per call, latest end minus latest start, summed"
+    );
 }
 
 fn plot_costs(report: &std::path::Path, out: &std::path::Path, force: bool) -> Result<()> {

@@ -1,4 +1,9 @@
 //! The protocol context: operation path, rendezvous keys, causal depth and per-op PRGs.
+//!
+//! Every context is also a `tracing` span (target `securenn::op`, name `op`, fields `name`,
+//! `path`, `shape`, `depth`, `depth_end`, `fork`; the job's root is `job` with `party` and
+//! `session`), so a subscriber sees the operation tree of each party: what [`crate::metrics`]
+//! attributes messages, rounds and time to. Spans carry shapes and sizes, never values.
 
 use super::{ProtocolError, Wire};
 use crate::fixed::FixedPoint;
@@ -44,6 +49,21 @@ struct PathState {
     local_prgs: u32,
 }
 
+/// The operation's span; when the operation ends (its last context clone drops) it records the
+/// causal depth reached, so a subscriber knows the rounds the operation added.
+struct OpSpan {
+    span: tracing::Span,
+    depth: Rc<Cell<u64>>,
+}
+
+impl Drop for OpSpan {
+    fn drop(&mut self) {
+        if !self.span.is_disabled() {
+            self.span.record("depth_end", self.depth.get());
+        }
+    }
+}
+
 /// A party's view of one operation: cheap to clone (clones share the path and its counters).
 #[derive(Clone)]
 pub struct Ctx {
@@ -51,6 +71,7 @@ pub struct Ctx {
     path: Rc<str>,
     state: Rc<RefCell<PathState>>,
     depth: Rc<Cell<u64>>,
+    op: Rc<OpSpan>,
 }
 
 impl Ctx {
@@ -65,6 +86,19 @@ impl Ctx {
         root: &str,
         depth: u64,
     ) -> Self {
+        let party = endpoint.me().0;
+        let span = tracing::debug_span!(
+            target: "securenn::op",
+            parent: None,
+            "job",
+            name = root,
+            path = root,
+            party,
+            session,
+            depth,
+            depth_end = tracing::field::Empty,
+        );
+        let depth = Rc::new(Cell::new(depth));
         Self {
             shared: Rc::new(Shared {
                 endpoint,
@@ -74,7 +108,11 @@ impl Ctx {
             }),
             path: root.into(),
             state: Rc::default(),
-            depth: Rc::new(Cell::new(depth)),
+            op: Rc::new(OpSpan {
+                span,
+                depth: depth.clone(),
+            }),
+            depth,
         }
     }
 
@@ -147,13 +185,56 @@ impl Ctx {
         path.into()
     }
 
+    /// The span of a sub-operation `name` at `path`, starting at causal depth `depth`.
+    fn op_span(&self, name: &str, path: &str, fork: bool, depth: u64) -> tracing::Span {
+        tracing::debug_span!(
+            target: "securenn::op",
+            parent: &self.op.span,
+            "op",
+            name,
+            path,
+            fork,
+            depth,
+            shape = tracing::field::Empty,
+            depth_end = tracing::field::Empty,
+        )
+    }
+
+    /// Record the operation's shape on its span (e.g. `[100, 784, 128]` for a matmul
+    /// m×n×v): sizes only, never values. [`crate::metrics::theory`] reads it to give the
+    /// paper's cost of the operation.
+    pub fn shape(&self, dims: &[usize]) {
+        if !self.op.span.is_disabled() {
+            let s = dims
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x");
+            self.op.span.record("shape", s.as_str());
+        }
+    }
+
+    /// Count this operation's rounds and time from here: for an operation whose first flight
+    /// went out earlier, beside other work (DReLU sends ComputeMSB's deal with ShareConvert).
+    pub fn count_from_here(&self) {
+        if !self.op.span.is_disabled() {
+            self.op.span.record("depth", self.depth.get());
+        }
+    }
+
     /// A sub-operation run in sequence with its parent: it shares the parent's depth.
     pub fn child(&self, name: &str) -> Self {
+        let path = self.child_path(name);
+        let span = self.op_span(name, &path, false, self.depth.get());
         Self {
             shared: self.shared.clone(),
-            path: self.child_path(name),
+            path,
             state: Rc::default(),
             depth: self.depth.clone(),
+            op: Rc::new(OpSpan {
+                span,
+                depth: self.depth.clone(),
+            }),
         }
     }
 
@@ -161,11 +242,18 @@ impl Ctx {
     /// its own; [`Ctx::join`] brings the deepest branch back, so concurrent branches do not add
     /// up their rounds.
     pub fn fork(&self, name: &str) -> Self {
+        let path = self.child_path(name);
+        let span = self.op_span(name, &path, true, self.depth.get());
+        let depth = Rc::new(Cell::new(self.depth.get()));
         Self {
             shared: self.shared.clone(),
-            path: self.child_path(name),
+            path,
             state: Rc::default(),
-            depth: Rc::new(Cell::new(self.depth.get())),
+            op: Rc::new(OpSpan {
+                span,
+                depth: depth.clone(),
+            }),
+            depth,
         }
     }
 
@@ -204,6 +292,8 @@ impl Ctx {
             arrival: 0,
             payload,
         };
+        // The transport's envelope event fires inside this operation's span.
+        let _entered = self.op.span.enter();
         self.shared.endpoint.send(env)?;
         Ok(())
     }
@@ -227,6 +317,17 @@ impl Ctx {
             .recv(self.shared.session, from, key.clone())
             .await?;
         self.depth.set(self.depth.get().max(env.depth));
+        self.op.span.in_scope(|| {
+            tracing::trace!(
+                target: "securenn::recv",
+                from = from.0,
+                key = %key,
+                depth = env.depth,
+                arrival = env.arrival,
+                bytes = env.payload.len(),
+                "received"
+            )
+        });
         let expected = T::wire_len(shape);
         if env.payload.len() != expected {
             return Err(ProtocolError::Malformed {

@@ -465,6 +465,7 @@ pub async fn forward<P: Protocol>(
     let mut x = x;
     for (layer, info) in model.layers.iter().zip(&infos) {
         let lctx = ctx.child(&info.name);
+        lctx.shape(p.shape(&x));
         let mut take = || {
             params.next().ok_or_else(|| ProtocolError::Input {
                 op: lctx.path().to_string(),

@@ -102,6 +102,8 @@ impl Actor for PartyActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // This arbiter thread is this party's: time its spans on its clock.
+        crate::metrics::set_thread_clock(Some(self.endpoint.transport.clone()));
         if let Some(rx) = self.incoming.take() {
             ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|d| (d, rx))

@@ -56,6 +56,8 @@ pub struct RunReport<R> {
     /// Over QUIC: the UDP bytes the endpoints sent in the whole session (headers, handshakes,
     /// acknowledgements and retransmissions included), beside the meter's payload bytes.
     pub quic_wire_bytes: Option<u64>,
+    /// The job's operation spans and messages, when a [`crate::metrics`] layer is installed.
+    pub trace: Option<crate::metrics::SessionTrace>,
 }
 
 impl LocalCluster {
@@ -182,11 +184,17 @@ impl LocalCluster {
                 op: "network".into(),
                 reason: e.to_string(),
             })?;
+            // A session id of its own, so the metrics layer keeps concurrent runs apart.
+            let session = crate::metrics::fresh_session();
             let result = async {
-                cluster.setup(1, source).await?;
+                cluster.setup(session, source).await?;
                 let setup = cluster.meter();
                 let setup_records = cluster.meter.records().len();
                 let v0 = cluster.sim.as_ref().map(|s| s.barrier());
+                let traced = crate::metrics::installed();
+                if traced {
+                    crate::metrics::begin(session);
+                }
                 let (t0, c0) = (Instant::now(), process_cpu_time());
                 let (outputs, party_cpu) = cluster
                     .run(name, (0..3).map(|i| jobs(PartyId(i))).collect())
@@ -214,9 +222,12 @@ impl LocalCluster {
                     cpu,
                     virtual_time,
                     quic_wire_bytes,
+                    trace: traced.then(|| crate::metrics::take(session)).flatten(),
                 })
             }
             .await;
+            // A failed run's records are dropped.
+            crate::metrics::take(session);
             cluster.stop();
             result
         })

@@ -39,6 +39,7 @@ pub async fn poly_eval<P: Protocol>(
             reason: format!("power {k}: polynomials use powers 0, 1, 2, 4, 6 and 8"),
         });
     }
+    ctx.shape(p.shape(x));
     let max = terms.iter().map(|t| t.0).max().unwrap_or(0);
     let mut powers: Vec<(u32, P::Tensor)> = vec![(1, x.clone())];
     if max >= 2 {

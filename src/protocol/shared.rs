@@ -115,6 +115,7 @@ pub(crate) async fn input(
     frac: u32,
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("input");
+    ctx.shape(shape);
     let me = ctx.me();
     if owner.0 > 2 {
         return Err(bad(&ctx, format!("no party {owner}")));
@@ -151,6 +152,7 @@ pub(crate) async fn reveal(
     to: PartyId,
 ) -> Result<Option<RingTensor>, ProtocolError> {
     let ctx = ctx.child("reveal");
+    ctx.shape(x.shape());
     let me = ctx.me();
     if me != to {
         if let Some(s) = &x.share {
@@ -403,6 +405,7 @@ impl<S: SharedProtocol> Protocol for S {
     ) -> Result<SharedTensor, ProtocolError> {
         same_shape(ctx, x.shape(), y.shape())?;
         let ctx = ctx.child("mul");
+        ctx.shape(x.shape());
         let z = beaver(&ctx, x, y, x.shape(), self.masks(), |a, b| a.mul(b)).await?;
         Ok(finish(self, &ctx, z))
     }
@@ -417,6 +420,7 @@ impl<S: SharedProtocol> Protocol for S {
     ) -> Result<SharedTensor, ProtocolError> {
         let out = check_matmul(ctx, x.shape(), y.shape())?;
         let ctx = ctx.child("matmul");
+        ctx.shape(&[x.shape()[0], x.shape()[1], y.shape()[1]]);
         let z = beaver(&ctx, x, y, &out, self.masks(), |a, b| a.matmul(b)).await?;
         Ok(finish(self, &ctx, z))
     }
@@ -433,6 +437,9 @@ impl<S: SharedProtocol> Protocol for S {
     ) -> Result<SharedTensor, ProtocolError> {
         let out = check_conv(ctx, x.shape(), f.shape(), stride, padding)?;
         let ctx = ctx.child("conv2d");
+        // As the matmul of the im2col matrix by the filter (the paper's Conv2d cost).
+        let fs = f.shape();
+        ctx.shape(&[out[0] * out[1] * out[2], fs[0] * fs[1] * fs[2], fs[3]]);
         let z = if self.conv_masks_im2col() {
             let (xs, fs) = (x.shape(), f.shape());
             let rows = out[0] * out[1] * out[2];

@@ -32,6 +32,7 @@ pub struct Dealt {
 /// and ⟨x[0]⟩ (Z_{2^64}). Sends nothing on the servers; they receive in [`run`].
 pub fn deal(ctx: &Ctx, n: usize) -> Result<Dealt, ProtocolError> {
     let ctx = ctx.child("compute_msb");
+    ctx.shape(&[n]);
     let mut x = None;
     if ctx.me() == P2 {
         let shape = vec![n];
@@ -68,6 +69,9 @@ pub async fn run(
     policy: MaskPolicy,
 ) -> Result<SharedTensor, ProtocolError> {
     let Dealt { ctx, n, x } = dealt;
+    // The deal may have gone out in an earlier flight (DReLU sends it beside ShareConvert):
+    // the rounds this op adds count from here.
+    ctx.count_from_here();
     let me = ctx.me();
     let shape = vec![n];
     if me == P2 {

@@ -23,6 +23,7 @@ pub async fn divide(
     same_frac(ctx, x.frac(), y.frac())?;
     let ctx = ctx.child("division");
     let f = ctx.fixed().frac_bits;
+    ctx.shape(&[x.shape().iter().product(), f as usize]);
     let shape = x.shape().to_vec();
     // Numerator x·2^f, so the integer quotient has f fractional bits.
     let num = x.map_share(&shape, 0, |s| s.scale(1 << f));

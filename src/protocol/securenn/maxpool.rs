@@ -55,6 +55,7 @@ pub async fn maxpool_with_index(
     check_pool(ctx, x.shape(), k)?;
     let ctx = ctx.child("maxpool");
     let parts = windows(x, k);
+    ctx.shape(&pool_shape(&parts));
     max_sequential(&ctx, &parts, policy, with_one_hot).await
 }
 
@@ -69,6 +70,7 @@ pub async fn maxpool(
     check_pool(ctx, x.shape(), k)?;
     let ctx = ctx.child("maxpool");
     let parts = windows(x, k);
+    ctx.shape(&pool_shape(&parts));
     match strategy {
         MaxStrategy::Sequential => max_sequential(&ctx, &parts, policy, false).await,
         MaxStrategy::Tree => max_tree(&ctx, &parts, policy).await,
@@ -92,6 +94,7 @@ pub async fn argmax(
         });
     }
     let (b, n) = (s[0], s[1]);
+    ctx.shape(&[b, n]);
     let parts: Vec<SharedTensor> = (0..n)
         .map(|t| {
             x.map_share(&[b], x.frac(), |v| {
@@ -106,6 +109,11 @@ pub async fn argmax(
         MaxStrategy::Sequential => max_sequential(&ctx, &parts, policy, false).await,
         MaxStrategy::Tree => max_tree(&ctx, &parts, policy).await,
     }
+}
+
+/// [outputs, window size]: the shape a maximum's span records (what its cost depends on).
+fn pool_shape(parts: &[SharedTensor]) -> [usize; 2] {
+    [parts[0].shape().iter().product(), parts.len()]
 }
 
 /// Element t (= dy·k + dx) of every window, as n tensors of the pooled shape.
@@ -133,6 +141,7 @@ async fn max_sequential(
         with_one_hot.then(|| (0..n).map(|s| constant((s == 0) as u64)).collect());
     for (t, part) in parts.iter().enumerate().skip(1) {
         let step = ctx.child("step");
+        step.shape(&[out_shape.iter().product()]);
         let w = sub(&step, part, &max)?;
         let beta = drelu(&step, &w, policy).await?;
         let target = constant(t as u64);
@@ -175,6 +184,7 @@ async fn max_tree(
     while level.len() > 1 {
         let step = ctx.child("level");
         let pairs = level.len() / 2;
+        step.shape(&[pairs * shape.iter().product::<usize>()]);
         // All comparisons of the level as one tensor: later - earlier, pair after pair.
         let diff = concat(
             &step,
@@ -244,6 +254,7 @@ pub async fn dmaxpool(
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("dmaxpool");
     let n = k * k;
+    ctx.shape(&[x.shape().iter().product::<usize>() / n, n]);
     let efficient = n.is_power_of_two();
     let pooled = maxpool_with_index(&ctx, x, k, policy, !efficient).await?;
     let parts = match pooled.one_hot {

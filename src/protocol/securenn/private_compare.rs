@@ -45,6 +45,7 @@ pub async fn private_compare_view(
     beta: &[u8],
 ) -> Result<Option<HelperView>, ProtocolError> {
     let ctx = ctx.child("private_compare");
+    ctx.shape(&[n]);
     let me = ctx.me();
     if me == P2 {
         let d0: Z67Vec = ctx.recv(P0, &(n * L_BITS)).await?;

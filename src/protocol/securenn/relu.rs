@@ -26,6 +26,7 @@ pub async fn drelu(
     policy: MaskPolicy,
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("drelu");
+    ctx.shape(a.shape());
     let shape = a.shape().to_vec();
     let n = a.shape().iter().product();
     let dealt = compute_msb::deal(&ctx, n)?;
@@ -49,6 +50,7 @@ pub async fn relu_with_drelu(
     policy: MaskPolicy,
 ) -> Result<(SharedTensor, SharedTensor), ProtocolError> {
     let ctx = ctx.child("relu");
+    ctx.shape(a.shape());
     let bits = drelu(&ctx, a, policy).await?;
     let y = beaver_many(&ctx, &[Product::elementwise(&bits, a)], policy)
         .await?

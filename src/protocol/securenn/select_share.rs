@@ -13,6 +13,10 @@ pub async fn select_shares(
     policy: MaskPolicy,
 ) -> Result<Vec<SharedTensor>, ProtocolError> {
     let ctx = ctx.child("select_share");
+    ctx.shape(&[selections
+        .iter()
+        .map(|(a, _, _)| a.shape().iter().product::<usize>())
+        .sum()]);
     let diffs = selections
         .iter()
         .map(|(_, x, y)| sub(&ctx, y, x))

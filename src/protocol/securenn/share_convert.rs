@@ -55,6 +55,7 @@ pub async fn share_convert_with(
     forced: Option<ScRandomness>,
 ) -> Result<Option<OddTensor>, ProtocolError> {
     let ctx = ctx.child("share_convert");
+    ctx.shape(&[n]);
     let me = ctx.me();
     let shape = vec![n];
     if me == P2 {

@@ -1,0 +1,358 @@
+//! Per-operation inspection through tracing: the metrics layer's operation tree against the
+//! meter (bytes add up), the protocol tests (rounds per op), the paper's Table 1-2 costs, the
+//! JSON schema, and the Chrome trace.
+
+mod common;
+
+use common::securenn_cli;
+use securenn::infer::{InferReport, Layout, run_inference};
+use securenn::metrics::{OpReport, SessionTrace};
+use securenn::scenario::Scenario;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Once;
+
+/// The layer is process-global (the parties run on their own threads).
+fn install() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(securenn::metrics::layer())
+            .init();
+    });
+}
+
+fn scenario_run(file: &str, samples: usize, layout: Layout) -> InferReport {
+    install();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let runs = Scenario::load(&path)
+        .unwrap()
+        .runs(&path, Some(samples))
+        .unwrap();
+    let mut spec = runs[0].spec().unwrap();
+    spec.layout = layout;
+    run_inference(&spec, None).unwrap()
+}
+
+fn op<'a>(r: &'a InferReport, path: &str) -> &'a OpReport {
+    r.ops
+        .iter()
+        .find(|o| o.path == path)
+        .unwrap_or_else(|| panic!("no op {path}"))
+}
+
+#[test]
+fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
+    let r = scenario_run("scenarios/wan-a.toml", 3, Layout::Default);
+    assert!(!r.ops.is_empty());
+    // The job row is the run's total; the layers under it add up to it.
+    assert_eq!(op(&r, "infer").bytes, r.bytes_total);
+    assert_eq!(op(&r, "infer").messages, r.messages);
+    let layer_rows: Vec<&OpReport> = r
+        .ops
+        .iter()
+        .filter(|o| o.level == 2 && o.path.starts_with("infer/batch/"))
+        .chain(r.ops.iter().filter(|o| o.path == "infer/weights"))
+        .collect();
+    assert_eq!(
+        layer_rows.iter().map(|o| o.bytes).sum::<u64>(),
+        r.bytes_total
+    );
+    // Per layer, the spans agree with the envelope keys (`layers`), bytes and rounds.
+    for l in &r.layers {
+        let path = if l.name == "weights" {
+            "infer/weights".to_string()
+        } else {
+            format!("infer/batch/{}", l.name)
+        };
+        if let Some(o) = r.ops.iter().find(|o| o.path == path) {
+            assert_eq!(o.bytes, l.bytes, "{}", l.name);
+            assert_eq!(o.messages, l.messages, "{}", l.name);
+            assert_eq!(o.rounds_total, l.rounds, "{}", l.name);
+        } else {
+            assert_eq!(l.bytes, 0, "{} has traffic but no span", l.name);
+        }
+    }
+    // Per link, the operation tree's root equals the meter.
+    let root = op(&r, "infer");
+    for l in &r.links {
+        let t = root
+            .links
+            .iter()
+            .find(|x| x.from == l.from && x.to == l.to)
+            .unwrap();
+        assert_eq!((t.bytes, t.messages), (l.bytes, l.messages));
+    }
+    // Rounds per call, as tests/securenn.rs asserts them op by op (ComputeMSB adds 4 inside
+    // DReLU: its deal goes out beside ShareConvert; alone it takes 5).
+    let relu = "infer/batch/2.relu/relu";
+    let expect = [
+        (relu.to_string(), 9, Some(10)),
+        (format!("{relu}/drelu"), 8, Some(8)),
+        (format!("{relu}/drelu/share_convert"), 4, Some(4)),
+        (
+            format!("{relu}/drelu/share_convert/private_compare"),
+            1,
+            Some(1),
+        ),
+        (format!("{relu}/drelu/compute_msb"), 4, Some(5)),
+        (
+            format!("{relu}/drelu/compute_msb/private_compare"),
+            1,
+            Some(1),
+        ),
+        ("infer/batch/1.dense/matmul".into(), 1, Some(2)),
+        ("infer/batch/6.argmax/argmax/level".into(), 9, Some(9)),
+        (
+            "infer/batch/6.argmax/argmax/level/select_share".into(),
+            1,
+            Some(2),
+        ),
+    ];
+    for (path, rounds, paper) in expect {
+        let o = op(&r, &path);
+        assert_eq!(o.rounds, rounds, "{path}");
+        assert_eq!(o.paper_rounds, paper, "{path}");
+        assert_eq!(o.calls % 3, 0, "{path}: one call per image at least");
+    }
+    // Bytes per element equal the paper's where the algorithm is the paper's.
+    for name in [
+        "relu",
+        "drelu",
+        "share_convert",
+        "private_compare",
+        "compute_msb",
+    ] {
+        let o = r
+            .ops
+            .iter()
+            .find(|o| o.name == name && o.path.contains("2.relu"))
+            .unwrap();
+        assert_eq!(Some(o.bytes), o.paper_bytes, "{name}");
+    }
+    // The whole argmax tree: 9 comparisons of 744 B per image (4 levels).
+    let argmax = op(&r, "infer/batch/6.argmax/argmax");
+    assert_eq!(argmax.rounds, 36);
+    assert_eq!(argmax.paper_rounds, Some(81));
+    // Shapes and names only in spans: no values.
+    for o in &r.ops {
+        if let Some(s) = &o.shape {
+            assert!(s.chars().all(|c| c.is_ascii_digit() || c == 'x'), "{s}");
+        }
+        assert_eq!(o.party_cpu_seconds.len(), 3);
+    }
+    // Virtual time on the WAN: a ReLU call's 9 rounds take at least 9 × 29 ms.
+    assert!(
+        op(&r, relu).seconds >= 3.0 * 9.0 * 0.029,
+        "{}",
+        op(&r, relu).seconds
+    );
+}
+
+#[test]
+fn paper_layout_matches_the_paper_op_by_op() {
+    let r = scenario_run("scenarios/lan-a.toml", 1, Layout::Paper);
+    // The paper's Table 7 figure reveals nothing; we send the data owner the other server's
+    // share of the class (8 B).
+    assert_eq!(op(&r, "infer/batch/reveal").bytes, 8);
+    assert_eq!(r.bytes_total - 8, 2_100_984);
+    for o in &r.ops {
+        if matches!(o.name.as_str(), "matmul" | "relu" | "argmax" | "drelu") {
+            assert_eq!(Some(o.bytes), o.paper_bytes, "{}", o.path);
+        }
+    }
+    // Sequential argmax in paper layout (after a ReLU on the logits): 9 steps of 9 rounds.
+    let argmax = r
+        .ops
+        .iter()
+        .find(|o| o.level == 3 && o.name == "argmax")
+        .unwrap();
+    assert_eq!((argmax.rounds, argmax.paper_rounds), (81, Some(81)));
+    assert_eq!(op(&r, &format!("{}/step", argmax.path)).calls, 9);
+}
+
+/// Everything but the clocks.
+fn counts(r: &InferReport) -> Vec<(String, u64, u64, u64, u64, Option<String>)> {
+    r.ops
+        .iter()
+        .map(|o| {
+            (
+                o.path.clone(),
+                o.calls,
+                o.bytes,
+                o.messages,
+                o.rounds_total,
+                o.shape.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn same_run_same_tree_even_when_runs_overlap() {
+    let a = scenario_run("scenarios/lan-a.toml", 2, Layout::Default);
+    // Two runs at once in one process: each session keeps its own records.
+    let (b, c) = std::thread::scope(|s| {
+        let b = s.spawn(|| scenario_run("scenarios/lan-a.toml", 2, Layout::Default));
+        let c = s.spawn(|| scenario_run("scenarios/lan-a.toml", 2, Layout::Default));
+        (b.join().unwrap(), c.join().unwrap())
+    });
+    assert_eq!(counts(&a), counts(&b));
+    assert_eq!(counts(&a), counts(&c));
+}
+
+#[test]
+fn report_json_validates_against_the_shipped_schema() {
+    let r = scenario_run("scenarios/lan-a.toml", 2, Layout::Default);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/report.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let doc = serde_json::to_value(vec![&r]).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // A report missing a field, or with a wrong type, fails it.
+    let mut bad = serde_json::to_value(&r).unwrap();
+    bad.as_object_mut().unwrap().remove("bytes_total");
+    assert!(!validator.is_valid(&bad));
+    let mut bad = serde_json::to_value(&r).unwrap();
+    bad["ops"][0]["rounds"] = serde_json::json!("nine");
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn chrome_trace_has_every_party_span_and_a_flow_per_message() {
+    let r = scenario_run("scenarios/lan-a.toml", 2, Layout::Default);
+    let trace: &SessionTrace = r.trace.as_deref().unwrap();
+    let doc = securenn::metrics::chrome::chrome_trace(&[("a".into(), trace)]);
+    let events = doc["traceEvents"].as_array().unwrap();
+    let of = |ph: &'static str| events.iter().filter(move |e| e["ph"] == ph);
+    assert_eq!(of("X").count(), trace.spans.len());
+    let pids: HashSet<u64> = of("X").map(|e| e["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids, HashSet::from([0, 1, 2]));
+    // One arrow per message of the job, each ending at its receiver no earlier than it left.
+    assert_eq!(of("s").count() as u64, r.messages);
+    let starts: HashMap<u64, (f64, u64)> = of("s")
+        .map(|e| {
+            (
+                e["id"].as_u64().unwrap(),
+                (e["ts"].as_f64().unwrap(), e["pid"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(of("f").count(), starts.len());
+    for f in of("f") {
+        let (ts, from) = starts[&f["id"].as_u64().unwrap()];
+        assert!(f["ts"].as_f64().unwrap() >= ts);
+        assert_ne!(f["pid"].as_u64().unwrap(), from);
+    }
+}
+
+#[test]
+fn cli_report_table_json_and_trace() {
+    let dir = std::env::temp_dir().join(format!("securenn-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, trace) = (dir.join("r.json"), dir.join("t.json"));
+    let (j, t) = (json.to_str().unwrap(), trace.to_str().unwrap());
+    let (ok, out, err) = securenn_cli(&[
+        "run",
+        "scenarios/wan-a.toml",
+        "--samples",
+        "2",
+        "--report",
+        "table",
+        "--trace",
+        t,
+    ]);
+    assert!(ok, "{err}");
+    for needle in [
+        "private_compare",
+        "share_convert",
+        "paper bytes",
+        "virtual s",
+        "6.argmax",
+    ] {
+        assert!(out.contains(needle), "{needle} missing from\n{out}");
+    }
+    assert!(trace.exists());
+    // Not overwritten without --force.
+    let (ok, _, err) = securenn_cli(&[
+        "run",
+        "scenarios/lan-a.toml",
+        "--samples",
+        "1",
+        "--trace",
+        t,
+    ]);
+    assert!(!ok && err.contains("--force"), "{err}");
+    let (ok, _, err) = securenn_cli(&[
+        "run",
+        "scenarios/lan-a.toml",
+        "--samples",
+        "1",
+        "--report",
+        "json",
+        j,
+    ]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(!doc[0]["ops"].as_array().unwrap().is_empty());
+    for (args, msg) in [
+        (vec!["--report", "json"], "needs a FILE"),
+        (vec!["--report", "csv"], "expected `table` or `json FILE`"),
+        (vec!["--report", "table", "x.txt"], "takes no FILE"),
+    ] {
+        let mut a = vec!["run", "scenarios/lan-a.toml", "--samples", "1"];
+        a.extend(args);
+        let (ok, _, err) = securenn_cli(&a);
+        assert!(!ok && err.contains(msg), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn rust_log_filters_the_log_lines_only() {
+    let run = |filter: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_securenn"));
+        cmd.args([
+            "run",
+            "scenarios/lan-a.toml",
+            "--samples",
+            "1",
+            "--report",
+            "table",
+        ]);
+        cmd.env_remove("RUST_LOG");
+        if let Some(f) = filter {
+            cmd.env("RUST_LOG", f);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (quiet_out, quiet_err) = run(None);
+    assert!(!quiet_err.contains("envelope"), "{quiet_err}");
+    let (loud_out, loud_err) = run(Some("securenn::envelope=trace"));
+    let lines = loud_err.lines().filter(|l| l.contains("envelope")).count();
+    assert!(lines > 100, "{loud_err}");
+    // No secret goes to the log: the envelope lines carry keys and sizes.
+    assert!(
+        loud_err
+            .lines()
+            .filter(|l| l.contains("envelope"))
+            .all(|l| l.contains("bytes="))
+    );
+    // The table does not depend on what is logged.
+    let table = |s: &str| s.lines().filter(|l| l.contains("private_compare")).count();
+    assert_eq!(table(&quiet_out), table(&loud_out));
+    assert!(table(&quiet_out) > 0);
+}
