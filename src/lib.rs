@@ -6,6 +6,7 @@
 //! polynomial ReLU, average pooling), plus a plaintext reference backend. See DESIGN.md for the
 //! layers; each module's first line says what it is and which algorithm it implements.
 
+pub mod bench;
 pub mod channel;
 pub mod data;
 pub mod deploy;
