@@ -84,21 +84,20 @@ impl Z67Vec {
 }
 
 fn sample<R: Rng + ?Sized>(n: usize, rng: &mut R, nonzero: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n);
+    // Branch-free rejection: every candidate is written, and the write position advances only
+    // for accepted ones (the tail past `n` is scratch).
+    let mut out = vec![0u8; n + 256];
     let mut buf = [0u8; 256];
-    while out.len() < n {
+    let mut len = 0;
+    while len < n {
         rng.fill_bytes(&mut buf);
         for &b in &buf {
-            if b < REJECT_AT {
-                let v = b % P;
-                if !(nonzero && v == 0) {
-                    out.push(v);
-                    if out.len() == n {
-                        break;
-                    }
-                }
-            }
+            let v = b % P;
+            let ok = (b < REJECT_AT) & (!nonzero | (v != 0));
+            out[len] = v;
+            len += ok as usize;
         }
     }
+    out.truncate(n);
     out
 }

@@ -40,15 +40,18 @@ pub fn random_bits<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<u8> {
     b
 }
 
-/// A uniform value in 0..n (n <= 2^32), without modulo bias.
+/// A uniform value in 0..n (0 < n <= 2^32 - 1), without modulo bias: Lemire's multiply-shift
+/// (the high half of v·n), rejecting the 2^32 mod n low halves that would bias it; the division
+/// runs only when the low half falls below n, which is rare for small n.
 pub fn uniform_below<R: Rng + ?Sized>(n: u32, rng: &mut R) -> u32 {
-    let zone = u32::MAX - (u32::MAX - n + 1) % n;
-    loop {
-        let v = rng.next_u32();
-        if v <= zone {
-            return v % n;
+    let mut m = rng.next_u32() as u64 * n as u64;
+    if (m as u32) < n {
+        let threshold = n.wrapping_neg() % n;
+        while (m as u32) < threshold {
+            m = rng.next_u32() as u64 * n as u64;
         }
     }
+    (m >> 32) as u32
 }
 
 /// One value of Z_67 as an integer (for readability in the algorithms).

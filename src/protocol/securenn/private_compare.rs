@@ -13,7 +13,7 @@
 
 use super::bits::{L_BITS, common_prg, uniform_below};
 use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
-use crate::ring::{Z67Vec, z67};
+use crate::ring::{P, Z67Vec};
 
 /// What P2 sees of a batch of comparisons: the reconstructed, scaled and permuted values
 /// (ℓ per comparison), and its output β'.
@@ -63,57 +63,61 @@ pub async fn private_compare_view(
         bits.len() == n * L_BITS && r.len() == n && beta.len() == n,
         "PrivateCompare input sizes"
     );
-    let j = me.0;
+    let j = me.0 as u32;
     let mut prg = common_prg(&ctx);
     let s = Z67Vec::random_nonzero(n * L_BITS, &mut prg);
-    let u = Z67Vec::random_nonzero(n * L_BITS, &mut prg);
-    let (s, u) = (s.as_slice(), u.as_slice());
+    let s = s.as_slice();
     let xb = bits.as_slice();
     let mut out = vec![0u8; n * L_BITS];
-    let mut perm = [0usize; L_BITS];
+    let mut perm = [0u8; L_BITS];
+    let mut c = [0u32; L_BITS];
     for e in 0..n {
         // A fresh permutation of the ℓ slots per comparison (Fisher-Yates).
         for (k, p) in perm.iter_mut().enumerate() {
-            *p = k;
+            *p = k as u8;
         }
         for k in (1..L_BITS).rev() {
             perm.swap(k, uniform_below(k as u32 + 1, &mut prg) as usize);
         }
         let base = e * L_BITS;
-        let corner = beta[e] == 1 && r[e] == u64::MAX;
-        let cmp = if beta[e] == 0 {
-            r[e]
-        } else {
-            r[e].wrapping_add(1)
-        };
-        // Running Σ_{k>i} w_k over the more significant bits.
-        let mut acc = 0u8;
-        for k in 0..L_BITS {
-            let bit = L_BITS - 1 - k;
-            let x = xb[base + k];
-            let c = if corner {
-                let ui = u[base + k];
-                match (bit == 0, j) {
-                    (false, 0) => z67::add(ui, 1),
-                    (false, _) => z67::sub(0, ui),
+        let x = &xb[base..base + L_BITS];
+        if beta[e] == 1 && r[e] == u64::MAX {
+            // The corner: one planted zero (the last slot at both servers sums to 0), nonzero
+            // elsewhere. Both servers know the corner (r and β are common), so only they draw u.
+            let u = Z67Vec::random_nonzero(L_BITS, &mut prg);
+            for (k, (ck, &ui)) in c.iter_mut().zip(u.as_slice()).enumerate() {
+                let ui = ui as u32;
+                *ck = match (k == L_BITS - 1, j) {
+                    (false, 0) => ui + 1,
                     (true, 0) => ui,
-                    (true, _) => z67::sub(0, ui),
-                }
-            } else {
-                let ri = ((cmp >> bit) & 1) as u8;
-                // ⟨x_i ⊕ r_i⟩ = x_i + j·r_i - 2 r_i x_i
-                let w = z67::sub(z67::add(x, j * ri), z67::mul(2 * ri, x));
-                let c = if beta[e] == 0 {
-                    // j·r_i - x_i + j + Σ w
-                    z67::add(z67::sub(j * ri, x), z67::add(j, acc))
-                } else {
-                    // -j·t_i + x_i + j + Σ w
-                    z67::add(z67::sub(x, j * ri), z67::add(j, acc))
+                    _ => P as u32 - ui,
                 };
-                acc = z67::add(acc, w);
-                c
+            }
+        } else {
+            let cmp = if beta[e] == 0 {
+                r[e]
+            } else {
+                r[e].wrapping_add(1)
             };
-            out[base + perm[k]] = z67::mul(s[base + k], c);
+            // Unreduced sums stay below 64·67 + 3·67, far from overflow: one reduction per
+            // slot instead of one per operation.
+            let p = P as u32;
+            let flip = beta[e] as u32;
+            // Running Σ_{k>i} w_k over the more significant bits.
+            let mut acc = 0u32;
+            for (k, ck) in c.iter_mut().enumerate() {
+                let ri = ((cmp >> (L_BITS - 1 - k)) & 1) as u32;
+                let xi = x[k] as u32;
+                // β = 0: j·r_i - x_i + j + Σw;  β = 1: x_i - j·t_i + j + Σw (t = r + 1)
+                let (plus, minus) = if flip == 0 { (j * ri, xi) } else { (xi, j * ri) };
+                *ck = plus + p - minus + j + acc;
+                // ⟨x_i ⊕ r_i⟩ = x_i + j·r_i - 2 r_i x_i: x_i if r_i = 0, j - x_i if r_i = 1.
+                acc += if ri == 0 { xi } else { j + p - xi };
+            }
+        }
+        let o = &mut out[base..base + L_BITS];
+        for k in 0..L_BITS {
+            o[perm[k] as usize] = ((s[base + k] as u32 * (c[k] % P as u32)) % P as u32) as u8;
         }
     }
     ctx.send(P2, &Z67Vec::from_vec(out))?;
