@@ -1,5 +1,6 @@
-//! Benchmarks of the Z_{2^64} kernels: `matmul` against ndarray's f64 `dot` (matrixmultiply)
-//! on the same shapes, and `conv2d` on the network's convolution layers.
+//! Benchmarks of the kernels: Z_{2^64} `matmul` against ndarray's f64 `dot` (matrixmultiply)
+//! on the same shapes, `conv2d` on the networks' convolution layers, PRG throughput (ChaCha
+//! 8/12/20) and envelope framing. PrivateCompare per element is in `benches/protocols.rs`.
 //!
 //! Each matmul shape is measured twice in a row, `u64/<shape>` then `f64/<shape>`, and the
 //! throughput is reported in elements = 2·m·k·n operations, so "Gelem/s" reads as GOP/s.
@@ -93,5 +94,64 @@ fn bench_conv2d(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_matmul, bench_conv2d);
+/// PRG throughput: ChaCha12 (what the protocols use) beside ChaCha8 and ChaCha20, filling 1 MiB.
+fn bench_prg(c: &mut Criterion) {
+    use rand::SeedableRng;
+    use rand_core::Rng;
+    let mut group = configure(c, "prg");
+    let mut buf = vec![0u8; 1 << 20];
+    group.throughput(Throughput::Bytes(buf.len() as u64));
+    group.bench_function("chacha12", |bench| {
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(1);
+        bench.iter(|| rng.fill_bytes(black_box(&mut buf)))
+    });
+    group.bench_function("chacha8", |bench| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        bench.iter(|| rng.fill_bytes(black_box(&mut buf)))
+    });
+    group.bench_function("chacha20", |bench| {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        bench.iter(|| rng.fill_bytes(black_box(&mut buf)))
+    });
+    group.finish();
+}
+
+/// Envelope framing (bincode header + raw payload) and parsing, at a PrivateCompare message of
+/// 128 comparisons (8 KiB) and a batch-128 mask of network A's first layer (800 KiB).
+fn bench_envelope(c: &mut Criterion) {
+    use securenn_transports::{Envelope, PartyId};
+    let mut group = configure(c, "envelope");
+    for len in [8 << 10, 800 << 10] {
+        let env = Envelope {
+            session: 1,
+            from: PartyId(0),
+            to: PartyId(2),
+            key: "infer/batch~3/2.relu/relu/drelu/share_convert/private_compare#0".into(),
+            depth: 42,
+            arrival: 0,
+            payload: vec![7u8; len],
+        };
+        group.throughput(Throughput::Bytes(len as u64));
+        let mut frame = Vec::new();
+        group.bench_with_input(BenchmarkId::new("encode", len), &(), |bench, _| {
+            bench.iter(|| {
+                frame.clear();
+                black_box(&env).encode_frame(&mut frame);
+            })
+        });
+        env.encode_frame(&mut frame);
+        group.bench_with_input(BenchmarkId::new("decode", len), &(), |bench, _| {
+            bench.iter(|| Envelope::decode_frame(black_box(&frame)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_matmul,
+    bench_conv2d,
+    bench_prg,
+    bench_envelope
+);
 criterion_main!(benches);

@@ -337,6 +337,12 @@ pub struct BenchRow {
     pub ratio_bytes: Option<f64>,
     /// Median wall-clock seconds of the measured runs (all three parties on this machine).
     pub wall_seconds: f64,
+    /// A second query of the same session, the model's masked weights cached from the first
+    /// (Pond's trick; default layout only, and only when the metrics layer is installed, as in
+    /// the binary): its virtual seconds, bytes (reveal excluded, like `bytes`) and rounds.
+    pub warm_seconds: Option<f64>,
+    pub warm_bytes: Option<u64>,
+    pub warm_rounds: Option<u64>,
     pub seed: u64,
 }
 
@@ -393,12 +399,20 @@ impl Inputs {
             let (w, _) = weights_file::load(&path, &model)?;
             weights.insert(c.model.clone(), w);
         }
-        let most = cells.iter().map(|c| c.batch).max().unwrap_or(1);
+        // Two queries for the warm measurement.
+        let most = 2 * cells.iter().map(|c| c.batch).max().unwrap_or(1);
         let data = Mnist::load(&plan.data, Split::Test, 0, most)?;
         Ok(Self { weights, data })
     }
 
-    fn spec(&self, cell: &Cell, seed: u64, compute: Compute) -> Result<InferSpec, BenchError> {
+    /// `queries` batches of the cell's size, one after the other in one session.
+    fn spec(
+        &self,
+        cell: &Cell,
+        seed: u64,
+        compute: Compute,
+        queries: usize,
+    ) -> Result<InferSpec, BenchError> {
         let mut sim = SimConfig::uniform(3, LinkSpec::preset(&cell.network)?);
         sim.seed = seed;
         sim.clock = Clock::Virtual;
@@ -409,8 +423,8 @@ impl Inputs {
             model: crate::models::by_name(&cell.model).expect("checked name"),
             weights: self.weights[&cell.model].clone(),
             data: Mnist {
-                images: self.data.images[..cell.batch].to_vec(),
-                labels: self.data.labels[..cell.batch].to_vec(),
+                images: self.data.images[..cell.batch * queries].to_vec(),
+                labels: self.data.labels[..cell.batch * queries].to_vec(),
             },
             batch: cell.batch,
             seed,
@@ -429,7 +443,14 @@ impl Inputs {
     }
 }
 
-/// Run one cell: `runs` measured runs and one network-bound run.
+/// Whether a cell gets the warm second query: the default layout caches masked weights across
+/// queries of a session; the paper's masks everything anew, so a second query costs the same.
+fn warm_run(cell: &Cell) -> bool {
+    cell.layout == Layout::Default
+}
+
+/// Run one cell: `runs` measured runs, one network-bound run and, in the default layout, one
+/// run of two queries for the warm one.
 fn run_cell(
     inputs: &Inputs,
     cell: &Cell,
@@ -437,12 +458,15 @@ fn run_cell(
     seed: u64,
     on_run: &mut dyn FnMut(usize),
 ) -> Result<BenchRow, BenchError> {
-    let run = |compute| -> Result<InferReport, BenchError> {
-        run_inference(&inputs.spec(cell, seed, compute)?, None).map_err(|source| BenchError::Run {
-            cell: cell.to_string(),
-            source,
+    let run_queries = |compute, queries| -> Result<InferReport, BenchError> {
+        run_inference(&inputs.spec(cell, seed, compute, queries)?, None).map_err(|source| {
+            BenchError::Run {
+                cell: cell.to_string(),
+                source,
+            }
         })
     };
+    let run = |compute| run_queries(compute, 1);
     let virtual_seconds = |r: &InferReport| {
         r.virtual_seconds.ok_or_else(|| BenchError::Inconsistent {
             cell: cell.to_string(),
@@ -456,6 +480,15 @@ fn run_cell(
     }
     on_run(runs);
     let bound = run(Compute::Zero)?;
+    let warm = if warm_run(cell) {
+        on_run(runs + 1);
+        let r = run_queries(Compute::Measured, 2)?;
+        r.trace
+            .as_ref()
+            .and_then(|t| t.cost("infer/batch~1", |p| p.starts_with("infer/batch~1/reveal")))
+    } else {
+        None
+    };
     let first = &reports[0];
     if let Some(r) = reports
         .iter()
@@ -503,6 +536,9 @@ fn run_cell(
         ratio_seconds: paper.map(|p| seconds / p.seconds),
         ratio_bytes: paper.map(|p| bytes as f64 / p.bytes as f64),
         wall_seconds: median(&reports.iter().map(|r| r.wall_seconds).collect::<Vec<_>>()),
+        warm_seconds: warm.map(|w| w.seconds),
+        warm_bytes: warm.map(|w| w.bytes),
+        warm_rounds: warm.map(|w| w.rounds),
         seed,
     })
 }
@@ -514,19 +550,21 @@ pub fn run_bench(
 ) -> Result<Vec<BenchRow>, BenchError> {
     let cells = plan.cells()?;
     let inputs = Inputs::load(plan, &cells)?;
-    let per_cell = plan.runs + 1;
-    let total = cells.len() * per_cell;
+    let per_cell = |c: &Cell| plan.runs + 1 + warm_run(c) as usize;
+    let total = cells.iter().map(per_cell).sum();
+    let mut done = 0;
     let mut rows = Vec::with_capacity(cells.len());
-    for (k, cell) in cells.iter().enumerate() {
+    for cell in &cells {
         let row = run_cell(&inputs, cell, plan.runs, plan.seed, &mut |run| {
             on_event(BenchEvent::Run {
                 cell,
                 run,
                 runs: plan.runs,
-                done: k * per_cell + run,
+                done: done + run,
                 total,
             })
         })?;
+        done += per_cell(cell);
         on_event(BenchEvent::Cell(&row));
         rows.push(row);
     }
@@ -544,7 +582,7 @@ pub fn table(rows: &[BenchRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<17} {:>5} {:<8} {:<8} {:>9} {:>9} {:>8} {:>6} {:>10} {:>9} {:>6} {:>6}",
+        "{:<17} {:>5} {:<8} {:<8} {:>9} {:>9} {:>8} {:>6} {:>10} {:>9} {:>6} {:>6} {:>8} {:>9}",
         "model",
         "batch",
         "network",
@@ -556,12 +594,14 @@ pub fn table(rows: &[BenchRow]) -> String {
         "MB",
         "paper MB",
         "ratio",
-        "rounds"
+        "rounds",
+        "warm s",
+        "warm MB"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<17} {:>5} {:<8} {:<8} {:>9.3} {:>9.3} {:>8} {:>6} {:>10.3} {:>9} {:>6} {:>6}",
+            "{:<17} {:>5} {:<8} {:<8} {:>9.3} {:>9.3} {:>8} {:>6} {:>10.3} {:>9} {:>6} {:>6} {:>8} {:>9}",
             r.model,
             r.batch,
             r.network,
@@ -573,7 +613,9 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.bytes as f64 / 1e6,
             opt(r.paper_bytes.map(|b| b as f64 / 1e6), 2),
             opt(r.ratio_bytes, 3),
-            r.rounds
+            r.rounds,
+            opt(r.warm_seconds, 3),
+            opt(r.warm_bytes.map(|b| b as f64 / 1e6), 3)
         );
     }
     s

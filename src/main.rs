@@ -772,17 +772,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     plan.seed = a.seed;
     let cells = plan.cells()?.len();
     eprintln!(
-        "securenn bench: {cells} cells, each {} measured run{} and one network-bound run; SecureNN, virtual clock, seed {}",
+        "securenn bench: {cells} cells, each {} measured run{}, one network-bound run and (default layout) a warm two-query run; SecureNN, virtual clock, seed {}",
         plan.runs,
         if plan.runs == 1 { "" } else { "s" },
         plan.seed
     );
-    let bar = indicatif::ProgressBar::new((cells * (plan.runs + 1)) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "  {bar:30} {pos}/{len} runs, {elapsed_precise}: {msg}",
-        )
-        .expect("valid template"),
+    let bar = progress_bar(
+        cells * (plan.runs + 1),
+        "  {bar:30} {pos}/{len} runs, {elapsed_precise}: {msg}",
     );
     let rows = run_bench(&plan, &mut |e| match e {
         BenchEvent::Run {
@@ -790,13 +787,16 @@ fn bench(a: BenchArgs) -> Result<()> {
             run,
             runs,
             done,
-            ..
+            total,
         } => {
+            bar.set_length(total as u64);
             bar.set_position(done as u64);
             bar.set_message(if run < runs {
                 format!("{cell}, run {}/{runs}", run + 1)
-            } else {
+            } else if run == runs {
                 format!("{cell}, network bound")
+            } else {
+                format!("{cell}, warm second query")
             });
         }
         BenchEvent::Cell(r) => {

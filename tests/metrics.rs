@@ -103,12 +103,12 @@ fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
             Some(1),
         ),
         ("infer/batch/1.dense/matmul".into(), 1, Some(2)),
-        ("infer/batch/6.argmax/argmax/level".into(), 9, Some(9)),
         (
-            "infer/batch/6.argmax/argmax/level/select_share".into(),
-            1,
-            Some(2),
+            "infer/batch/6.argmax/argmax/all_pairs/drelu".into(),
+            8,
+            Some(8),
         ),
+        ("infer/batch/6.argmax/argmax/all_won".into(), 1, None),
     ];
     for (path, rounds, paper) in expect {
         let o = op(&r, &path);
@@ -131,10 +131,12 @@ fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
             .unwrap();
         assert_eq!(Some(o.bytes), o.paper_bytes, "{name}");
     }
-    // The whole argmax tree: 9 comparisons of 744 B per image (4 levels).
+    // The argmax: all 45 comparisons in one DReLU, then 4 levels of products of wins, against
+    // the paper's 9 sequential steps.
     let argmax = op(&r, "infer/batch/6.argmax/argmax");
-    assert_eq!(argmax.rounds, 36);
+    assert_eq!(argmax.rounds, 12);
     assert_eq!(argmax.paper_rounds, Some(81));
+    assert_eq!(op(&r, "infer/batch/6.argmax/argmax/all_won").calls, 3 * 4);
     // Shapes and names only in spans: no values.
     for o in &r.ops {
         if let Some(s) = &o.shape {

@@ -650,7 +650,6 @@ fn run_argmax(
             let t = mine(&ctx, &shares, &shape, 13);
             Ok(maxpool::argmax(&ctx, &t, policy, strategy)
                 .await?
-                .index
                 .share()
                 .cloned())
         }
@@ -661,7 +660,7 @@ fn run_argmax(
 
 #[test]
 fn argmax_sequential_and_tree_match_plaintext() {
-    use securenn::protocol::securenn::MaxStrategy::{Sequential, Tree};
+    use securenn::protocol::securenn::MaxStrategy::{AllPairs, Sequential, Tree};
     let mut g = rng(30);
     for b in [1usize, 128] {
         let mut x = random_fixed(&[b, 10], 20.0, &mut g);
@@ -684,6 +683,18 @@ fn argmax_sequential_and_tree_match_plaintext() {
         assert_eq!(t2.total_bytes(), 6696 * b as u64);
         assert_eq!(t1.rounds, 9 * 9, "sequential: 9 steps");
         assert_eq!(t2.rounds, 9 * 4, "tree: ⌈log2 10⌉ = 4 levels");
+        // All 45 pairs in one DReLU, then 9 wins multiplied in ⌈log2 9⌉ = 4 levels.
+        let (all, t3) = run_argmax(&x, FRESH, AllPairs, 32);
+        assert_eq!(all, want, "all pairs, batch {b}");
+        assert_eq!(t3.rounds, 8 + 4, "all pairs");
+        // 45 DReLUs, and 8 products of bits per candidate (9 -> 5 -> 3 -> 2 -> 1) at 40 B.
+        assert_eq!(t3.total_bytes(), (45 * 664 + 10 * 8 * 40) * b as u64);
+    }
+    // Every row tied, a single column, two columns.
+    for n in [1usize, 2, 3] {
+        let x = RingTensor::filled(&[4, n], 5 << 13);
+        let want = securenn::protocol::Plaintext::argmax_rows(&x);
+        assert_eq!(run_argmax(&x, FRESH, AllPairs, 33).0, want, "n = {n}");
     }
 }
 

@@ -96,6 +96,57 @@ pub struct SessionTrace {
     pub recvs: Vec<RecvRecord>,
 }
 
+/// What a subtree of operations cost, all parties: see [`SessionTrace::cost`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubtreeCost {
+    pub bytes: u64,
+    pub messages: u64,
+    /// The deepest causal depth any party reached at the end minus the deepest at the start.
+    pub rounds: u64,
+    /// The latest end at any party minus the latest start: on the virtual clocks when
+    /// simulated, the wall clock otherwise.
+    pub seconds: f64,
+}
+
+impl SessionTrace {
+    /// The cost of the operation at `path` (unique: `infer/batch~1`, at every party) and
+    /// everything under it except the sub-operations whose paths `exclude` accepts; `None` if
+    /// no party ran it.
+    pub fn cost(&self, path: &str, exclude: impl Fn(&str) -> bool) -> Option<SubtreeCost> {
+        let under = |p: &str| {
+            (p == path || p.strip_prefix(path).is_some_and(|r| r.starts_with('/'))) && !exclude(p)
+        };
+        let roots: Vec<&SpanRecord> = self.spans.iter().filter(|s| s.path == path).collect();
+        if roots.is_empty() {
+            return None;
+        }
+        let uids: std::collections::HashSet<u64> = self
+            .spans
+            .iter()
+            .filter(|s| under(&s.path))
+            .map(|s| s.uid)
+            .collect();
+        let sent = self.sends.iter().filter(|m| uids.contains(&m.span));
+        let (bytes, messages) = sent.fold((0, 0), |(b, n), m| (b + m.bytes, n + 1));
+        let max = |f: &dyn Fn(&SpanRecord) -> u64| roots.iter().map(|s| f(s)).max().unwrap_or(0);
+        let virtual_clock = roots.iter().all(|s| s.virtual_start.is_some());
+        let (t0, t1) = if virtual_clock {
+            (
+                max(&|s| s.virtual_start.unwrap_or(0)),
+                max(&|s| s.virtual_end.unwrap_or(0)),
+            )
+        } else {
+            (max(&|s| s.wall_start), max(&|s| s.wall_end))
+        };
+        Some(SubtreeCost {
+            bytes,
+            messages,
+            rounds: max(&|s| s.depth_end).saturating_sub(max(&|s| s.depth_start)),
+            seconds: t1.saturating_sub(t0) as f64 * 1e-9,
+        })
+    }
+}
+
 /// What the layer collects into: the sessions being recorded.
 struct Collector {
     epoch: Instant,

@@ -109,7 +109,11 @@ pub async fn private_compare_view(
                 let ri = ((cmp >> (L_BITS - 1 - k)) & 1) as u32;
                 let xi = x[k] as u32;
                 // β = 0: j·r_i - x_i + j + Σw;  β = 1: x_i - j·t_i + j + Σw (t = r + 1)
-                let (plus, minus) = if flip == 0 { (j * ri, xi) } else { (xi, j * ri) };
+                let (plus, minus) = if flip == 0 {
+                    (j * ri, xi)
+                } else {
+                    (xi, j * ri)
+                };
                 *ck = plus + p - minus + j + acc;
                 // ⟨x_i ⊕ r_i⟩ = x_i + j·r_i - 2 r_i x_i: x_i if r_i = 0, j - x_i if r_i = 1.
                 acc += if ri == 0 { xi } else { j + p - xi };
