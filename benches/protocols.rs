@@ -56,7 +56,8 @@ fn run(op: Op, n: usize, iters: u64) -> Duration {
                         relu(&ctx, &t, MaskPolicy::Fresh).await?;
                     }
                     Op::PrivateCompare => {
-                        private_compare(&ctx, n, bits.as_ref(), &r, &beta).await?;
+                        private_compare(&ctx, n, bits.as_ref(), &r, &beta, MaskPolicy::Fresh)
+                            .await?;
                     }
                 }
             }

@@ -116,20 +116,23 @@ fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
         assert_eq!(o.paper_rounds, paper, "{path}");
         assert_eq!(o.calls % 3, 0, "{path}: one call per image at least");
     }
-    // Bytes per element equal the paper's where the algorithm is the paper's.
-    for name in [
-        "relu",
-        "drelu",
-        "share_convert",
-        "private_compare",
-        "compute_msb",
+    // Bytes: the paper's, less the dealt shares P0 derives from the P0-P2 seed, with Z_67
+    // packed ten values per 8 bytes (128 elements a call: 8192 values in 6560 bytes).
+    let packed = securenn::ring::z67::packed_len(64 * 128) as u64;
+    for (name, ours, paper) in [
+        ("relu", 152 * 128 + 6 * packed, 704 * 128),
+        ("drelu", 112 * 128 + 6 * packed, 664 * 128),
+        ("share_convert", 32 * 128 + 3 * packed, 304 * 128),
+        ("private_compare", 2 * packed, 128 * 128),
+        ("compute_msb", 80 * 128 + 3 * packed, 360 * 128),
     ] {
         let o = r
             .ops
             .iter()
             .find(|o| o.name == name && o.path.contains("2.relu"))
             .unwrap();
-        assert_eq!(Some(o.bytes), o.paper_bytes, "{name}");
+        assert_eq!(o.bytes, 3 * ours, "{name}");
+        assert_eq!(o.paper_bytes, Some(3 * paper), "{name}");
     }
     // The argmax: all 45 comparisons in one DReLU, then 4 levels of products of wins, against
     // the paper's 9 sequential steps.

@@ -14,6 +14,12 @@ use securenn::protocol::{MaskPolicy, SecureNn, SharedTensor};
 use securenn::ring::{ODD_MODULUS, OddTensor, RingTensor, odd_reduce};
 
 const FRESH: MaskPolicy = MaskPolicy::Fresh;
+const REUSE: MaskPolicy = MaskPolicy::Reuse;
+
+/// Bytes of n Z_67 values packed in base 67.
+fn packed(n: u64) -> u64 {
+    securenn::ring::z67::packed_len(n as usize) as u64
+}
 
 /// Split `x` into two additive shares with a test-local PRG (both servers derive the same split).
 fn split(x: &[u64], seed: u64) -> (RingTensor, RingTensor) {
@@ -74,7 +80,7 @@ fn private_compare_is_correct_and_costs_128_bytes() {
             } else {
                 (rs, betas)
             };
-            Ok(private_compare_view(&ctx, n, bits.as_ref(), &r, &b)
+            Ok(private_compare_view(&ctx, n, bits.as_ref(), &r, &b, FRESH)
                 .await?
                 .map(|v| v.beta_prime))
         }
@@ -122,9 +128,11 @@ fn private_compare_hides_the_position_from_p2() {
             } else {
                 (rs, vec![0u8; xs.len()])
             };
-            Ok(private_compare_view(&ctx, xs.len(), bits.as_ref(), &r, &b)
-                .await?
-                .map(|v| v.d))
+            Ok(
+                private_compare_view(&ctx, xs.len(), bits.as_ref(), &r, &b, FRESH)
+                    .await?
+                    .map(|v| v.d),
+            )
         }
     })
     .unwrap();
@@ -158,6 +166,7 @@ fn run_share_convert(
     a: Vec<u64>,
     seed: u64,
     forced: Option<ScRandomness>,
+    policy: MaskPolicy,
 ) -> (Vec<u64>, securenn_transports::MeterSnapshot) {
     let n = a.len();
     let shares = split(&a, seed);
@@ -165,7 +174,7 @@ fn run_share_convert(
         let (shares, forced) = (shares.clone(), forced.clone());
         async move {
             let x = mine(&ctx, &shares, &[n], 0);
-            let y = share_convert_with(&ctx, n, x.share(), forced).await?;
+            let y = share_convert_with(&ctx, n, x.share(), forced, policy).await?;
             Ok(y)
         }
     })
@@ -181,12 +190,17 @@ fn share_convert_is_correct_and_costs_304_bytes() {
     let mut a: Vec<u64> = (0..1000).map(|_| g.random()).collect();
     a.extend([0, 1, 2, u64::MAX - 1, 1 << 63, (1 << 63) - 1]);
     a.retain(|&v| v != u64::MAX);
-    let (y, t) = run_share_convert(a.clone(), 3, None);
-    for (v, w) in a.iter().zip(&y) {
-        assert_eq!(*w, odd_reduce(*v), "a = {v}");
+    // The paper's 304 bytes; with P0's dealt shares from the P0-P2 seed and Z_67 packed,
+    // 32 + 3 packed bit vectors.
+    let n = a.len() as u64;
+    for (policy, bytes) in [(FRESH, 304 * n), (REUSE, 32 * n + 3 * packed(64 * n))] {
+        let (y, t) = run_share_convert(a.clone(), 3, None, policy);
+        for (v, w) in a.iter().zip(&y) {
+            assert_eq!(*w, odd_reduce(*v), "a = {v}, {policy:?}");
+        }
+        assert_eq!(t.total_bytes(), bytes, "{policy:?}");
+        assert_eq!(t.rounds, 4);
     }
-    assert_eq!(t.total_bytes(), 304 * a.len() as u64);
-    assert_eq!(t.rounds, 4);
 }
 
 /// The corners of ShareConvert's randomness: r = 0 (PrivateCompare against r - 1 = 2^64 - 1,
@@ -197,7 +211,7 @@ fn share_convert_randomness_corners() {
     let n = 64;
     let a: Vec<u64> = (0..n).map(|_| g.random::<u64>() >> 1).collect();
     let (a0, a1) = split(&a, 4);
-    for case in 0..5 {
+    for (case, policy) in (0..5).flat_map(|c| [(c, FRESH), (c, REUSE)]) {
         let r0: Vec<u64> = match case {
             // share 0 wraps: r0 > 2^64 - 1 - a0
             1 => a0.as_slice().iter().map(|&v| u64::MAX - v / 2).collect(),
@@ -234,7 +248,7 @@ fn share_convert_randomness_corners() {
             let (shares, forced) = (shares.clone(), fc.clone());
             async move {
                 let x = mine(&ctx, &shares, &[n], 0);
-                share_convert_with(&ctx, n, x.share(), Some(forced)).await
+                share_convert_with(&ctx, n, x.share(), Some(forced), policy).await
             }
         })
         .unwrap();
@@ -243,7 +257,7 @@ fn share_convert_randomness_corners() {
             .unwrap()
             .add(&out.outputs[1].clone().unwrap());
         for (i, (&v, &w)) in a.iter().zip(y.as_slice()).enumerate() {
-            assert_eq!(w, odd_reduce(v), "case {case} element {i}");
+            assert_eq!(w, odd_reduce(v), "case {case} element {i}, {policy:?}");
         }
     }
 }
@@ -263,26 +277,32 @@ fn compute_msb_is_correct_and_costs_360_bytes() {
     let odd = OddTensor::from_vec(&[n], a.clone());
     let x0 = OddTensor::random(&[n], &mut rng(55));
     let x1 = odd.sub(&x0);
-    let r = run3(5, move |ctx: Ctx| {
+    // The paper's 360 bytes; with P0's dealt shares from the P0-P2 seed and Z_67 packed,
+    // 80 + 3 packed bit vectors.
+    let m = n as u64;
+    for (policy, bytes) in [(FRESH, 360 * m), (REUSE, 80 * m + 3 * packed(64 * m))] {
         let (x0, x1) = (x0.clone(), x1.clone());
-        async move {
-            let mine = match ctx.me() {
-                P0 => Some(x0),
-                P1 => Some(x1),
-                _ => None,
-            };
-            let m = compute_msb::compute_msb(&ctx, n, mine.as_ref(), FRESH).await?;
-            Ok(m.share().cloned())
+        let r = run3(5, move |ctx: Ctx| {
+            let (x0, x1) = (x0.clone(), x1.clone());
+            async move {
+                let mine = match ctx.me() {
+                    P0 => Some(x0),
+                    P1 => Some(x1),
+                    _ => None,
+                };
+                let m = compute_msb::compute_msb(&ctx, n, mine.as_ref(), policy).await?;
+                Ok(m.share().cloned())
+            }
+        })
+        .unwrap();
+        for (v, m) in a.iter().zip(open(&r.outputs)) {
+            assert_eq!(m, v >> 63, "a = {v}, {policy:?}");
         }
-    })
-    .unwrap();
-    for (v, m) in a.iter().zip(open(&r.outputs)) {
-        assert_eq!(m, v >> 63, "a = {v}");
+        assert_eq!(r.traffic.total_bytes(), bytes, "{policy:?}");
+        // Standalone, P2's dealing is a round of its own: deal, r exchange, PrivateCompare,
+        // β', multiplication (the paper's 5). Inside DReLU the dealing overlaps ShareConvert.
+        assert_eq!(r.traffic.rounds, 5);
     }
-    assert_eq!(r.traffic.total_bytes(), 360 * n as u64);
-    // Standalone, P2's dealing is a round of its own: deal, r exchange, PrivateCompare, β',
-    // multiplication (the paper's 5). Inside DReLU the dealing overlaps ShareConvert.
-    assert_eq!(r.traffic.rounds, 5);
 }
 
 // ---------------------------------------------------------------- DReLU and ReLU (Alg. 6, 7)
@@ -335,6 +355,13 @@ fn drelu_edges_and_cost() {
         t.rounds, 8,
         "the paper's 8 rounds: P2 deals ComputeMSB before ShareConvert"
     );
+    // P0's dealt shares from the P0-P2 seed (168 bytes fewer) and Z_67 packed in base 67: the
+    // same rounds and results.
+    let (d2, t2) = drelu_run(&a, 6, REUSE);
+    assert_eq!(d2, d);
+    let n = a.len() as u64;
+    assert_eq!(t2.total_bytes(), 112 * n + 6 * packed(64 * n));
+    assert_eq!(t2.rounds, 8);
 }
 
 /// DReLU's domain is |a| < 2^62 (it doubles a): the largest fixed-point values the protocol
@@ -385,11 +412,19 @@ fn relu_is_exact_and_costs_704_bytes() {
             .copy_from_slice(&edge_values()[..edge_values().len().min(n)]);
         x = RingTensor::from_vec(&shape, v);
         let case = Case::new(Op::Relu, x.clone(), x.clone());
-        let r = run_case(8, &case, SecureNn::default).unwrap();
         let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
-        assert_eq!(reconstruct(&r.outputs), want, "batch {batch}");
-        assert_eq!(r.traffic.total_bytes(), 704 * n as u64);
-        assert_eq!(r.traffic.rounds, 9);
+        // The paper's 704 bytes; ours: P0's dealt shares from the P0-P2 seed, Z_67 packed.
+        let m = n as u64;
+        let backends: [(fn() -> SecureNn, u64); 2] = [
+            (SecureNn::paper, 704 * m),
+            (SecureNn::optimised, 152 * m + 6 * packed(64 * m)),
+        ];
+        for (backend, bytes) in backends {
+            let r = run_case(8, &case, backend).unwrap();
+            assert_eq!(reconstruct(&r.outputs), want, "batch {batch}");
+            assert_eq!(r.traffic.total_bytes(), bytes);
+            assert_eq!(r.traffic.rounds, 9);
+        }
     }
 }
 
@@ -504,10 +539,14 @@ fn maxpool_matches_plaintext_with_ties_and_negative_windows() {
         let steps = (k * k - 1) as u64;
         assert_eq!(t.total_bytes(), 744 * steps * outputs, "{shape:?}");
         assert_eq!(t.rounds, 9 * steps);
-        // Reusing β's mask for the index selection: 16 bytes less per step.
-        let (max2, idx2, t2) = run_maxpool(&x, k, MaskPolicy::Reuse, 12);
+        // Reusing β's mask for the index selection (16 bytes less per step), P0's dealt shares
+        // from the P0-P2 seed (168 less) and Z_67 packed.
+        let (max2, idx2, t2) = run_maxpool(&x, k, REUSE, 12);
         assert_eq!((max2, idx2), (pmax, pidx));
-        assert_eq!(t2.total_bytes(), 728 * steps * outputs);
+        assert_eq!(
+            t2.total_bytes(),
+            steps * (176 * outputs + 6 * packed(64 * outputs))
+        );
         assert_eq!(t2.rounds, 9 * steps);
     }
 }

@@ -78,6 +78,40 @@ impl Wire for Z67Vec {
     }
 }
 
+/// Z_67 values on the wire, raw (one byte each, as the SecureNN paper counts them) or packed
+/// in base 67 (ten per eight bytes, [`Z67Vec::write_packed`]); the receiver's shape says which.
+pub struct Z67Wire {
+    pub values: Z67Vec,
+    pub packed: bool,
+}
+
+impl Wire for Z67Wire {
+    /// (values, packed)
+    type Shape = (usize, bool);
+    fn wire_len(&(n, packed): &(usize, bool)) -> usize {
+        if packed {
+            crate::ring::z67::packed_len(n)
+        } else {
+            n
+        }
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        if self.packed {
+            self.values.write_packed(out);
+        } else {
+            self.values.write(out);
+        }
+    }
+    fn read(bytes: &[u8], &(n, packed): &(usize, bool)) -> Result<Self, String> {
+        let values = if packed {
+            Z67Vec::read_packed(bytes, n)?
+        } else {
+            Z67Vec::read(bytes, &n)?
+        };
+        Ok(Self { values, packed })
+    }
+}
+
 impl Wire for [u8; 32] {
     type Shape = ();
     fn wire_len(_: &()) -> usize {

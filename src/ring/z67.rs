@@ -83,6 +83,54 @@ impl Z67Vec {
     }
 }
 
+/// Values per packed word: 67^10 < 2^64 < 67^11, so ten Z_67 values fit one u64 (6.4 bits a
+/// value instead of 8).
+pub const PER_WORD: usize = 10;
+
+/// Bytes of `n` values packed in base 67.
+pub fn packed_len(n: usize) -> usize {
+    n.div_ceil(PER_WORD) * 8
+}
+
+impl Z67Vec {
+    /// Base-67 packing: each run of ten values v_0..v_9 as the little-endian u64 Σ v_i·67^i.
+    pub fn write_packed(&self, out: &mut Vec<u8>) {
+        out.reserve(packed_len(self.0.len()));
+        for chunk in self.0.chunks(PER_WORD) {
+            let w = chunk
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &v| acc * P as u64 + v as u64);
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    /// The inverse of [`Z67Vec::write_packed`] for `n` values; refuses words that encode more
+    /// than their values (so every value is below 67 and the encoding is canonical).
+    pub fn read_packed(bytes: &[u8], n: usize) -> Result<Self, String> {
+        if bytes.len() != packed_len(n) {
+            return Err(format!(
+                "expected {} bytes for {n} packed values, got {}",
+                packed_len(n),
+                bytes.len()
+            ));
+        }
+        let mut out = Vec::with_capacity(n);
+        for (i, word) in bytes.chunks_exact(8).enumerate() {
+            let mut w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            let count = PER_WORD.min(n - i * PER_WORD);
+            for _ in 0..count {
+                out.push((w % P as u64) as u8);
+                w /= P as u64;
+            }
+            if w != 0 {
+                return Err(format!("packed word {i} encodes more than {count} values"));
+            }
+        }
+        Ok(Self(out))
+    }
+}
+
 fn sample<R: Rng + ?Sized>(n: usize, rng: &mut R, nonzero: bool) -> Vec<u8> {
     // Branch-free rejection: every candidate is written, and the write position advances only
     // for accepted ones (the tail past `n` is scratch).
@@ -100,4 +148,35 @@ fn sample<R: Rng + ?Sized>(n: usize, rng: &mut R, nonzero: bool) -> Vec<u8> {
     }
     out.truncate(n);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn packing_round_trips_and_refuses_non_canonical_words() {
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(3);
+        for n in [0, 1, 9, 10, 11, 64, 640, 1001] {
+            let v = Z67Vec::random(n, &mut rng);
+            let mut bytes = Vec::new();
+            v.write_packed(&mut bytes);
+            assert_eq!(bytes.len(), packed_len(n));
+            assert_eq!(Z67Vec::read_packed(&bytes, n).unwrap(), v, "n = {n}");
+        }
+        // All 66s: the largest word, 67^10 - 1.
+        let top = Z67Vec::from_vec(vec![66; 10]);
+        let mut bytes = Vec::new();
+        top.write_packed(&mut bytes);
+        assert_eq!(
+            u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+            67u64.pow(10) - 1
+        );
+        assert_eq!(Z67Vec::read_packed(&bytes, 10).unwrap(), top);
+        // 67^10 would be an 11th value; a short tail word may not carry extra values either.
+        assert!(Z67Vec::read_packed(&67u64.pow(10).to_le_bytes(), 10).is_err());
+        assert!(Z67Vec::read_packed(&67u64.pow(3).to_le_bytes(), 3).is_err());
+        assert!(Z67Vec::read_packed(&[0; 7], 3).is_err());
+    }
 }

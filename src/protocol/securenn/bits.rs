@@ -1,7 +1,7 @@
 //! Helpers shared by SecureNN's comparison protocols: wrap bits, bit decomposition into Z_67
 //! shares (most significant bit first, as the paper indexes them), and the P0-P1 common PRG.
 
-use crate::channel::{Ctx, P0, P1};
+use crate::channel::{Ctx, P0, P1, P2};
 use crate::ring::{P, Z67Vec, z67};
 use crate::share::Prg;
 use rand_core::Rng;
@@ -30,6 +30,21 @@ pub fn bit_shares<R: Rng + ?Sized>(x: &[u64], rng: &mut R) -> (Z67Vec, Z67Vec) {
 pub fn common_prg(ctx: &Ctx) -> Prg {
     let other = if ctx.me() == P0 { P1 } else { P0 };
     ctx.prg_with(other)
+}
+
+/// P2's stream for P0's share of what it deals: drawn from the P0-P2 seed when `derived` (P0
+/// then draws the same with [`p0_dealt_prg`] and nothing is sent), from P2's own seed otherwise.
+pub fn dealer_prg(ctx: &Ctx, derived: bool) -> Prg {
+    if derived {
+        ctx.prg_with(P0)
+    } else {
+        ctx.prg_local()
+    }
+}
+
+/// P0's side of [`dealer_prg`] with `derived`: the same stream, from the P0-P2 seed.
+pub fn p0_dealt_prg(ctx: &Ctx) -> Prg {
+    ctx.prg_with(P2)
 }
 
 /// `n` uniform bits.

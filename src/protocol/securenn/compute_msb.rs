@@ -11,11 +11,12 @@
 //!
 //! Messages per element: P2's ⟨x⟩, 64 bit shares and ⟨x[0]⟩ (2 × 80 B), the exchange of r
 //! (2 × 8 B), PrivateCompare (128 B), P2's shares of β' (2 × 8 B), one multiplication (40 B):
-//! 360 bytes.
+//! 360 bytes. Under [`MaskPolicy::Reuse`] P0 draws its dealt shares from the P0-P2 seed
+//! ([`MaskPolicy::derive_dealt_shares`]): 272 bytes, the same rounds.
 
-use super::bits::{L_BITS, bit_shares, common_prg, random_bits};
+use super::bits::{L_BITS, bit_shares, common_prg, dealer_prg, p0_dealt_prg, random_bits};
 use super::private_compare::private_compare;
-use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
+use crate::channel::{Ctx, P0, P1, P2, ProtocolError, Z67Wire};
 use crate::protocol::beaver::{MaskPolicy, Product, beaver_many};
 use crate::protocol::shared::{SharedTensor, other_server, zero_share};
 use crate::ring::{ODD_MODULUS, OddTensor, RingTensor, Z67Vec, odd_add};
@@ -26,29 +27,37 @@ pub struct Dealt {
     n: usize,
     /// P2's random x (P2 only).
     x: Option<Vec<u64>>,
+    /// P0's dealt shares come from the P0-P2 seed.
+    derived: bool,
 }
 
 /// P2 samples x ∈ Z_{2^64-1} and sends each server ⟨x⟩ (odd ring), the Z_67 shares of x's bits
 /// and ⟨x[0]⟩ (Z_{2^64}). Sends nothing on the servers; they receive in [`run`].
-pub fn deal(ctx: &Ctx, n: usize) -> Result<Dealt, ProtocolError> {
+pub fn deal(ctx: &Ctx, n: usize, policy: MaskPolicy) -> Result<Dealt, ProtocolError> {
     let ctx = ctx.child("compute_msb");
     ctx.shape(&[n]);
+    let derived = policy.derive_dealt_shares();
     let mut x = None;
     if ctx.me() == P2 {
         let shape = vec![n];
-        let mut rng = ctx.prg_local();
-        let xs = OddTensor::random(&shape, &mut rng);
+        let xs = OddTensor::random(&shape, &mut ctx.prg_local());
+        // P0's shares: from the P0-P2 seed (not sent) or P2's own.
+        let mut rng = dealer_prg(&ctx, derived);
         let x0 = OddTensor::random(&shape, &mut rng);
         let x1 = xs.sub(&x0);
         let (b0, b1) = bit_shares(xs.as_slice(), &mut rng);
         let lsb = RingTensor::from_vec(&shape, xs.as_slice().iter().map(|v| v & 1).collect());
         let l0 = RingTensor::random(&shape, &mut rng);
         let l1 = lsb.sub(&l0);
-        ctx.send(P0, &(x0, b0, l0))?;
-        ctx.send(P1, &(x1, b1, l1))?;
+        let packed = policy.pack_z67();
+        let z67 = |values| Z67Wire { values, packed };
+        if !derived {
+            ctx.send(P0, &(x0, z67(b0), l0))?;
+        }
+        ctx.send(P1, &(x1, z67(b1), l1))?;
         x = Some(xs.as_slice().to_vec());
     }
-    Ok(Dealt { ctx, n, x })
+    Ok(Dealt { ctx, n, x, derived })
 }
 
 /// MSB of `a` (servers: their Z_{2^64-1} shares) as integer Z_{2^64} shares (0 or 1).
@@ -58,7 +67,7 @@ pub async fn compute_msb(
     a: Option<&OddTensor>,
     policy: MaskPolicy,
 ) -> Result<SharedTensor, ProtocolError> {
-    let dealt = deal(ctx, n)?;
+    let dealt = deal(ctx, n, policy)?;
     run(dealt, a, policy).await
 }
 
@@ -68,7 +77,7 @@ pub async fn run(
     a: Option<&OddTensor>,
     policy: MaskPolicy,
 ) -> Result<SharedTensor, ProtocolError> {
-    let Dealt { ctx, n, x } = dealt;
+    let Dealt { ctx, n, x, derived } = dealt;
     // The deal may have gone out in an earlier flight (DReLU sends it beside ShareConvert):
     // the rounds this op adds count from here.
     ctx.count_from_here();
@@ -76,13 +85,14 @@ pub async fn run(
     let shape = vec![n];
     if me == P2 {
         let _ = x.expect("P2 dealt x");
-        let bp = private_compare(&ctx, n, None, &[], &[])
+        let bp = private_compare(&ctx, n, None, &[], &[], policy)
             .await?
             .expect("P2 learns β'");
-        let mut rng = ctx.prg_local();
         let b = RingTensor::from_vec(&shape, bp.iter().map(|&v| v as u64).collect());
-        let b0 = RingTensor::random(&shape, &mut rng);
-        ctx.send(P0, &b0)?;
+        let b0 = RingTensor::random(&shape, &mut dealer_prg(&ctx, derived));
+        if !derived {
+            ctx.send(P0, &b0)?;
+        }
         ctx.send(P1, &b.sub(&b0))?;
         // The helper's side of θ = γ·δ: two distinct operands, as on the servers.
         let (g, d) = (
@@ -94,9 +104,28 @@ pub async fn run(
     }
     let a = a.expect("servers hold shares");
     let j = me.0 as u64;
-    let (xj, bits, lsb): (OddTensor, Z67Vec, RingTensor) = ctx
-        .recv(P2, &(shape.clone(), n * L_BITS, shape.clone()))
-        .await?;
+    // P0 draws what P2 would have sent it, in P2's order.
+    let p0_derives = derived && me == P0;
+    let (xj, bits, lsb): (OddTensor, Z67Vec, RingTensor) = if p0_derives {
+        let mut rng = p0_dealt_prg(&ctx);
+        (
+            OddTensor::random(&shape, &mut rng),
+            Z67Vec::random(n * L_BITS, &mut rng),
+            RingTensor::random(&shape, &mut rng),
+        )
+    } else {
+        let (xj, bits, lsb): (OddTensor, Z67Wire, RingTensor) = ctx
+            .recv(
+                P2,
+                &(
+                    shape.clone(),
+                    (n * L_BITS, policy.pack_z67()),
+                    shape.clone(),
+                ),
+            )
+            .await?;
+        (xj, bits.values, lsb)
+    };
     // Steps 2-3: r_j = 2a_j + x_j in the odd ring; open r.
     let rj: Vec<u64> = a
         .as_slice()
@@ -110,8 +139,12 @@ pub async fn run(
     debug_assert!(r.as_slice().iter().all(|&v| v != ODD_MODULUS));
     // Step 4: PrivateCompare(x, r, β).
     let beta = random_bits(n, &mut common_prg(&ctx));
-    private_compare(&ctx, n, Some(&bits), r.as_slice(), &beta).await?;
-    let bp: RingTensor = ctx.recv(P2, &shape).await?;
+    private_compare(&ctx, n, Some(&bits), r.as_slice(), &beta, policy).await?;
+    let bp: RingTensor = if p0_derives {
+        RingTensor::random(&shape, &mut p0_dealt_prg(&ctx))
+    } else {
+        ctx.recv(P2, &shape).await?
+    };
     // Steps 6-7: γ = β ⊕ β' = (x > r), δ = x[0] ⊕ r[0].
     let gamma: Vec<u64> = bp
         .as_slice()

@@ -9,10 +9,12 @@
 //! code's parallel build uses constant s_i and π; both leak the position of the first differing
 //! bit to P2.)
 //!
-//! Cost: each of P0, P1 sends ℓ Z_67 values per comparison (64 bytes), one round.
+//! Cost: each of P0, P1 sends ℓ Z_67 values per comparison (64 bytes; 52 packed in base 67
+//! under [`MaskPolicy::Reuse`], see [`MaskPolicy::pack_z67`]), one round.
 
 use super::bits::{L_BITS, common_prg, uniform_below};
-use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
+use crate::channel::{Ctx, P0, P1, P2, ProtocolError, Z67Wire};
+use crate::protocol::beaver::MaskPolicy;
 use crate::ring::{P, Z67Vec};
 
 /// What P2 sees of a batch of comparisons: the reconstructed, scaled and permuted values
@@ -30,8 +32,9 @@ pub async fn private_compare(
     bits: Option<&Z67Vec>,
     r: &[u64],
     beta: &[u8],
+    policy: MaskPolicy,
 ) -> Result<Option<Vec<u8>>, ProtocolError> {
-    Ok(private_compare_view(ctx, n, bits, r, beta)
+    Ok(private_compare_view(ctx, n, bits, r, beta, policy)
         .await?
         .map(|v| v.beta_prime))
 }
@@ -43,14 +46,16 @@ pub async fn private_compare_view(
     bits: Option<&Z67Vec>,
     r: &[u64],
     beta: &[u8],
+    policy: MaskPolicy,
 ) -> Result<Option<HelperView>, ProtocolError> {
     let ctx = ctx.child("private_compare");
     ctx.shape(&[n]);
     let me = ctx.me();
+    let packed = policy.pack_z67();
     if me == P2 {
-        let d0: Z67Vec = ctx.recv(P0, &(n * L_BITS)).await?;
-        let d1: Z67Vec = ctx.recv(P1, &(n * L_BITS)).await?;
-        let d = d0.add(&d1);
+        let d0: Z67Wire = ctx.recv(P0, &(n * L_BITS, packed)).await?;
+        let d1: Z67Wire = ctx.recv(P1, &(n * L_BITS, packed)).await?;
+        let d = d0.values.add(&d1.values);
         let beta_prime = d
             .as_slice()
             .chunks_exact(L_BITS)
@@ -124,6 +129,12 @@ pub async fn private_compare_view(
             o[perm[k] as usize] = ((s[base + k] as u32 * (c[k] % P as u32)) % P as u32) as u8;
         }
     }
-    ctx.send(P2, &Z67Vec::from_vec(out))?;
+    ctx.send(
+        P2,
+        &Z67Wire {
+            values: Z67Vec::from_vec(out),
+            packed,
+        },
+    )?;
     Ok(None)
 }

@@ -29,9 +29,9 @@ pub async fn drelu(
     ctx.shape(a.shape());
     let shape = a.shape().to_vec();
     let n = a.shape().iter().product();
-    let dealt = compute_msb::deal(&ctx, n)?;
+    let dealt = compute_msb::deal(&ctx, n, policy)?;
     let doubled = a.share().map(|s| s.scale(2).reshape(&[n]));
-    let y = share_convert(&ctx, n, doubled.as_ref()).await?;
+    let y = share_convert(&ctx, n, doubled.as_ref(), policy).await?;
     let msb = compute_msb::run(dealt, y.as_ref(), policy).await?;
     // 1 - MSB, the public 1 held by P1 (j - α_j), as the paper writes it.
     let j = ctx.me().0 as u64;

@@ -9,10 +9,13 @@
 //!
 //! Messages per element: ã_j to P2 (2 × 8 B), P2's Z_67 bit shares of x and share of δ
 //! (2 × 72 B), PrivateCompare (128 B), P2's shares of η' (2 × 8 B): 304 bytes in 4 rounds.
+//! Under [`MaskPolicy::Reuse`] P0 draws its dealt shares from the P0-P2 seed instead
+//! ([`MaskPolicy::derive_dealt_shares`]): 224 bytes, the same 4 rounds.
 
-use super::bits::{L_BITS, bit_shares, common_prg, random_bits, wrap};
+use super::bits::{L_BITS, bit_shares, common_prg, dealer_prg, p0_dealt_prg, random_bits, wrap};
 use super::private_compare::private_compare;
-use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
+use crate::channel::{Ctx, P0, P1, P2, ProtocolError, Z67Wire};
+use crate::protocol::beaver::MaskPolicy;
 use crate::ring::{OddTensor, RingTensor, Z67Vec, odd_add, odd_neg, odd_reduce, odd_sub};
 use rand_core::Rng;
 
@@ -42,8 +45,9 @@ pub async fn share_convert(
     ctx: &Ctx,
     n: usize,
     a: Option<&RingTensor>,
+    policy: MaskPolicy,
 ) -> Result<Option<OddTensor>, ProtocolError> {
-    share_convert_with(ctx, n, a, None).await
+    share_convert_with(ctx, n, a, None, policy).await
 }
 
 /// [`share_convert`] with the servers' common randomness given (for corner-case tests); `None`
@@ -53,7 +57,9 @@ pub async fn share_convert_with(
     n: usize,
     a: Option<&RingTensor>,
     forced: Option<ScRandomness>,
+    policy: MaskPolicy,
 ) -> Result<Option<OddTensor>, ProtocolError> {
+    let derived = policy.derive_dealt_shares();
     let ctx = ctx.child("share_convert");
     ctx.shape(&[n]);
     let me = ctx.me();
@@ -69,7 +75,8 @@ pub async fn share_convert_with(
             .zip(t1.as_slice())
             .map(|(&a, &b)| wrap(a, b))
             .collect();
-        let mut rng = ctx.prg_local();
+        // P0's shares: from the P0-P2 seed (not sent) or P2's own.
+        let mut rng = dealer_prg(&ctx, derived);
         let (b0, b1) = bit_shares(x.as_slice(), &mut rng);
         let d0 = OddTensor::random(&shape, &mut rng);
         let d1: Vec<u64> = delta
@@ -77,10 +84,14 @@ pub async fn share_convert_with(
             .zip(d0.as_slice())
             .map(|(&d, &r)| odd_sub(d, r))
             .collect();
-        ctx.send(P0, &(b0, d0))?;
-        ctx.send(P1, &(b1, OddTensor::from_vec(&shape, d1)))?;
+        let packed = policy.pack_z67();
+        let z67 = |values| Z67Wire { values, packed };
+        if !derived {
+            ctx.send(P0, &(z67(b0), d0))?;
+        }
+        ctx.send(P1, &(z67(b1), OddTensor::from_vec(&shape, d1)))?;
         // Steps 3-4: learn η' and share it over Z_{2^64-1}.
-        let eta_p = private_compare(&ctx, n, None, &[], &[])
+        let eta_p = private_compare(&ctx, n, None, &[], &[], policy)
             .await?
             .expect("P2 learns η'");
         let e0 = OddTensor::random(&shape, &mut rng);
@@ -89,7 +100,9 @@ pub async fn share_convert_with(
             .zip(e0.as_slice())
             .map(|(&e, &r)| odd_sub(e as u64, r))
             .collect();
-        ctx.send(P0, &e0)?;
+        if !derived {
+            ctx.send(P0, &e0)?;
+        }
         ctx.send(P1, &OddTensor::from_vec(&shape, e1))?;
         return Ok(None);
     }
@@ -121,11 +134,27 @@ pub async fn share_convert_with(
         .map(|(&x, &r)| wrap(x, r))
         .collect();
     ctx.send(P2, &RingTensor::from_vec(&shape, at))?;
-    let (bits, delta): (Z67Vec, OddTensor) = ctx.recv(P2, &(n * L_BITS, shape.clone())).await?;
+    // P0 draws what P2 would have sent it, in P2's order (bit shares, δ, then η').
+    let mut dealt = (derived && me == P0).then(|| p0_dealt_prg(&ctx));
+    let (bits, delta): (Z67Vec, OddTensor) = match &mut dealt {
+        Some(rng) => (
+            Z67Vec::random(n * L_BITS, rng),
+            OddTensor::random(&shape, rng),
+        ),
+        None => {
+            let (bits, delta): (Z67Wire, OddTensor) = ctx
+                .recv(P2, &((n * L_BITS, policy.pack_z67()), shape.clone()))
+                .await?;
+            (bits.values, delta)
+        }
+    };
     // Step 3: PrivateCompare(x, r - 1, η'').
     let r_minus_1: Vec<u64> = rand.r.iter().map(|r| r.wrapping_sub(1)).collect();
-    private_compare(&ctx, n, Some(&bits), &r_minus_1, &rand.eta2).await?;
-    let eta_p: OddTensor = ctx.recv(P2, &shape).await?;
+    private_compare(&ctx, n, Some(&bits), &r_minus_1, &rand.eta2, policy).await?;
+    let eta_p: OddTensor = match &mut dealt {
+        Some(rng) => OddTensor::random(&shape, rng),
+        None => ctx.recv(P2, &shape).await?,
+    };
     // Steps 5-7.
     let u = OddTensor::random(&shape, &mut prg);
     let out = (0..n)
