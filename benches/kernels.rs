@@ -139,6 +139,7 @@ fn bench_envelope(c: &mut Criterion) {
                 black_box(&env).encode_frame(&mut frame);
             })
         });
+        frame.clear();
         env.encode_frame(&mut frame);
         group.bench_with_input(BenchmarkId::new("decode", len), &(), |bench, _| {
             bench.iter(|| Envelope::decode_frame(black_box(&frame)).unwrap())
