@@ -155,6 +155,39 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    /// Pearson's statistic of `values` against the uniform distribution over `cats` values.
+    fn chi_square(values: &[u8], cats: std::ops::Range<u8>) -> f64 {
+        let k = cats.len();
+        let mut counts = vec![0u64; 256];
+        for &v in values {
+            counts[v as usize] += 1;
+        }
+        let expected = values.len() as f64 / k as f64;
+        cats.map(|c| (counts[c as usize] as f64 - expected).powi(2) / expected)
+            .sum()
+    }
+
+    /// The rejection sampler is uniform over Z_67 (and Z_67^* for the multipliers): these are
+    /// the masks of every dealt bit share and of PrivateCompare's values, so a bias would leak.
+    #[test]
+    fn sampling_is_uniform() {
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(5);
+        let v = Z67Vec::random(670_000, &mut rng);
+        assert!(v.as_slice().iter().all(|&x| x < P));
+        // 66 degrees of freedom: the 99.999th percentile is about 120.
+        let c = chi_square(v.as_slice(), 0..P);
+        assert!(c < 120.0, "chi-square {c}");
+        let nz = Z67Vec::random_nonzero(660_000, &mut rng);
+        assert!(nz.as_slice().iter().all(|&x| x > 0 && x < P));
+        let c = chi_square(nz.as_slice(), 1..P);
+        assert!(c < 120.0, "chi-square {c}");
+        // A biased sampler (byte % 67 without rejection) fails the same test.
+        let mut bytes = vec![0u8; 670_000];
+        rand_core::Rng::fill_bytes(&mut rng, &mut bytes);
+        let biased: Vec<u8> = bytes.iter().map(|b| b % P).collect();
+        assert!(chi_square(&biased, 0..P) > 120.0);
+    }
+
     #[test]
     fn packing_round_trips_and_refuses_non_canonical_words() {
         let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(3);
