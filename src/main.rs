@@ -318,10 +318,21 @@ struct InferArgs {
     /// What advances a party's virtual clock besides messages.
     #[arg(long, value_enum, default_value = "measured")]
     compute: ComputeArg,
-    /// Write the report as JSON to this file (refuses to overwrite without --force).
+    /// Write the report as JSON to this file (refuses to overwrite without --force); the same
+    /// as `--report json FILE`.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Overwrite the --json file if it exists.
+    /// `table`: print the per-layer, per-operation costs beside the SecureNN paper's; `json
+    /// FILE`: write the report (schemas/report.schema.json) to FILE.
+    #[arg(long, num_args = 1..=2, value_names = ["KIND", "FILE"])]
+    report: Option<Vec<String>>,
+    /// Deepest operation level the table shows (0 is the job, 2 the layers; default: all).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Write a Chrome trace (chrome://tracing, ui.perfetto.dev) of the parties' operations.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Overwrite the JSON and trace files if they exist.
     #[arg(long)]
     force: bool,
 }
@@ -456,8 +467,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn infer(a: InferArgs) -> Result<()> {
-    if let Some(path) = a.json.as_ref().filter(|p| p.exists() && !a.force) {
-        bail!("{} exists; pass --force to overwrite it", path.display());
+    let (table, json) = parse_report(a.report.clone(), a.json.clone())?;
+    for path in json.iter().chain(&a.trace) {
+        if path.exists() && !a.force {
+            bail!("{} exists; pass --force to overwrite it", path.display());
+        }
     }
     let seed = a.seed.unwrap_or_else(rand::random);
     let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
@@ -540,11 +554,33 @@ fn infer(a: InferArgs) -> Result<()> {
     bar.finish_and_clear();
     let report = report?;
     print_report(&report);
-    if let Some(path) = &a.json {
+    if table {
+        print_op_table("infer", &report, a.depth);
+    }
+    if let Some(path) = &json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
+    if let Some(path) = &a.trace {
+        write_trace(path, &[("infer".to_string(), &report)])?;
+    }
+    Ok(())
+}
+
+/// The Chrome trace of labelled runs (those that were traced).
+fn write_trace(path: &std::path::Path, reports: &[(String, &InferReport)]) -> Result<()> {
+    let traces: Vec<(String, &securenn::metrics::SessionTrace)> = reports
+        .iter()
+        .filter_map(|(l, r)| r.trace.as_deref().map(|t| (l.clone(), t)))
+        .collect();
+    let doc = securenn::metrics::chrome::chrome_trace(&traces);
+    std::fs::write(path, serde_json::to_string(&doc)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "Chrome trace written to {} (open it in ui.perfetto.dev or chrome://tracing)",
+        path.display()
+    );
     Ok(())
 }
 
@@ -683,17 +719,9 @@ fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Output
         eprintln!("reports written to {}", path.display());
     }
     if let Some(path) = &outputs.trace {
-        let traces: Vec<(String, &securenn::metrics::SessionTrace)> = reports
-            .iter()
-            .filter_map(|(l, r)| r.trace.as_deref().map(|t| (l.clone(), t)))
-            .collect();
-        let doc = securenn::metrics::chrome::chrome_trace(&traces);
-        std::fs::write(path, serde_json::to_string(&doc)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "Chrome trace written to {} (open it in ui.perfetto.dev or chrome://tracing)",
-            path.display()
-        );
+        let labelled: Vec<(String, &InferReport)> =
+            reports.iter().map(|(l, r)| (l.clone(), r)).collect();
+        write_trace(path, &labelled)?;
     }
     Ok(())
 }

@@ -308,6 +308,9 @@ fn cli_report_table_json_and_trace() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(!doc[0]["ops"].as_array().unwrap().is_empty());
+    // `infer` takes the same flags.
+    let (ok, out, err) = securenn_cli(&["infer", "--samples", "1", "--report", "table"]);
+    assert!(ok && out.contains("private_compare"), "{err}");
     for (args, msg) in [
         (vec!["--report", "json"], "needs a FILE"),
         (vec!["--report", "csv"], "expected `table` or `json FILE`"),
