@@ -364,3 +364,28 @@ fn rust_log_filters_the_log_lines_only() {
     assert_eq!(table(&quiet_out), table(&loud_out));
     assert!(table(&quiet_out) > 0);
 }
+
+#[test]
+fn a_second_query_costs_less_once_the_masked_weights_are_cached() {
+    let r = scenario_run("scenarios/lan-a.toml", 2, Layout::Default);
+    let t = r.trace.as_deref().unwrap();
+    let none = |_: &str| false;
+    let (first, second) = (
+        t.cost("infer/batch", none).unwrap(),
+        t.cost("infer/batch~1", none).unwrap(),
+    );
+    // The two queries are the whole job (the weights are shared locally: no traffic).
+    assert_eq!(first.bytes + second.bytes, r.bytes_total);
+    assert_eq!(first.messages + second.messages, r.messages);
+    // The first query masks the weights (784·128 + 128·128 + 128·10 words, both servers).
+    let weights = 2 * 8 * (784 * 128 + 128 * 128 + 128 * 10);
+    assert_eq!(first.bytes - second.bytes, weights);
+    assert_eq!(first.rounds, second.rounds);
+    assert!(second.seconds > 0.0 && second.seconds < first.seconds);
+    // Excluding a subtree: the reveal is the second query's last 8 bytes.
+    let without_reveal = t
+        .cost("infer/batch~1", |p| p.starts_with("infer/batch~1/reveal"))
+        .unwrap();
+    assert_eq!(second.bytes - without_reveal.bytes, 8);
+    assert!(t.cost("infer/batch~7", none).is_none());
+}
