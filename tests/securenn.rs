@@ -779,3 +779,102 @@ fn paper_conv_masks_the_im2col_matrix() {
     // Network B's first layer in the paper: 310,528 bytes.
     assert_eq!(r.traffic.total_bytes(), 310_528);
 }
+
+// ---------------------------------------------------------------- P1's view with derived deals
+
+/// A transport that keeps a copy of every envelope sent (payload included), for inspecting a
+/// party's view in tests.
+struct Recorder {
+    inner: std::sync::Arc<dyn securenn_transports::Transport>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<securenn_transports::Envelope>>>,
+}
+
+impl securenn_transports::Transport for Recorder {
+    fn party(&self) -> securenn_transports::PartyId {
+        self.inner.party()
+    }
+    fn parties(&self) -> usize {
+        self.inner.parties()
+    }
+    fn send(
+        &self,
+        env: securenn_transports::Envelope,
+    ) -> Result<(), securenn_transports::TransportError> {
+        self.log.lock().unwrap().push(env.clone());
+        self.inner.send(env)
+    }
+}
+
+/// With P0's dealt shares derived from the P0-P2 seed, P2 sends P0 nothing in ShareConvert and
+/// ComputeMSB, and what P1 receives (value - derived share) still looks uniform: P1's Z_67 bit
+/// shares of an all-zero input's masked value pass a chi-square test.
+#[test]
+fn p1_sees_uniform_dealt_shares_when_p0_derives_its_own() {
+    use securenn::party::{LocalCluster, PartyConfig, SeedSource, spmd};
+    use securenn_transports::{Endpoint, MemoryNetwork, Meter};
+    let n = 2000;
+    let shares = split(&vec![0u64; n], 70);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let meter = Meter::new(3);
+    let endpoints: Vec<Endpoint> = MemoryNetwork::endpoints(3, &meter)
+        .into_iter()
+        .map(|ep| Endpoint {
+            transport: std::sync::Arc::new(Recorder {
+                inner: ep.transport,
+                log: log.clone(),
+            }),
+            incoming: ep.incoming,
+        })
+        .collect();
+    actix::System::new().block_on(async move {
+        let cluster = LocalCluster::with_endpoints(endpoints, meter, PartyConfig::default());
+        cluster.setup(1, SeedSource::Fixed(70)).await.unwrap();
+        let jobs = spmd(move |ctx: Ctx| {
+            let shares = shares.clone();
+            async move {
+                relu::drelu(&ctx, &mine(&ctx, &shares, &[n], 13), REUSE).await?;
+                Ok(())
+            }
+        });
+        cluster
+            .run(
+                "view",
+                (0..3)
+                    .map(|i| jobs(securenn::channel::PartyId(i)))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        cluster.stop();
+    });
+    let log = log.lock().unwrap();
+    let dealt = |to| {
+        log.iter()
+            .filter(|e| e.from == P2 && e.to == to)
+            .filter(|e| e.key.contains("share_convert#") || e.key.contains("compute_msb#"))
+            .count()
+    };
+    assert_eq!(dealt(P0), 0, "P0 derives what P2 deals it");
+    assert_eq!(
+        dealt(P1),
+        4,
+        "P1 still gets the bit shares, δ, x, x[0], η' and β'"
+    );
+    let deal = log
+        .iter()
+        .find(|e| e.from == P2 && e.to == P1 && e.key == "view/drelu/share_convert#0")
+        .unwrap();
+    let len = securenn::ring::z67::packed_len(n * L_BITS);
+    let bits = securenn::ring::Z67Vec::read_packed(&deal.payload[..len], n * L_BITS).unwrap();
+    let mut counts = [0f64; 67];
+    for &b in bits.as_slice() {
+        counts[b as usize] += 1.0;
+    }
+    let expected = bits.len() as f64 / 67.0;
+    let chi: f64 = counts
+        .iter()
+        .map(|c| (c - expected).powi(2) / expected)
+        .sum();
+    // 66 degrees of freedom: the 99.999th percentile is about 120.
+    assert!(chi < 120.0, "chi-square {chi}");
+}
