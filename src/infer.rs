@@ -152,7 +152,8 @@ pub struct InferReport {
     pub layers: Vec<LayerReport>,
     /// The operation tree (`layers` refined down to PrivateCompare), with the SecureNN paper's
     /// bytes and rounds beside each operation it has figures for; empty unless the run was
-    /// traced (a [`crate::metrics`] layer installed, as `securenn run` and `infer` do).
+    /// traced (a [`crate::metrics`] layer installed: the binary installs it for `run`, `bench`
+    /// and `infer` with `--report`, `--trace` or `--json`).
     #[serde(default)]
     pub ops: Vec<OpReport>,
     pub wall_seconds: f64,

@@ -38,25 +38,8 @@ enum Command {
         /// Override every run's number of images (CI runs long scenarios short).
         #[arg(long)]
         samples: Option<usize>,
-        /// Write the reports as a JSON array here (default: the scenario's output.json); the
-        /// same file as `--report json FILE`.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// `table`: print every run's per-layer, per-operation costs beside the SecureNN
-        /// paper's; `json FILE`: write the reports, operation tree included, to FILE (the format
-        /// `schemas/report.schema.json` describes).
-        #[arg(long, num_args = 1..=2, value_names = ["KIND", "FILE"])]
-        report: Option<Vec<String>>,
-        /// Deepest operation level the table shows (0 is the job, 2 the layers; default: all).
-        #[arg(long)]
-        depth: Option<usize>,
-        /// Write a Chrome trace (chrome://tracing, ui.perfetto.dev) of every party's
-        /// operations on one timeline, messages as arrows.
-        #[arg(long)]
-        trace: Option<PathBuf>,
-        /// Overwrite the JSON and trace files if they exist.
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        outputs: ReportArgs,
     },
     /// Draw a figure (SVG).
     #[command(subcommand)]
@@ -318,18 +301,27 @@ struct InferArgs {
     /// What advances a party's virtual clock besides messages.
     #[arg(long, value_enum, default_value = "measured")]
     compute: ComputeArg,
-    /// Write the report as JSON to this file (refuses to overwrite without --force); the same
-    /// as `--report json FILE`.
+    #[command(flatten)]
+    outputs: ReportArgs,
+}
+
+/// What `infer` and `run` write besides their summary.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Write the report as JSON to this file (`run`: an array, one per run; default: the
+    /// scenario's `[output] json`); the same as `--report json FILE`.
     #[arg(long)]
     json: Option<PathBuf>,
     /// `table`: print the per-layer, per-operation costs beside the SecureNN paper's; `json
-    /// FILE`: write the report (schemas/report.schema.json) to FILE.
+    /// FILE`: write the report, operation tree included, to FILE (the format
+    /// `schemas/report.schema.json` describes).
     #[arg(long, num_args = 1..=2, value_names = ["KIND", "FILE"])]
     report: Option<Vec<String>>,
     /// Deepest operation level the table shows (0 is the job, 2 the layers; default: all).
     #[arg(long)]
     depth: Option<usize>,
-    /// Write a Chrome trace (chrome://tracing, ui.perfetto.dev) of the parties' operations.
+    /// Write a Chrome trace (chrome://tracing, ui.perfetto.dev) of every party's operations on
+    /// one timeline, messages as arrows.
     #[arg(long)]
     trace: Option<PathBuf>,
     /// Overwrite the JSON and trace files if they exist.
@@ -394,7 +386,10 @@ fn main() -> std::process::ExitCode {
     // The metrics layer costs about 5% of a run's time; it is installed where its operation
     // tree is used: scenario runs, the bench (warm queries) and `infer` with a report or trace.
     let metrics = match &cli.command {
-        Command::Infer(a) => a.report.is_some() || a.trace.is_some() || a.json.is_some(),
+        Command::Infer(a) => {
+            let o = &a.outputs;
+            o.report.is_some() || o.trace.is_some() || o.json.is_some()
+        }
         Command::Run { .. } | Command::Bench(_) => true,
         _ => false,
     };
@@ -433,24 +428,10 @@ fn main() -> std::process::ExitCode {
         Command::Run {
             file,
             samples,
-            json,
-            report,
-            depth,
-            trace,
-            force,
-        } => parse_report(report, json).and_then(|(table, json)| {
-            run_scenario(
-                &file,
-                samples,
-                &Outputs {
-                    json,
-                    table,
-                    depth,
-                    trace,
-                    force,
-                },
-            )
-        }),
+            outputs,
+        } => outputs
+            .resolve()
+            .and_then(|o| run_scenario(&file, samples, &o)),
         Command::Keygen { out, force } => securenn::deploy::keygen(&out, force)
             .map_err(Into::into)
             .map(|files| {
@@ -475,12 +456,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn infer(a: InferArgs) -> Result<()> {
-    let (table, json) = parse_report(a.report.clone(), a.json.clone())?;
-    for path in json.iter().chain(&a.trace) {
-        if path.exists() && !a.force {
-            bail!("{} exists; pass --force to overwrite it", path.display());
-        }
-    }
+    let outputs = a.outputs.resolve()?;
+    outputs.refuse_overwrite(outputs.json.as_deref())?;
     let seed = a.seed.unwrap_or_else(rand::random);
     let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
     let model = securenn::models::by_name(&a.model).expect("clap checked the name");
@@ -562,15 +539,15 @@ fn infer(a: InferArgs) -> Result<()> {
     bar.finish_and_clear();
     let report = report?;
     print_report(&report);
-    if table {
-        print_op_table("infer", &report, a.depth);
+    if outputs.table {
+        print_op_table("infer", &report, outputs.depth);
     }
-    if let Some(path) = &json {
+    if let Some(path) = &outputs.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
-    if let Some(path) = &a.trace {
+    if let Some(path) = &outputs.trace {
         write_trace(path, &[("infer".to_string(), &report)])?;
     }
     Ok(())
@@ -619,7 +596,7 @@ fn party(
     Ok(())
 }
 
-/// What `securenn run` writes besides its summary.
+/// [`ReportArgs`] checked: `--report table`, or `--report json FILE` (the same as `--json FILE`).
 struct Outputs {
     json: Option<PathBuf>,
     table: bool,
@@ -628,32 +605,51 @@ struct Outputs {
     force: bool,
 }
 
-/// `--report table` or `--report json FILE` (with `--json FILE` the same as the latter).
-fn parse_report(
-    report: Option<Vec<String>>,
-    json: Option<PathBuf>,
-) -> Result<(bool, Option<PathBuf>)> {
-    let Some(args) = report else {
-        return Ok((false, json));
-    };
-    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["table"] => Ok((true, json)),
-        ["json", file] => {
-            if json
-                .as_ref()
-                .is_some_and(|j| j != std::path::Path::new(file))
-            {
-                bail!(
-                    "--report json {file} and --json {} disagree; give one",
-                    json.unwrap().display()
-                );
+impl ReportArgs {
+    fn resolve(&self) -> Result<Outputs> {
+        let (table, json) = match self.report.as_deref() {
+            None => (false, self.json.clone()),
+            Some(args) => match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["table"] => (true, self.json.clone()),
+                ["json", file] => {
+                    if let Some(j) = self
+                        .json
+                        .as_ref()
+                        .filter(|j| *j != std::path::Path::new(file))
+                    {
+                        bail!(
+                            "--report json {file} and --json {} disagree; give one",
+                            j.display()
+                        );
+                    }
+                    (false, Some(PathBuf::from(file)))
+                }
+                ["json"] => bail!("--report json needs a FILE: --report json report.json"),
+                ["table", _] => bail!("--report table takes no FILE (it prints to stdout)"),
+                [kind, ..] => bail!("--report {kind}: expected `table` or `json FILE`"),
+                [] => bail!("--report needs `table` or `json FILE`"),
+            },
+        };
+        Ok(Outputs {
+            json,
+            table,
+            depth: self.depth,
+            trace: self.trace.clone(),
+            force: self.force,
+        })
+    }
+}
+
+impl Outputs {
+    /// Nothing a user wrote is overwritten without `--force`: the JSON file `json` (resolved
+    /// by the caller) and the trace.
+    fn refuse_overwrite(&self, json: Option<&std::path::Path>) -> Result<()> {
+        for path in json.into_iter().chain(self.trace.as_deref()) {
+            if path.exists() && !self.force {
+                bail!("{} exists; pass --force to overwrite it", path.display());
             }
-            Ok((false, Some(PathBuf::from(file))))
         }
-        ["json"] => bail!("--report json needs a FILE: --report json report.json"),
-        ["table", _] => bail!("--report table takes no FILE (it prints to stdout)"),
-        [kind, ..] => bail!("--report {kind}: expected `table` or `json FILE`"),
-        [] => bail!("--report needs `table` or `json FILE`"),
+        Ok(())
     }
 }
 
@@ -667,11 +663,7 @@ fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Output
             .as_ref()
             .map(|p| file.parent().unwrap_or(std::path::Path::new(".")).join(p))
     });
-    for path in out.iter().chain(&outputs.trace) {
-        if path.exists() && !outputs.force {
-            bail!("{} exists; pass --force to overwrite it", path.display());
-        }
-    }
+    outputs.refuse_overwrite(out.as_deref())?;
     eprintln!(
         "securenn run {}: {} ({} run{})",
         file.display(),
