@@ -224,3 +224,57 @@ fn pair_prgs_agree_only_within_the_pair() {
     assert_ne!(p0.0, p0.1);
     assert_ne!(p0.1, p1.1);
 }
+
+/// Finding 3 of the security review: two jobs of one name in one session repeated every PRG
+/// stream, so the masked openings of the same inputs were equal (and of different inputs, P1
+/// got x − x' exactly). The k-th repeat of a name now runs at `name~k`: its masks, triples and
+/// keys are its own, and its result is the same (to
+/// the local truncation's ulp).
+#[test]
+fn repeated_job_names_draw_fresh_randomness() {
+    use securenn::protocol::{Pond, Protocol};
+    let mut g = rng(31);
+    let x = random_fixed(&[4, 16], 3.0, &mut g);
+    let w = random_fixed(&[16, 8], 3.0, &mut g);
+    let (outputs, log) = run3_recorded_jobs(31, &["query", "query"], move |ctx: Ctx| {
+        let (x, w) = (x.clone(), w.clone());
+        async move {
+            let p = Pond::default();
+            let me = ctx.me();
+            let xt = p
+                .input(&ctx, P0, (me == P0).then_some(&x), &[4, 16], 13)
+                .await?;
+            let wt = p
+                .input(&ctx, P1, (me == P1).then_some(&w), &[16, 8], 13)
+                .await?;
+            let y = p.matmul(&ctx, &xt, &wt).await?;
+            p.reveal(&ctx, &y, P0).await
+        }
+    })
+    .unwrap();
+    let (a, b) = (
+        outputs[0][0].as_ref().unwrap(),
+        outputs[1][0].as_ref().unwrap(),
+    );
+    assert!(
+        max_ulp_diff(a, b) <= 1,
+        "same inputs, the same result (to the truncation's ulp)"
+    );
+    // The jobs run one after the other: the first half of the log is the first job's.
+    assert!(!log.is_empty() && log.len() % 2 == 0);
+    let (first, second) = log.split_at(log.len() / 2);
+    fn sorted(v: &[securenn_transports::Envelope]) -> Vec<&securenn_transports::Envelope> {
+        let mut v: Vec<_> = v.iter().collect();
+        v.sort_by(|a, b| (a.from, a.to, &a.key).cmp(&(b.from, b.to, &b.key)));
+        v
+    }
+    for (a, b) in sorted(first).iter().zip(sorted(second)) {
+        assert!(a.key.starts_with("query/"), "{}", a.key);
+        assert_ne!(
+            a.payload, b.payload,
+            "{} repeats its bytes in the second job",
+            a.key
+        );
+        assert_eq!(a.key.replacen("query/", "query~1/", 1), b.key);
+    }
+}

@@ -320,3 +320,125 @@ fn bad_shapes_are_errors() {
         ProtocolError::Input { .. }
     ));
 }
+
+// ------------------------------------------------------------- the helper as output receiver
+
+/// What P2 learns of the model owner's operand y when it owns x, receives x·y, and replays its
+/// own steps as the helper: it derives the masks a = a0 + a1, b = b0 + b1 and the triple share
+/// c1 it dealt (from its pair seeds, known here from the session seed), opens α = x − a from its
+/// own x, and solves P1's output share z1 = α·b1 + a1·β + c1 for β = y − b. Returns how many
+/// elements it recovered exactly, and how many in their low 32 bits (where a1 has at most 32
+/// trailing zero bits, z1 determines β modulo 2^(64 − zeros)).
+fn helper_recovers_operand<P: securenn::protocol::Protocol + Clone + Send + 'static>(
+    protocol: P,
+    seed: u64,
+    n: usize,
+) -> (usize, usize)
+where
+    P::Tensor: 'static,
+{
+    use securenn::share::{derive_bytes, derive_prg};
+    let mut g = rng(seed);
+    let x = RingTensor::random(&[n], &mut g)
+        .map(|v| v % 2001)
+        .sub(&RingTensor::filled(&[n], 1000));
+    let y = RingTensor::random(&[n], &mut g)
+        .map(|v| v % 2001)
+        .sub(&RingTensor::filled(&[n], 1000));
+    let (xs, ys) = (x.clone(), y.clone());
+    let (outs, log) = run3_recorded(seed, move |ctx| {
+        let (p, x, y) = (protocol.clone(), xs.clone(), ys.clone());
+        async move {
+            let me = ctx.me();
+            // Integer operands: no truncation, so the product's shares are exactly linear.
+            let xt = p.input(&ctx, P2, (me == P2).then_some(&x), &[n], 0).await?;
+            let yt = p.input(&ctx, P1, (me == P1).then_some(&y), &[n], 0).await?;
+            let z = p.mul(&ctx, &xt, &yt).await?;
+            p.reveal(&ctx, &z, P2).await
+        }
+    })
+    .unwrap();
+    assert_eq!(outs[2].as_ref().unwrap(), &x.mul(&y), "P2 gets the product");
+    // P2's seeds: the lower party of each pair picks the pair seed (party/setup.rs).
+    let s02 = derive_bytes(seed, "P0/pair02");
+    let s12 = derive_bytes(seed, "P1/pair12");
+    let draw = |s: &[u8; 32], label: &str| RingTensor::random(&[n], &mut derive_prg(s, label));
+    let (a0, a1) = (
+        draw(&s02, "test/mul/mask@02#0"),
+        draw(&s12, "test/mul/mask@12#0"),
+    );
+    let (b0, b1) = (
+        draw(&s02, "test/mul/mask@02#1"),
+        draw(&s12, "test/mul/mask@12#1"),
+    );
+    let c0 = draw(&s02, "test/mul/triple@02#0");
+    let c1 = a0.add(&a1).mul(&b0.add(&b1)).sub(&c0);
+    let alpha = x.sub(&a0.add(&a1));
+    let z1 = log
+        .iter()
+        .find(|e| e.from == P1 && e.to == P2 && e.key == "test/reveal#0")
+        .expect("P1 reveals its share to P2");
+    let z1 = RingTensor::from_vec(
+        &[n],
+        z1.payload
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    );
+    // a1·β = z1 − α·b1 − c1.
+    let rhs = z1.sub(&alpha.mul(&b1)).sub(&c1);
+    let b = b0.add(&b1);
+    let (mut exact, mut low32) = (0, 0);
+    for i in 0..n {
+        let (a1, rhs) = (a1.as_slice()[i], rhs.as_slice()[i]);
+        if a1 == 0 {
+            continue;
+        }
+        let zeros = a1.trailing_zeros();
+        if zeros > 32 || rhs.trailing_zeros() < zeros {
+            continue;
+        }
+        // β ≡ (rhs / 2^zeros) · (a1 / 2^zeros)^-1 modulo 2^(64 − zeros).
+        let beta = (rhs >> zeros).wrapping_mul(inverse_odd(a1 >> zeros));
+        let guess = beta.wrapping_add(b.as_slice()[i]);
+        let mask = u64::MAX >> zeros;
+        if guess & mask == y.as_slice()[i] & mask {
+            low32 += 1;
+            if zeros == 0 {
+                exact += 1;
+            }
+        }
+    }
+    (exact, low32)
+}
+
+/// The inverse of an odd number modulo 2^64 (Newton's iteration).
+fn inverse_odd(a: u64) -> u64 {
+    let mut x = a;
+    for _ in 0..6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+    }
+    x
+}
+
+/// Finding 1 of the security review: Pond revealed output shares as the product left them, so
+/// the helper, receiving the output (`--data-owner 2`), solved P1's share for the model owner's
+/// operand (about half of the elements exactly, all in their low 32 bits). Every reveal now
+/// re-randomises the shares with a P0-P1 zero share first: the helper recovers nothing, in
+/// either protocol.
+#[test]
+fn helper_as_output_receiver_learns_only_the_output() {
+    let n = 4096;
+    let (exact, low32) = helper_recovers_operand(pond(), 11, n);
+    assert_eq!(
+        (exact, low32),
+        (0, 0),
+        "Pond: P2 recovered y from P1's output share"
+    );
+    let (exact, low32) = helper_recovers_operand(securenn::protocol::SecureNn::default(), 12, n);
+    assert_eq!(
+        (exact, low32),
+        (0, 0),
+        "SecureNN: P2 recovered y from P1's output share"
+    );
+}

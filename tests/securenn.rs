@@ -782,72 +782,21 @@ fn paper_conv_masks_the_im2col_matrix() {
 
 // ---------------------------------------------------------------- P1's view with derived deals
 
-/// A transport that keeps a copy of every envelope sent (payload included), for inspecting a
-/// party's view in tests.
-struct Recorder {
-    inner: std::sync::Arc<dyn securenn_transports::Transport>,
-    log: std::sync::Arc<std::sync::Mutex<Vec<securenn_transports::Envelope>>>,
-}
-
-impl securenn_transports::Transport for Recorder {
-    fn party(&self) -> securenn_transports::PartyId {
-        self.inner.party()
-    }
-    fn parties(&self) -> usize {
-        self.inner.parties()
-    }
-    fn send(
-        &self,
-        env: securenn_transports::Envelope,
-    ) -> Result<(), securenn_transports::TransportError> {
-        self.log.lock().unwrap().push(env.clone());
-        self.inner.send(env)
-    }
-}
-
 /// With P0's dealt shares derived from the P0-P2 seed, P2 sends P0 nothing in ShareConvert and
 /// ComputeMSB, and what P1 receives (value - derived share) still looks uniform: P1's Z_67 bit
 /// shares of an all-zero input's masked value pass a chi-square test.
 #[test]
 fn p1_sees_uniform_dealt_shares_when_p0_derives_its_own() {
-    use securenn::party::{LocalCluster, PartyConfig, SeedSource, spmd};
-    use securenn_transports::{Endpoint, MemoryNetwork, Meter};
     let n = 2000;
     let shares = split(&vec![0u64; n], 70);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let meter = Meter::new(3);
-    let endpoints: Vec<Endpoint> = MemoryNetwork::endpoints(3, &meter)
-        .into_iter()
-        .map(|ep| Endpoint {
-            transport: std::sync::Arc::new(Recorder {
-                inner: ep.transport,
-                log: log.clone(),
-            }),
-            incoming: ep.incoming,
-        })
-        .collect();
-    actix::System::new().block_on(async move {
-        let cluster = LocalCluster::with_endpoints(endpoints, meter, PartyConfig::default());
-        cluster.setup(1, SeedSource::Fixed(70)).await.unwrap();
-        let jobs = spmd(move |ctx: Ctx| {
-            let shares = shares.clone();
-            async move {
-                relu::drelu(&ctx, &mine(&ctx, &shares, &[n], 13), REUSE).await?;
-                Ok(())
-            }
-        });
-        cluster
-            .run(
-                "view",
-                (0..3)
-                    .map(|i| jobs(securenn::channel::PartyId(i)))
-                    .collect(),
-            )
-            .await
-            .unwrap();
-        cluster.stop();
-    });
-    let log = log.lock().unwrap();
+    let (_, log) = run3_recorded(70, move |ctx: Ctx| {
+        let shares = shares.clone();
+        async move {
+            relu::drelu(&ctx, &mine(&ctx, &shares, &[n], 13), REUSE).await?;
+            Ok(())
+        }
+    })
+    .unwrap();
     let dealt = |to| {
         log.iter()
             .filter(|e| e.from == P2 && e.to == to)
@@ -862,7 +811,7 @@ fn p1_sees_uniform_dealt_shares_when_p0_derives_its_own() {
     );
     let deal = log
         .iter()
-        .find(|e| e.from == P2 && e.to == P1 && e.key == "view/drelu/share_convert#0")
+        .find(|e| e.from == P2 && e.to == P1 && e.key == "test/drelu/share_convert#0")
         .unwrap();
     let len = securenn::ring::z67::packed_len(n * L_BITS);
     let bits = securenn::ring::Z67Vec::read_packed(&deal.payload[..len], n * L_BITS).unwrap();

@@ -10,6 +10,7 @@ use futures::future::LocalBoxFuture;
 pub use securenn_transports::sim::thread_cpu_time;
 use securenn_transports::{Delivery, Envelope, Incoming, Transport, TransportError};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +78,12 @@ pub struct PartyActor {
     session: Rc<RefCell<Option<(u64, Seeds)>>>,
     /// Causal depth reached by the jobs run so far.
     depth: Rc<Cell<u64>>,
+    /// How many jobs of each name this session has run: the k-th repeat of `name` runs at the
+    /// root path `name~k`, so every job's PRG streams and rendezvous keys are its own (two jobs
+    /// of one name on the same seeds would otherwise repeat every mask, and a server could
+    /// subtract two masked values to learn the difference of their inputs). Every party runs
+    /// the session's jobs in the same order, so they agree on the roots.
+    jobs: HashMap<String, u32>,
 }
 
 impl PartyActor {
@@ -94,6 +101,7 @@ impl PartyActor {
             config,
             session: Rc::default(),
             depth: Rc::default(),
+            jobs: HashMap::new(),
         }
     }
 }
@@ -138,6 +146,8 @@ impl Handler<Setup> for PartyActor {
     type Result = ResponseFuture<Result<(), ProtocolError>>;
 
     fn handle(&mut self, msg: Setup, _: &mut Self::Context) -> Self::Result {
+        // New seeds: job roots may start over.
+        self.jobs.clear();
         let ctx = Ctx::new(
             self.endpoint.clone(),
             msg.session,
@@ -172,7 +182,7 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
             session,
             Some(seeds),
             self.config.fixed,
-            &msg.name,
+            &job_root(&mut self.jobs, &msg.name),
             self.depth.get().max(msg.start_depth),
         );
         let (root, depth) = (ctx.clone(), self.depth.clone());
@@ -196,6 +206,19 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
             })
         })
     }
+}
+
+/// The root path of the next job called `name` in this session: `name` the first time,
+/// `name~k` for the k-th repeat (the convention of [`Ctx::child`] paths).
+fn job_root(jobs: &mut HashMap<String, u32>, name: &str) -> String {
+    let n = jobs.entry(name.to_string()).or_default();
+    let root = if *n == 0 {
+        name.to_string()
+    } else {
+        format!("{name}~{n}")
+    };
+    *n += 1;
+    root
 }
 
 /// Rendezvous key of the message a failing party sends its peers, so that they fail at once

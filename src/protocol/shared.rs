@@ -146,6 +146,12 @@ pub(crate) async fn input(
 }
 
 /// Open `x` to `to` only: the servers other than `to` send their shares.
+///
+/// The shares are re-randomised first with a P0-P1 zero share (no extra bytes): a share as an
+/// operation left it is a function of what the helper dealt (a Beaver product's
+/// z1 = α·b1 + a1·β + c1), so the helper receiving it could solve for an operand it never saw.
+/// Refreshed, the share a receiver gets is uniform given the value, whoever receives and
+/// whatever operation made `x`.
 pub(crate) async fn reveal(
     ctx: &Ctx,
     x: &SharedTensor,
@@ -153,6 +159,7 @@ pub(crate) async fn reveal(
 ) -> Result<Option<RingTensor>, ProtocolError> {
     let ctx = ctx.child("reveal");
     ctx.shape(x.shape());
+    let x = &refresh(&ctx, x);
     let me = ctx.me();
     if me != to {
         if let Some(s) = &x.share {

@@ -206,3 +206,91 @@ pub fn securenn_cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A transport that keeps a copy of every envelope sent (payload included), for inspecting a
+/// party's view in tests.
+struct Recorder {
+    inner: std::sync::Arc<dyn securenn_transports::Transport>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<securenn_transports::Envelope>>>,
+}
+
+impl securenn_transports::Transport for Recorder {
+    fn party(&self) -> PartyId {
+        self.inner.party()
+    }
+    fn parties(&self) -> usize {
+        self.inner.parties()
+    }
+    fn send(
+        &self,
+        env: securenn_transports::Envelope,
+    ) -> Result<(), securenn_transports::TransportError> {
+        self.log.lock().unwrap().push(env.clone());
+        self.inner.send(env)
+    }
+}
+
+/// Run the jobs `names` in one session (setup once, then each job in turn, every party running
+/// `f`) over the in-memory transport with a fixed seed, keeping a copy of every envelope the
+/// jobs send: what each party saw, payloads included. Returns each job's outputs.
+pub fn run3_recorded_jobs<R, F, Fut>(
+    seed: u64,
+    names: &[&str],
+    f: F,
+) -> Result<(Vec<Vec<R>>, Vec<securenn_transports::Envelope>), ProtocolError>
+where
+    R: Send + 'static,
+    F: Fn(Ctx) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<R, ProtocolError>> + 'static,
+{
+    use securenn_transports::{Endpoint, MemoryNetwork, Meter};
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let meter = Meter::new(3);
+    let endpoints: Vec<Endpoint> = MemoryNetwork::endpoints(3, &meter)
+        .into_iter()
+        .map(|ep| Endpoint {
+            transport: std::sync::Arc::new(Recorder {
+                inner: ep.transport,
+                log: log.clone(),
+            }),
+            ..ep
+        })
+        .collect();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let seen = log.clone();
+    let outputs = actix::System::new().block_on(async move {
+        let cluster = LocalCluster::with_endpoints(endpoints, meter, PartyConfig::default());
+        let result = async {
+            cluster.setup(1, SeedSource::Fixed(seed)).await?;
+            seen.lock().unwrap().clear();
+            let jobs = spmd(f);
+            let mut outputs = Vec::new();
+            for name in &names {
+                let outs = cluster
+                    .run(name, (0..3).map(|i| jobs(PartyId(i))).collect())
+                    .await?;
+                outputs.push(outs.into_iter().map(|o| o.value).collect());
+            }
+            Ok::<_, ProtocolError>(outputs)
+        }
+        .await;
+        cluster.stop();
+        result
+    })?;
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    Ok((outputs, log))
+}
+
+/// [`run3_recorded_jobs`] with one job called `test` (as [`run3`] names it).
+pub fn run3_recorded<R, F, Fut>(
+    seed: u64,
+    f: F,
+) -> Result<(Vec<R>, Vec<securenn_transports::Envelope>), ProtocolError>
+where
+    R: Send + 'static,
+    F: Fn(Ctx) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<R, ProtocolError>> + 'static,
+{
+    let (mut outputs, log) = run3_recorded_jobs(seed, &["test"], f)?;
+    Ok((outputs.remove(0), log))
+}
