@@ -1,6 +1,7 @@
 //! Real deployment: one party per process over QUIC. A deployment file (TOML) names every
-//! party's address and certificate and the job; `securenn keygen` writes the identities and a
-//! template, `securenn party --config FILE --id N` runs party N.
+//! party's address and certificate and the job; `securenn keygen --id N` writes party N's
+//! identity (on its operator's machine) and a template, `securenn party --config FILE --id N`
+//! runs party N.
 
 use crate::channel::PartyId;
 use crate::data::{Mnist, Split, default_mnist_path};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// A deployment file.
 #[derive(Clone, Debug, Deserialize)]
@@ -49,8 +51,10 @@ pub struct JobEntry {
     pub offset: Option<usize>,
     pub data_owner: u8,
     pub model_owner: u8,
-    /// A fixed seed makes the run reproducible (and its pair seeds known to whoever knows it);
-    /// without one every party draws fresh entropy, as a deployment should.
+    /// A fixed seed makes the run reproducible, and its pair seeds, masks and shares known to
+    /// whoever knows it (everyone who has this file): refused unless the caller allows it with
+    /// [`FixedSeed::AllowInsecure`]. Without one every party draws fresh entropy, as a
+    /// deployment should.
     pub seed: Option<u64>,
     /// Seconds to wait for every peer at start-up.
     pub connect_timeout: Option<u64>,
@@ -73,6 +77,42 @@ pub enum DeployError {
     Data(#[from] crate::data::DataError),
     #[error("{path} exists; pass --force to overwrite it")]
     Exists { path: String },
+    /// `[job] seed` in a deployment run without [`FixedSeed::AllowInsecure`].
+    #[error(
+        "{path}: [job] has `seed = {seed}`: every pair seed, and so every mask and share of the \
+         run, would derive from this one number, which everyone who has this file knows, so the \
+         run would keep nothing private from them; remove `seed` from [job] for a deployment, or \
+         pass --insecure-reproducible to reproduce an experiment (never with real data)"
+    )]
+    FixedSeed { path: String, seed: u64 },
+    /// A private key file that group or others can read (Unix): refused, as ssh does, since a
+    /// key others could read identifies nobody.
+    #[error(
+        "{path}: the key of {party} can be read by group or others (mode {mode:04o}); \
+         run `chmod 600 {path}` so that only its owner can read it"
+    )]
+    KeyPermissions {
+        path: String,
+        party: PartyId,
+        mode: u32,
+    },
+    /// A symbolic link where keygen would write: never followed, even with `--force`, since a
+    /// link planted at a key path would send the key (or the truncation) wherever it points.
+    #[error(
+        "{path} is a symbolic link; keygen never writes through one: remove it (and check who made it)"
+    )]
+    Symlink { path: String },
+}
+
+/// Whether a deployment may fix the session seed (`[job] seed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FixedSeed {
+    /// Refuse a job with a seed ([`DeployError::FixedSeed`]): what a real deployment wants.
+    Refuse,
+    /// Run it, to reproduce an experiment. Every pair seed, and so every mask and share, derives
+    /// from the seed, which everyone who has the deployment file knows: the run keeps nothing
+    /// private from them. The caller tells its user so ([`Deployment::insecure_seed_warning`]).
+    AllowInsecure,
 }
 
 fn file_err(path: &Path, reason: impl std::fmt::Display) -> DeployError {
@@ -127,66 +167,280 @@ impl Deployment {
         Ok(d)
     }
 
+    /// Where the parties' seeds come from: fresh operating-system entropy, or the job's fixed
+    /// seed if `permission` allows it. `path` (the deployment file) names the file in the error.
+    pub fn seed_source(
+        &self,
+        path: &Path,
+        permission: FixedSeed,
+    ) -> Result<SeedSource, DeployError> {
+        match (self.job.seed, permission) {
+            (None, _) => Ok(SeedSource::Os),
+            (Some(seed), FixedSeed::AllowInsecure) => Ok(SeedSource::Fixed(seed)),
+            (Some(seed), FixedSeed::Refuse) => Err(DeployError::FixedSeed {
+                path: path.display().to_string(),
+                seed,
+            }),
+        }
+    }
+
+    /// What a user running this deployment (read from `path`) with
+    /// [`FixedSeed::AllowInsecure`] must be told, if its job has a seed.
+    pub fn insecure_seed_warning(&self, path: &Path) -> Option<String> {
+        self.job.seed.map(|seed| {
+            format!(
+                "{}: [job] seed = {seed} with --insecure-reproducible: anyone who knows the seed \
+                 (everyone who has this file) can derive every pair seed, and thus every mask and \
+                 share of this run, so the run has no privacy against them. It is for reproducing \
+                 a run, never for real data.",
+                path.display()
+            )
+        })
+    }
+
     fn entry(&self, id: u8) -> &PartyEntry {
         self.party.iter().find(|p| p.id == id).expect("ids checked")
     }
 }
 
-/// Write a certificate and key per party (keys with mode 0600) and a deployment template into
-/// `dir`; existing files are kept unless `force`.
+/// The key file of party `i` in `dir`.
+fn key_path(dir: &Path, i: u8) -> PathBuf {
+    dir.join(format!("party{i}.key.der"))
+}
+
+/// The certificate file of party `i` in `dir`.
+fn cert_path(dir: &Path, i: u8) -> PathBuf {
+    dir.join(format!("party{i}.cert.der"))
+}
+
+/// Whether anything (a file, a directory, a symbolic link even if dangling) is at `path`.
+fn occupied(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Before anything is written: refuse a symbolic link at any of `files` (even with `force`:
+/// [`write_file`] would refuse it anyway, but only after writing the files before it), and any
+/// existing file unless `force`.
+fn refuse_existing(files: &[PathBuf], force: bool) -> Result<(), DeployError> {
+    for f in files {
+        match std::fs::symlink_metadata(f) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(DeployError::Symlink {
+                    path: f.display().to_string(),
+                });
+            }
+            Ok(_) if !force => {
+                return Err(DeployError::Exists {
+                    path: f.display().to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Generate party `i`'s identity and write its key (mode 0600) then its certificate, so that a
+/// failure leaves no certificate without its key.
+fn write_identity(dir: &Path, i: u8, force: bool) -> Result<[PathBuf; 2], DeployError> {
+    let mut id: Identity = generate_identity(PartyId(i))?;
+    // Held zeroised from here on; the transport's copy inside `id` is emptied.
+    let key = Zeroizing::new(std::mem::take(&mut id.key));
+    let (key_file, cert_file) = (key_path(dir, i), cert_path(dir, i));
+    write_file(&key_file, &key, Access::Owner, force)?;
+    write_file(&cert_file, &id.cert, Access::Public, force)?;
+    Ok([key_file, cert_file])
+}
+
+/// Write all three parties' certificates and keys (keys with mode 0600) and a deployment
+/// template into `dir`, for **local runs and tests only**: whoever holds the three keys can
+/// impersonate any party, so a real deployment has each operator run [`keygen_party`] on their
+/// own machine. Existing files are kept unless `force`; returns the files written.
 pub fn keygen(dir: &Path, force: bool) -> Result<Vec<PathBuf>, DeployError> {
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
     let config = dir.join("deploy.toml");
     let mut files = vec![config.clone()];
     for i in 0..3u8 {
-        files.push(dir.join(format!("party{i}.cert.der")));
-        files.push(dir.join(format!("party{i}.key.der")));
+        files.push(cert_path(dir, i));
+        files.push(key_path(dir, i));
     }
-    if let Some(f) = files.iter().find(|f| f.exists()).filter(|_| !force) {
-        return Err(DeployError::Exists {
-            path: f.display().to_string(),
-        });
-    }
+    refuse_existing(&files, force)?;
+    let mut written = Vec::new();
     for i in 0..3u8 {
-        let id: Identity = generate_identity(PartyId(i))?;
-        let cert = dir.join(format!("party{i}.cert.der"));
-        std::fs::write(&cert, &id.cert).map_err(|e| file_err(&cert, e))?;
-        write_secret(&dir.join(format!("party{i}.key.der")), &id.key)?;
+        written.extend(write_identity(dir, i, force)?);
     }
-    let template = "# securenn deployment: every party runs `securenn party --config deploy.toml --id N`\n\
-# with its own key (party<N>.key.der beside this file, or --key FILE). Certificates are public;\n\
-# copy this file and all three certificates to every machine, each key only to its party.\n\n"
-        .to_string()
-        + &(0..3)
-            .map(|i| format!("[[party]]\nid = {i}\naddress = \"127.0.0.1:{}\"\ncertificate = \"party{i}.cert.der\"\n", 7100 + i))
-            .collect::<Vec<_>>()
-            .join("\n")
-        + "\n[job]\nprotocol = \"securenn\"\nmodel = \"a\"\nsamples = 20\nbatch = 10\ndata_owner = 0\nmodel_owner = 1\n\
-# seed = 1             # reproducible runs only: a known seed makes the pair seeds known\n\
-connect_timeout = 30   # seconds to wait for every peer at start-up\n\
-timeout = 120          # seconds to wait for a peer's message\n";
-    std::fs::write(&config, template).map_err(|e| file_err(&config, e))?;
-    Ok(files)
+    write_file(&config, TEMPLATE.as_bytes(), Access::Public, force)?;
+    written.push(config);
+    Ok(written)
 }
 
-/// Create `path` readable by its owner only, then write `bytes`.
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
+/// Write party `id`'s certificate and key (mode 0600) into `dir`, and the deployment template
+/// if `dir` has no deploy.toml (an existing one is never overwritten, even with `force`): what
+/// each operator runs on their own machine, so that a key is made where it is used and never
+/// travels; the operators exchange only the certificates. An existing key or certificate is
+/// kept unless `force`; returns the files written.
+pub fn keygen_party(dir: &Path, id: PartyId, force: bool) -> Result<Vec<PathBuf>, DeployError> {
+    if id.0 > 2 {
+        return Err(file_err(
+            dir,
+            format!("party id {}: the parties are 0, 1 and 2", id.0),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    refuse_existing(&[key_path(dir, id.0), cert_path(dir, id.0)], force)?;
+    let mut written = write_identity(dir, id.0, force)?.to_vec();
+    let config = dir.join("deploy.toml");
+    if !occupied(&config) {
+        write_file(&config, TEMPLATE.as_bytes(), Access::Public, false)?;
+        written.push(config);
+    }
+    Ok(written)
+}
+
+/// The deployment template keygen writes.
+const TEMPLATE: &str = r#"# securenn deployment. Every operator runs one party on their own machine:
+#   securenn keygen --id N --out DIR    # writes partyN.key.der (mode 0600) and partyN.cert.der
+# then sends partyN.cert.der (public) to the other two operators and never sends the key.
+# Put the three certificates beside this file, agree on this file (addresses, job) and copy it
+# to every machine; each party then runs
+#   securenn party --config deploy.toml --id N
+# with its own key (partyN.key.der beside this file, or --key FILE).
+# (`securenn keygen --out DIR` without --id writes all three keys on one machine: for local runs
+# and tests only, since whoever holds them can impersonate any party.)
+
+[[party]]
+id = 0
+address = "127.0.0.1:7100"
+certificate = "party0.cert.der"
+
+[[party]]
+id = 1
+address = "127.0.0.1:7101"
+certificate = "party1.cert.der"
+
+[[party]]
+id = 2
+address = "127.0.0.1:7102"
+certificate = "party2.cert.der"
+
+[job]
+protocol = "securenn"
+model = "a"
+samples = 20
+batch = 10
+data_owner = 0
+model_owner = 1
+# Never set `seed` in a deployment: every pair seed, mask and share would derive from it, and
+# everyone with this file knows it. `securenn party` refuses it without --insecure-reproducible
+# (for reproducing an experiment, never with real data).
+# seed = 1
+connect_timeout = 30   # seconds to wait for every peer at start-up
+timeout = 120          # seconds to wait for a peer's message
+"#;
+
+/// Who may read a file keygen writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Mode 0600 (a private key), also when an existing file is overwritten.
+    Owner,
+    /// The process's default mode (certificates and the template are public).
+    Public,
+}
+
+/// Every keygen write: a new file, or with `overwrite` an existing one truncated, and never
+/// through a symbolic link (`O_NOFOLLOW` on Unix: a link planted at a key path would otherwise
+/// receive the key, or the truncation, wherever it points).
+fn write_file(
+    path: &Path,
+    bytes: &[u8],
+    access: Access,
+    overwrite: bool,
+) -> Result<(), DeployError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true);
+    if overwrite {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+        opts.custom_flags(libc::O_NOFOLLOW);
+        if access == Access::Owner {
+            opts.mode(0o600);
+        }
     }
-    let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
+    let mut f = opts.open(path).map_err(|e| {
+        // ELOOP on Linux, but not everywhere: ask the file system what is there instead.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            DeployError::Symlink {
+                path: path.display().to_string(),
+            }
+        } else if e.kind() == std::io::ErrorKind::AlreadyExists {
+            DeployError::Exists {
+                path: path.display().to_string(),
+            }
+        } else {
+            file_err(path, e)
+        }
+    })?;
     #[cfg(unix)]
-    {
+    if access == Access::Owner {
+        // The mode given at creation does not apply to a file that already existed.
         use std::os::unix::fs::PermissionsExt;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| file_err(path, e))?;
     }
     f.write_all(bytes).map_err(|e| file_err(path, e))
+}
+
+/// Largest key file read: a PKCS#8 key is a few hundred bytes; this bounds what a wrong `--key`
+/// path makes us allocate.
+const MAX_KEY_BYTES: u64 = 1 << 16;
+
+/// Read party `id`'s private key from `path`, held zeroised. On Unix a key file that group or
+/// others can read is refused, as ssh does ([`DeployError::KeyPermissions`]).
+fn read_key(path: &Path, id: PartyId) -> Result<Zeroizing<Vec<u8>>, DeployError> {
+    use std::io::Read;
+    let err = |e: std::io::Error| file_err(path, format!("key of {id}: {e}"));
+    let f = std::fs::File::open(path).map_err(err)?;
+    // The mode of the file opened, not of whatever is at the path a moment later.
+    let meta = f.metadata().map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(DeployError::KeyPermissions {
+                path: path.display().to_string(),
+                party: id,
+                mode,
+            });
+        }
+    }
+    if meta.len() > MAX_KEY_BYTES {
+        return Err(file_err(
+            path,
+            format!(
+                "key of {id}: {} bytes is too large for a private key (at most {MAX_KEY_BYTES})",
+                meta.len()
+            ),
+        ));
+    }
+    // Sized up front so that reading never reallocates and leaves a stray copy of the key.
+    let mut key = Zeroizing::new(Vec::with_capacity(MAX_KEY_BYTES as usize + 1));
+    f.take(MAX_KEY_BYTES + 1)
+        .read_to_end(&mut key)
+        .map_err(err)?;
+    if key.len() as u64 > MAX_KEY_BYTES {
+        return Err(file_err(
+            path,
+            format!("key of {id}: larger than {MAX_KEY_BYTES} bytes"),
+        ));
+    }
+    Ok(key)
 }
 
 /// What one party saw of a deployed run.
@@ -205,11 +459,15 @@ pub struct PartyReport {
     pub wall_seconds: f64,
 }
 
-/// Run party `id` of the deployment at `config` with its identity's key at `key`.
+/// Run party `id` of the deployment at `config` with its identity's key at `key` (default:
+/// `party<ID>.key.der` beside `config`). A job with a fixed seed is refused unless `seed` is
+/// [`FixedSeed::AllowInsecure`]; like every other check of the deployment and the key, before
+/// any peer is contacted.
 pub fn run_party(
     config: &Path,
     id: PartyId,
     key: Option<&Path>,
+    seed: FixedSeed,
 ) -> Result<PartyReport, DeployError> {
     let dep = Deployment::load(config)?;
     if id.0 > 2 {
@@ -218,6 +476,7 @@ pub fn run_party(
             format!("--id {id}: the parties are 0, 1 and 2"),
         ));
     }
+    let source = dep.seed_source(config, seed)?;
     let dir = config.parent().unwrap_or(Path::new("."));
     let resolve = |p: &Path| {
         if p.is_absolute() {
@@ -237,8 +496,7 @@ pub fn run_party(
     let key_path = key
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join(format!("party{}.key.der", id.0)));
-    let key =
-        std::fs::read(&key_path).map_err(|e| file_err(&key_path, format!("key of {id}: {e}")))?;
+    let key = read_key(&key_path, id)?;
     let job = &dep.job;
     let model = crate::models::by_name(&job.model).expect("checked");
     let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
@@ -295,18 +553,20 @@ pub fn run_party(
         addrs: (0..3).map(|i| dep.entry(i).address).collect(),
         identity: Identity {
             cert: certs[id.index()].clone(),
-            key,
+            // A plain copy until `Identity::key` is zeroised itself (a change on the transports
+            // side); our own copy is zeroised when dropped just below.
+            key: key.to_vec(),
         },
         certs,
         connect_timeout: Duration::from_secs(job.connect_timeout.unwrap_or(30)),
     };
+    drop(key);
     tracing::info!(party = %id, name = %server_name(id), "connecting to the other parties");
     let (endpoint, node) = QuicNode::start(quic_cfg, &meter)?;
     let config_p = PartyConfig {
         recv_timeout: Duration::from_secs(job.timeout.unwrap_or(120)),
         fixed: fp,
     };
-    let source = job.seed.map_or(SeedSource::Os, SeedSource::Fixed);
     let model_run = match job.protocol.as_str() {
         "pond" => model.pool_before_relu().without_argmax(),
         _ => model.pool_before_relu(),
@@ -361,4 +621,37 @@ pub fn run_party(
         quic_wire_bytes: wire,
         wall_seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// The last line of defence, below keygen's own check: a symbolic link at the path (planted
+    /// after that check, say) is refused, even when overwriting, and its target is untouched.
+    #[test]
+    fn write_file_never_follows_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("securenn-write-file-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        let link = dir.join("party0.key.der");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for overwrite in [true, false] {
+            for access in [Access::Owner, Access::Public] {
+                let e = write_file(&link, b"key", access, overwrite).unwrap_err();
+                assert!(
+                    matches!(&e, DeployError::Symlink { path } if *path == link.display().to_string()),
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        // A dangling link is not followed to create its target either.
+        std::fs::remove_file(&target).unwrap();
+        assert!(write_file(&link, b"key", Access::Owner, true).is_err());
+        assert!(!target.exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -47,13 +47,19 @@ enum Command {
     /// Train a built-in model in plaintext (f64, Adam, fixed seed) on the training split and write
     /// its weights as safetensors: how the bundled models/*.safetensors were made.
     Train(TrainArgs),
-    /// Write a self-signed certificate and key per party (keys readable by their owner only) and
-    /// a deployment file template, for running the parties as separate processes over QUIC.
+    /// Write a self-signed certificate and key (readable by its owner only) for running the
+    /// parties as separate processes over QUIC, and a deployment file template. With `--id N`,
+    /// party N's only: what each operator runs on their own machine. Without it, all three keys
+    /// on one machine: for local runs and tests only.
     Keygen {
-        /// Directory to write party{0,1,2}.cert.der, party{0,1,2}.key.der and deploy.toml into.
+        /// Directory to write into: partyN.key.der, partyN.cert.der and (if it has none)
+        /// deploy.toml with `--id N`; party{0,1,2}.{key,cert}.der and deploy.toml without.
         #[arg(long)]
         out: PathBuf,
-        /// Overwrite existing files.
+        /// Write this party's key and certificate only (0, 1 or 2).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..3))]
+        id: Option<u8>,
+        /// Overwrite existing keys and certificates (never deploy.toml with `--id`).
         #[arg(long)]
         force: bool,
     },
@@ -72,6 +78,11 @@ enum Command {
         /// Write this party's report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run a deployment whose [job] has a `seed`: every pair seed, mask and share then
+        /// derives from it, and everyone who has the file knows it, so the run has no privacy.
+        /// For reproducing an experiment, never with real data.
+        #[arg(long)]
+        insecure_reproducible: bool,
     },
     /// The SecureNN paper's inference benchmark (Table 7) on the simulated LAN and WAN: our
     /// virtual time, bytes and rounds beside the paper's, with the network-only bound.
@@ -432,19 +443,20 @@ fn main() -> std::process::ExitCode {
         } => outputs
             .resolve()
             .and_then(|o| run_scenario(&file, samples, &o)),
-        Command::Keygen { out, force } => securenn::deploy::keygen(&out, force)
-            .map_err(Into::into)
-            .map(|files| {
-                for f in files {
-                    println!("{}", f.display());
-                }
-            }),
+        Command::Keygen { out, id, force } => keygen(&out, id, force),
         Command::Party {
             config,
             id,
             key,
             json,
-        } => party(&config, id, key.as_deref(), json.as_deref()),
+            insecure_reproducible,
+        } => party(
+            &config,
+            id,
+            key.as_deref(),
+            json.as_deref(),
+            insecure_reproducible,
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -569,14 +581,60 @@ fn write_trace(path: &std::path::Path, reports: &[(String, &InferReport)]) -> Re
     Ok(())
 }
 
+/// `securenn keygen`: party `id`'s identity, or all three for a local run, and what to do next.
+fn keygen(out: &std::path::Path, id: Option<u8>, force: bool) -> Result<()> {
+    let Some(id) = id else {
+        let files = securenn::deploy::keygen(out, force)?;
+        println!(
+            "all three keys on one machine: for local runs and tests only; for a real deployment \
+             each operator runs `securenn keygen --id N`"
+        );
+        for f in files {
+            println!("wrote {}", f.display());
+        }
+        return Ok(());
+    };
+    let files = securenn::deploy::keygen_party(out, PartyId(id), force)?;
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    let config = out.join("deploy.toml");
+    if !files.contains(&config) {
+        println!("kept {} (never overwritten)", config.display());
+    }
+    let others: Vec<String> = (0..3u8)
+        .filter(|&i| i != id)
+        .map(|i| format!("party{i}.cert.der"))
+        .collect();
+    println!(
+        "next: send party{id}.cert.der (public) to the other two operators and put theirs \
+         ({}) beside deploy.toml; agree on one deploy.toml (addresses, job) for all three; then \
+         run `securenn party --config {} --id {id}`. Never send party{id}.key.der to anyone: \
+         whoever has it can act as party {id}.",
+        others.join(", "),
+        config.display()
+    );
+    Ok(())
+}
+
 fn party(
     config: &std::path::Path,
     id: u8,
     key: Option<&std::path::Path>,
     json: Option<&std::path::Path>,
+    insecure_reproducible: bool,
 ) -> Result<()> {
+    use securenn::deploy::{Deployment, FixedSeed};
     eprintln!("securenn party {id}: deployment {}", config.display());
-    let r = securenn::deploy::run_party(config, PartyId(id), key)?;
+    let seed = if insecure_reproducible {
+        if let Some(w) = Deployment::load(config)?.insecure_seed_warning(config) {
+            eprintln!("warning: {w}");
+        }
+        FixedSeed::AllowInsecure
+    } else {
+        FixedSeed::Refuse
+    };
+    let r = securenn::deploy::run_party(config, PartyId(id), key, seed)?;
     if let (Some(p), Some(acc)) = (&r.predictions, r.accuracy) {
         println!("predictions         {p:?}");
         println!(
