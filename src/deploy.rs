@@ -10,7 +10,9 @@ use crate::infer::{Outputs, accuracy, infer_job};
 use crate::nn::weights_file;
 use crate::party::{LocalCluster, PartyConfig, SeedSource};
 use crate::protocol::{Pond, SecureNn, TFE_RELU_9};
-use securenn_transports::quic::{Identity, QuicConfig, QuicNode, generate_identity, server_name};
+use securenn_transports::quic::{
+    Identity, QuicConfig, QuicLimits, QuicNode, generate_identity, server_name,
+};
 use securenn_transports::{Meter, MeterSnapshot};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -24,6 +26,53 @@ use zeroize::Zeroizing;
 pub struct Deployment {
     pub party: Vec<PartyEntry>,
     pub job: JobEntry,
+    #[serde(default)]
+    pub limits: LimitsEntry,
+}
+
+/// `[limits]`: what a peer may make this party hold or wait for. Every key is optional; the
+/// defaults are [`QuicLimits::default`]'s (documented there and in the README's Threat model).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsEntry {
+    /// Largest message accepted from a peer, in MiB (1 to 4095: frames have a 32-bit length).
+    pub max_frame_mib: Option<u64>,
+    /// Most bytes a peer may have delivered that this party has not consumed yet, in MiB.
+    pub max_queued_mib: Option<u64>,
+    /// Seconds one QUIC handshake may take.
+    pub handshake_timeout: Option<u64>,
+}
+
+impl LimitsEntry {
+    /// Why these limits cannot be used, naming the key, if they cannot.
+    fn check(&self) -> Option<String> {
+        let bad = |key: &str, v: u64, lo: u64, hi: u64| {
+            (v < lo || v > hi).then(|| format!("limits.{key} = {v}: must be {lo} to {hi}"))
+        };
+        self.max_frame_mib
+            .and_then(|v| bad("max_frame_mib", v, 1, 4095))
+            .or_else(|| {
+                self.max_queued_mib
+                    .and_then(|v| bad("max_queued_mib", v, 1, 1 << 20))
+            })
+            .or_else(|| {
+                self.handshake_timeout
+                    .and_then(|v| bad("handshake_timeout", v, 1, 600))
+            })
+    }
+
+    /// The transport's limits: the defaults, with what the file sets.
+    pub fn quic(&self) -> QuicLimits {
+        let d = QuicLimits::default();
+        QuicLimits {
+            max_frame_bytes: self.max_frame_mib.map_or(d.max_frame_bytes, |m| m << 20),
+            max_queued_bytes: self.max_queued_mib.map_or(d.max_queued_bytes, |m| m << 20),
+            handshake_timeout: self
+                .handshake_timeout
+                .map_or(d.handshake_timeout, Duration::from_secs),
+            ..d
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -164,6 +213,9 @@ impl Deployment {
                 "job.samples and job.batch must be at least 1",
             ));
         }
+        if let Some(reason) = d.limits.check() {
+            return Err(file_err(path, reason));
+        }
         Ok(d)
     }
 
@@ -243,11 +295,10 @@ fn refuse_existing(files: &[PathBuf], force: bool) -> Result<(), DeployError> {
 /// Generate party `i`'s identity and write its key (mode 0600) then its certificate, so that a
 /// failure leaves no certificate without its key.
 fn write_identity(dir: &Path, i: u8, force: bool) -> Result<[PathBuf; 2], DeployError> {
-    let mut id: Identity = generate_identity(PartyId(i))?;
-    // Held zeroised from here on; the transport's copy inside `id` is emptied.
-    let key = Zeroizing::new(std::mem::take(&mut id.key));
+    // The key is zeroised when `id` drops.
+    let id: Identity = generate_identity(PartyId(i))?;
     let (key_file, cert_file) = (key_path(dir, i), cert_path(dir, i));
-    write_file(&key_file, &key, Access::Owner, force)?;
+    write_file(&key_file, &id.key, Access::Owner, force)?;
     write_file(&cert_file, &id.cert, Access::Public, force)?;
     Ok([key_file, cert_file])
 }
@@ -336,6 +387,12 @@ model_owner = 1
 # seed = 1
 connect_timeout = 30   # seconds to wait for every peer at start-up
 timeout = 120          # seconds to wait for a peer's message
+
+# What a peer may make this party hold or wait for (the defaults; see the README's Threat model).
+[limits]
+max_frame_mib = 256      # largest message accepted from a peer
+max_queued_mib = 512     # most bytes a peer may have delivered that this party has not used yet
+handshake_timeout = 5    # seconds one QUIC handshake may take
 "#;
 
 /// Who may read a file keygen writes.
@@ -553,14 +610,12 @@ pub fn run_party(
         addrs: (0..3).map(|i| dep.entry(i).address).collect(),
         identity: Identity {
             cert: certs[id.index()].clone(),
-            // A plain copy until `Identity::key` is zeroised itself (a change on the transports
-            // side); our own copy is zeroised when dropped just below.
-            key: key.to_vec(),
+            key,
         },
         certs,
         connect_timeout: Duration::from_secs(job.connect_timeout.unwrap_or(30)),
+        limits: dep.limits.quic(),
     };
-    drop(key);
     tracing::info!(party = %id, name = %server_name(id), "connecting to the other parties");
     let (endpoint, node) = QuicNode::start(quic_cfg, &meter)?;
     let config_p = PartyConfig {

@@ -288,7 +288,8 @@ impl Ctx {
             from: self.me(),
             to,
             key: self.key(seq),
-            depth: self.depth.get() + 1,
+            // Peers' depths are capped on arrival (party::mailbox::MAX_DEPTH); saturate anyway.
+            depth: self.depth.get().saturating_add(1),
             arrival: 0,
             payload,
         };

@@ -87,14 +87,19 @@ pub struct PartyActor {
 }
 
 impl PartyActor {
-    pub fn new(transport: Arc<dyn Transport>, incoming: Incoming, config: PartyConfig) -> Self {
+    pub fn new(endpoint: securenn_transports::Endpoint, config: PartyConfig) -> Self {
+        let securenn_transports::Endpoint {
+            transport,
+            incoming,
+            backlog,
+        } = endpoint;
         let me = transport.party();
         Self {
             me,
             endpoint: Rc::new(PartyEndpoint {
                 me,
+                mailbox: Rc::new(RefCell::new(Mailbox::new(me, transport.clone(), backlog))),
                 transport,
-                mailbox: Rc::new(RefCell::new(Mailbox::new(me))),
                 timeout: config.recv_timeout,
             }),
             incoming: Some(incoming),
@@ -124,12 +129,9 @@ impl StreamHandler<Delivery> for PartyActor {
     fn handle(&mut self, item: Delivery, _: &mut Self::Context) {
         let mut mb = self.endpoint.mailbox.borrow_mut();
         match item {
-            Ok(env) if env.to == self.me && env.key == ABORT_KEY => {
-                let reason = String::from_utf8_lossy(&env.payload).into_owned();
-                mb.fail(env.from, format!("{} gave up: {reason}", env.from));
-            }
-            Ok(env) if env.to == self.me => mb.deliver(env),
-            Ok(env) => tracing::warn!(party = %self.me, ?env, "misaddressed envelope dropped"),
+            Ok(env) if env.to == self.me && env.key == ABORT_KEY => mb.gave_up(env),
+            Ok(env) => mb.deliver(env),
+            Err(TransportError::Backlog { peer, .. }) => mb.backlogged(peer),
             Err(e) => {
                 tracing::error!(party = %self.me, error = %e, "transport failure");
                 mb.fail_peer(&e);
@@ -158,8 +160,11 @@ impl Handler<Setup> for PartyActor {
         );
         let (session, depth) = (self.session.clone(), self.depth.clone());
         let (transport, me) = (self.endpoint.transport.clone(), self.me);
+        let mailbox = self.endpoint.mailbox.clone();
+        mailbox.borrow_mut().set_session(msg.session);
         Box::pin(async move {
             let seeds = agree_seeds(&ctx, msg.source).await;
+            mailbox.borrow_mut().finish(ctx.path());
             if let Err(e) = &seeds {
                 abort_peers(&*transport, me, msg.session, e);
             }
@@ -192,10 +197,14 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
         let transport = self.endpoint.transport.clone();
         transport.virtual_now();
         let job = (msg.job)(ctx);
-        let me = self.me;
+        let (me, mailbox) = (self.me, self.endpoint.mailbox.clone());
         Box::pin(async move {
             let out = job.await;
             transport.virtual_now();
+            let left = mailbox.borrow_mut().finish(root.path());
+            if left > 0 && out.is_ok() {
+                tracing::warn!(party = %me, job = %root.path(), "{left} envelopes of the job were never asked for");
+            }
             if let Err(e) = &out {
                 abort_peers(&*transport, me, session, e);
             }

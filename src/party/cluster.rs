@@ -5,7 +5,7 @@ use super::actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup};
 use super::setup::SeedSource;
 use crate::channel::{Ctx, PartyId, ProtocolError};
 use actix::prelude::*;
-use securenn_transports::quic::{QuicConfig, QuicNode, generate_identity};
+use securenn_transports::quic::{self, QuicLimits, QuicNode};
 use securenn_transports::sim::{SimConfig, SimError, SimNetwork};
 use securenn_transports::{
     Endpoint, EnvelopeRecord, MemoryNetwork, Meter, MeterSnapshot, TransportError,
@@ -96,12 +96,8 @@ impl LocalCluster {
         let mut arbiters = Vec::new();
         for ep in endpoints {
             let arbiter = Arbiter::new();
-            let Endpoint {
-                transport,
-                incoming,
-            } = ep;
             let addr = PartyActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                PartyActor::new(transport, incoming, config)
+                PartyActor::new(ep, config)
             });
             parties.push(addr);
             arbiters.push(arbiter);
@@ -236,44 +232,9 @@ impl LocalCluster {
 
 /// Three QUIC endpoints on 127.0.0.1 with fresh identities, connected to each other.
 fn quic_localhost(meter: &Arc<Meter>) -> Result<(Vec<Endpoint>, Vec<QuicNode>), TransportError> {
-    let ids = (0..3)
-        .map(|i| generate_identity(PartyId(i)))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Free ports: bind, read, release (the endpoints bind them again a moment later).
-    let addrs: Vec<std::net::SocketAddr> = (0..3)
-        .map(|i| {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .map_err(|e| TransportError::Connection {
-                    peer: PartyId(i),
-                    reason: e.to_string(),
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    let certs: Vec<Vec<u8>> = ids.iter().map(|i| i.cert.clone()).collect();
-    let handles: Vec<_> = ids
+    Ok(quic::localhost(3, QuicLimits::default(), meter)?
         .into_iter()
-        .enumerate()
-        .map(|(i, identity)| {
-            let cfg = QuicConfig {
-                me: PartyId(i as u8),
-                addrs: addrs.clone(),
-                certs: certs.clone(),
-                identity,
-                connect_timeout: Duration::from_secs(10),
-            };
-            let meter = meter.clone();
-            std::thread::spawn(move || QuicNode::start(cfg, &meter))
-        })
-        .collect();
-    let mut endpoints = Vec::new();
-    let mut nodes = Vec::new();
-    for h in handles {
-        let (ep, node) = h.join().expect("QUIC start thread")?;
-        endpoints.push(ep);
-        nodes.push(node);
-    }
-    Ok((endpoints, nodes))
+        .unzip())
 }
 
 /// Jobs that run the same protocol function at every party (SPMD).

@@ -1,48 +1,244 @@
-//! Routing of incoming envelopes to the receives that wait for them, by (session, sender, key).
+//! Routing of incoming envelopes to the receives that wait for them, by (session, sender, key),
+//! and the checks that keep a broken or hostile peer from parking in this party's memory what
+//! cannot belong to the running job.
+//!
+//! An envelope is refused, and its sender cut off (every receive from it fails with the reason,
+//! and the transport closes the connection), when it names another session, when its key is
+//! not a rendezvous key (printable ASCII, at most [`MAX_KEY_LEN`] bytes, with a `#` sequence
+//! number), when it belongs to a job that has finished, when it repeats a key, when its causal
+//! depth is beyond [`MAX_DEPTH`], or when it is addressed to another party. Every byte a peer
+//! delivered is released to the transport's [`Backlog`] once it is consumed or dropped; a
+//! peer whose backlog is full while this party waits for its next message is flooding, and is
+//! cut off too.
 
 use crate::channel::ProtocolError;
 use futures::channel::oneshot;
-use securenn_transports::{Envelope, PartyId, TransportError};
-use std::collections::HashMap;
+use securenn_transports::{Backlog, Envelope, PartyId, Transport, TransportError, printable};
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 type Slot = (u64, PartyId, String);
+
+/// Longest rendezvous key accepted: operation paths are a few dozen bytes (the deepest, inside
+/// a max-pooling layer's DReLU, about 80).
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Deepest causal depth accepted from a peer: a job adds tens to a few hundred rounds, so 2^40
+/// leaves room for any session, and a depth near u64::MAX (which would overflow the next send)
+/// is refused.
+pub const MAX_DEPTH: u64 = 1 << 40;
+
+/// Longest peer-chosen text (a key, an abort reason) written into a log line or an error: an
+/// abort reason is the peer's own error, which may quote another party's.
+pub const MAX_PEER_TEXT: usize = 1000;
 
 /// Envelopes that arrived before anyone asked, and receives that wait for envelopes.
 pub struct Mailbox {
     me: PartyId,
+    transport: Arc<dyn Transport>,
+    backlog: Arc<Backlog>,
     arrived: HashMap<Slot, Envelope>,
+    /// Payload bytes in `arrived`, per peer.
+    held: HashMap<PartyId, u64>,
     waiting: HashMap<Slot, oneshot::Sender<Result<Envelope, ProtocolError>>>,
     gone: HashMap<PartyId, String>,
+    /// The session, once set up: envelopes of any other are refused.
+    session: Option<u64>,
+    /// Root paths of the jobs (and the setup) that have finished.
+    finished: HashSet<String>,
+}
+
+/// The job an envelope belongs to: its key's first path segment.
+fn root(key: &str) -> &str {
+    let end = key.find(['/', '#']).unwrap_or(key.len());
+    &key[..end]
+}
+
+/// Why `key` is not a rendezvous key, if it is not.
+fn malformed_key(key: &str) -> Option<String> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Some(format!(
+            "a key of {} bytes (keys have 1 to {MAX_KEY_LEN})",
+            key.len()
+        ));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(format!(
+            "the key \"{}\", with characters outside printable ASCII",
+            printable(key, MAX_PEER_TEXT)
+        ));
+    }
+    let seq = key.rsplit_once('#').map(|(_, s)| s);
+    if !seq.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
+        return Some(format!(
+            "the key \"{}\", without a #sequence number",
+            printable(key, MAX_PEER_TEXT)
+        ));
+    }
+    None
 }
 
 impl Mailbox {
-    pub fn new(me: PartyId) -> Self {
+    /// The mailbox of party `me`, releasing consumed bytes to `backlog` and cutting misbehaving
+    /// peers off through `transport`.
+    pub fn new(me: PartyId, transport: Arc<dyn Transport>, backlog: Arc<Backlog>) -> Self {
         Self {
             me,
+            transport,
+            backlog,
             arrived: HashMap::new(),
+            held: HashMap::new(),
             waiting: HashMap::new(),
             gone: HashMap::new(),
+            session: None,
+            finished: HashSet::new(),
         }
     }
 
-    /// Hand an incoming envelope to its receive, or keep it until asked for.
+    /// This party's session from now on: envelopes of any other session, already here or still
+    /// to come, are refused.
+    pub fn set_session(&mut self, session: u64) {
+        self.session = Some(session);
+        let stray: Vec<Slot> = self
+            .arrived
+            .keys()
+            .filter(|s| s.0 != session)
+            .cloned()
+            .collect();
+        for slot in stray {
+            let reason = format!(
+                "{} sent an envelope of session {}, not of this session ({session})",
+                slot.1, slot.0
+            );
+            self.cut_off(slot.1, reason);
+        }
+    }
+
+    /// The job (or setup) at root path `root` has ended: later envelopes of it are refused, and
+    /// envelopes of it nobody asked for are dropped. Returns how many were dropped (after a
+    /// successful job, non-zero means a protocol bug).
+    pub fn finish(&mut self, root_path: &str) -> usize {
+        self.finished.insert(root_path.to_string());
+        let left: Vec<Slot> = self
+            .arrived
+            .keys()
+            .filter(|s| root(&s.2) == root_path)
+            .cloned()
+            .collect();
+        for slot in &left {
+            self.take_arrived(slot);
+        }
+        left.len()
+    }
+
+    /// Why `env` cannot belong to this party's running job, if it cannot.
+    fn refusal(&self, env: &Envelope) -> Option<String> {
+        let from = env.from;
+        if env.to != self.me {
+            return Some(format!(
+                "{from} sent {} an envelope addressed to {}",
+                self.me, env.to
+            ));
+        }
+        if let Some(s) = self.session.filter(|s| *s != env.session) {
+            return Some(format!(
+                "{from} sent an envelope of session {}, not of this session ({s})",
+                env.session
+            ));
+        }
+        if let Some(why) = malformed_key(&env.key) {
+            return Some(format!("{from} sent {why}"));
+        }
+        if env.depth > MAX_DEPTH {
+            return Some(format!(
+                "{from} sent a causal depth of {}, beyond any job's (at most {MAX_DEPTH})",
+                env.depth
+            ));
+        }
+        let r = root(&env.key);
+        if self.finished.contains(r) {
+            return Some(format!(
+                "{from} sent {} for job {r}, which has finished",
+                env.key
+            ));
+        }
+        None
+    }
+
+    /// Hand an incoming envelope to its receive, or keep it until asked for; refuse it (and cut
+    /// its sender off) if it cannot belong to the running job.
     pub fn deliver(&mut self, env: Envelope) {
+        let (from, bytes) = (env.from, env.payload.len() as u64);
+        if self.gone.contains_key(&from) {
+            // Already cut off or failed: nothing of it is kept.
+            self.backlog.release(from, bytes);
+            return;
+        }
+        if let Some(reason) = self.refusal(&env) {
+            self.backlog.release(from, bytes);
+            self.cut_off(from, reason);
+            return;
+        }
         let slot = (env.session, env.from, env.key.clone());
         if let Some(tx) = self.waiting.remove(&slot) {
+            self.backlog.release(from, bytes);
             // The receiver may have timed out meanwhile; then the envelope is dropped.
             let _ = tx.send(Ok(env));
             return;
         }
         match self.arrived.entry(slot) {
             Entry::Occupied(o) => {
-                let (_, from, key) = o.key();
-                tracing::warn!(party = %self.me, from = %from, key = %key, "duplicate envelope dropped");
+                let reason = format!("{from} sent {} twice", o.key().2);
+                self.backlog.release(from, bytes);
+                self.cut_off(from, reason);
             }
             Entry::Vacant(v) => {
                 v.insert(env);
+                *self.held.entry(from).or_default() += bytes;
+                self.check_flood(from);
             }
         }
+    }
+
+    /// `env` is a peer's notice that it gave up (its payload the reason, as the peer wrote it):
+    /// fail every receive from it, with the reason escaped and capped.
+    pub fn gave_up(&mut self, env: Envelope) {
+        self.backlog.release(env.from, env.payload.len() as u64);
+        let reason = printable(&String::from_utf8_lossy(&env.payload), MAX_PEER_TEXT);
+        self.fail(env.from, format!("{} gave up: {reason}", env.from));
+    }
+
+    /// The transport paused `peer`'s stream at the backlog's cap.
+    pub fn backlogged(&mut self, peer: PartyId) {
+        self.check_flood(peer);
+    }
+
+    /// `peer` is flooding if its stream is paused at the cap, everything it delivered is here
+    /// (none still on its way to the mailbox), and a receive waits for a message of it that
+    /// can only come after what is queued: nothing this party does will free the stream.
+    fn check_flood(&mut self, peer: PartyId) {
+        let held = self.held.get(&peer).copied().unwrap_or(0);
+        if self.backlog.is_blocked(peer)
+            && held >= self.backlog.queued(peer)
+            && self.waiting.keys().any(|s| s.1 == peer)
+        {
+            let me = self.me;
+            let reason = format!(
+                "{peer} sent {held} bytes that {me} has not asked for, up to the cap of {} \
+                 bytes, while {me} waits for its next message: a flood (or a job that runs further \
+                 ahead than the cap allows: raise max_queued_mib in [limits])",
+                self.backlog.cap()
+            );
+            self.cut_off(peer, reason);
+        }
+    }
+
+    /// Refuse everything more from `peer` and close its connection.
+    fn cut_off(&mut self, peer: PartyId, reason: String) {
+        tracing::warn!(party = %self.me, peer = %peer, reason = %printable(&reason, MAX_PEER_TEXT), "peer refused");
+        self.transport.cut_off(peer, &reason);
+        self.fail(peer, reason);
     }
 
     /// A peer's connection failed: fail every receive waiting on it, and later ones too.
@@ -50,7 +246,8 @@ impl Mailbox {
         let peer = match err {
             TransportError::PeerGone { peer, .. }
             | TransportError::Malformed { peer, .. }
-            | TransportError::Connection { peer, .. } => *peer,
+            | TransportError::Connection { peer, .. }
+            | TransportError::Backlog { peer, .. } => *peer,
             TransportError::NoSuchParty { to, .. } => *to,
             // Both ends of a cut link learn of it; each loses the other end.
             TransportError::Cut { from, to, .. } => {
@@ -65,7 +262,8 @@ impl Mailbox {
         self.fail(peer, err.to_string());
     }
 
-    /// `peer` can no longer be heard from: fail every receive waiting on it, and later ones.
+    /// `peer` can no longer be heard from: fail every receive waiting on it, and later ones,
+    /// and drop what it sent that nobody asked for.
     pub fn fail(&mut self, peer: PartyId, reason: String) {
         let slots: Vec<Slot> = self
             .waiting
@@ -77,6 +275,15 @@ impl Mailbox {
             if let Some(tx) = self.waiting.remove(&slot) {
                 let _ = tx.send(Err(self.gone_error(peer, &slot.2, &reason)));
             }
+        }
+        let kept: Vec<Slot> = self
+            .arrived
+            .keys()
+            .filter(|s| s.1 == peer)
+            .cloned()
+            .collect();
+        for slot in &kept {
+            self.take_arrived(slot);
         }
         self.gone.entry(peer).or_insert(reason);
     }
@@ -90,6 +297,17 @@ impl Mailbox {
         }
     }
 
+    /// Remove a kept envelope, releasing its bytes.
+    fn take_arrived(&mut self, slot: &Slot) -> Option<Envelope> {
+        let env = self.arrived.remove(slot)?;
+        let bytes = env.payload.len() as u64;
+        if let Some(h) = self.held.get_mut(&env.from) {
+            *h = h.saturating_sub(bytes);
+        }
+        self.backlog.release(env.from, bytes);
+        Some(env)
+    }
+
     /// Ask for the envelope at `(session, from, key)`.
     pub fn expect(
         &mut self,
@@ -99,12 +317,13 @@ impl Mailbox {
     ) -> oneshot::Receiver<Result<Envelope, ProtocolError>> {
         let (tx, rx) = oneshot::channel();
         let slot = (session, from, key);
-        if let Some(env) = self.arrived.remove(&slot) {
+        if let Some(env) = self.take_arrived(&slot) {
             let _ = tx.send(Ok(env));
         } else if let Some(reason) = self.gone.get(&from) {
             let _ = tx.send(Err(self.gone_error(from, &slot.2, reason)));
         } else {
             self.waiting.insert(slot, tx);
+            self.check_flood(from);
         }
         rx
     }
@@ -117,5 +336,97 @@ impl Mailbox {
     /// Envelopes received but never asked for (non-zero after a job means a protocol bug).
     pub fn unclaimed(&self) -> usize {
         self.arrived.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use securenn_transports::{MemoryNetwork, Meter};
+
+    fn mailbox(cap: u64) -> (Mailbox, Arc<Backlog>) {
+        let eps = MemoryNetwork::endpoints(3, &Meter::new(3));
+        let backlog = Backlog::new(3, cap);
+        let t = eps.into_iter().nth(1).unwrap().transport;
+        (Mailbox::new(PartyId(1), t, backlog.clone()), backlog)
+    }
+
+    fn env(from: u8, key: &str, len: usize) -> Envelope {
+        Envelope {
+            session: 7,
+            from: PartyId(from),
+            to: PartyId(1),
+            key: key.into(),
+            depth: 1,
+            arrival: 0,
+            payload: vec![0; len],
+        }
+    }
+
+    fn refused(mb: &mut Mailbox, e: Envelope, why: &str) {
+        let from = e.from;
+        mb.deliver(e);
+        let rx = mb.expect(7, from, "job/x#9".into());
+        match futures::executor::block_on(rx).unwrap() {
+            Err(ProtocolError::PeerGone { reason, peer, .. }) => {
+                assert_eq!(peer, from);
+                assert!(reason.contains(why), "{reason} lacks {why}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        assert_eq!(root("infer~1/batch/0.dense#3"), "infer~1");
+        assert_eq!(root("setup#0"), "setup");
+        assert!(malformed_key("infer/batch~2/3.relu/drelu#12").is_none());
+        assert!(malformed_key("infer/x").is_some());
+        assert!(malformed_key("infer/x#").is_some());
+        assert!(malformed_key("in fer#1").is_some());
+        assert!(malformed_key("a\u{1b}[2J#1").is_some());
+        assert!(malformed_key(&format!("{}#1", "a".repeat(MAX_KEY_LEN))).is_some());
+    }
+
+    #[test]
+    fn what_cannot_belong_to_the_job_cuts_the_sender_off() {
+        let (mut mb, _) = mailbox(u64::MAX);
+        mb.set_session(7);
+        let mut other = env(0, "job/a#0", 8);
+        other.session = 8;
+        refused(&mut mb, other, "session 8");
+        let (mut mb, _) = mailbox(u64::MAX);
+        mb.set_session(7);
+        refused(&mut mb, env(2, "job/a", 8), "#sequence");
+        let (mut mb, _) = mailbox(u64::MAX);
+        let mut deep = env(0, "job/a#0", 8);
+        deep.depth = u64::MAX;
+        refused(&mut mb, deep, "causal depth");
+        let (mut mb, _) = mailbox(u64::MAX);
+        mb.finish("old");
+        refused(&mut mb, env(0, "old/a#0", 8), "has finished");
+        let (mut mb, _) = mailbox(u64::MAX);
+        mb.deliver(env(0, "job/a#0", 8));
+        refused(&mut mb, env(0, "job/a#0", 8), "twice");
+        let (mut mb, _) = mailbox(u64::MAX);
+        let mut mis = env(0, "job/a#0", 8);
+        mis.to = PartyId(2);
+        refused(&mut mb, mis, "addressed to P2");
+    }
+
+    #[test]
+    fn consumed_and_dropped_bytes_are_released() {
+        let (mut mb, backlog) = mailbox(1000);
+        let p0 = PartyId(0);
+        for (i, len) in [(0, 100), (1, 50)] {
+            assert!(backlog.try_admit(p0, len as u64));
+            mb.deliver(env(0, &format!("job/a#{i}"), len));
+        }
+        assert_eq!(backlog.queued(p0), 150);
+        let got = futures::executor::block_on(mb.expect(7, p0, "job/a#0".into()));
+        assert_eq!(got.unwrap().unwrap().payload.len(), 100);
+        assert_eq!(backlog.queued(p0), 50);
+        assert_eq!(mb.finish("job"), 1, "one envelope nobody asked for");
+        assert_eq!(backlog.queued(p0), 0);
     }
 }

@@ -3,6 +3,7 @@
 //! faults; virtual or real clock). This crate knows nothing of MPC; every transport plugs in
 //! behind the same [`Transport`] trait.
 
+mod backlog;
 mod envelope;
 mod error;
 mod memory;
@@ -10,8 +11,9 @@ mod meter;
 pub mod quic;
 pub mod sim;
 
+pub use backlog::Backlog;
 pub use envelope::{Envelope, FrameError, PartyId};
-pub use error::TransportError;
+pub use error::{TransportError, printable};
 pub use memory::MemoryNetwork;
 pub use meter::{EnvelopeRecord, LinkStats, Meter, MeterSnapshot, Metered};
 
@@ -42,12 +44,19 @@ pub trait Transport: Send + Sync + 'static {
     fn virtual_now(&self) -> Option<std::time::Duration> {
         None
     }
+    /// Stop hearing from `peer`: the party found it misbehaving (`reason` says how). A network
+    /// transport closes the connection, so the peer can no longer use this party's memory or
+    /// time; transports inside one process have nothing to close.
+    fn cut_off(&self, _peer: PartyId, _reason: &str) {}
 }
 
-/// One party's endpoint: its sending half and its incoming stream.
+/// One party's endpoint: its sending half, its incoming stream, and the backlog of what each
+/// peer delivered that the party has not consumed yet (the party releases what it consumes or
+/// drops; a network transport holds a peer back at the backlog's cap).
 pub struct Endpoint {
     pub transport: std::sync::Arc<dyn Transport>,
     pub incoming: Incoming,
+    pub backlog: std::sync::Arc<Backlog>,
 }
 
 /// The queue of `env`'s destination among `peers` (indexed by party id), or the error for a

@@ -1,7 +1,8 @@
 //! The in-memory transport: one unbounded tokio channel per receiving party, inside one process.
 
 use crate::{
-    Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError, destination,
+    Backlog, Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError,
+    destination,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
@@ -29,6 +30,7 @@ impl MemoryNetwork {
                 Endpoint {
                     transport: Arc::new(Metered::new(raw, meter.clone())),
                     incoming,
+                    backlog: Backlog::unbounded(n),
                 }
             })
             .collect()

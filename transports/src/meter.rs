@@ -196,4 +196,8 @@ impl Transport for Metered {
     fn virtual_now(&self) -> Option<std::time::Duration> {
         self.inner.virtual_now()
     }
+
+    fn cut_off(&self, peer: PartyId, reason: &str) {
+        self.inner.cut_off(peer, reason)
+    }
 }

@@ -14,14 +14,20 @@
 //! 110 ms round trips at 70 MB/s.
 
 use crate::{
-    Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError, destination,
+    Backlog, Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError,
+    destination, printable,
 };
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use zeroize::Zeroizing;
 
 const ALPN: &[u8] = b"securenn/1";
 /// Per-stream receive window (see the module docs).
@@ -31,17 +37,53 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 /// Idle timeout, with keep-alives well below it on both sides.
 const IDLE: Duration = Duration::from_secs(15);
 const KEEP_ALIVE: Duration = Duration::from_secs(3);
-/// Largest frame accepted from a peer (a frame holds one envelope): 1 GiB, above the largest
-/// message of the paper's networks at batch 128 (network C's masked im2col matrix, 15 MB) with
-/// room for larger batches, and a bound on what a garbage length prefix can make us allocate.
-const MAX_FRAME: u32 = 1 << 30;
+/// Longest peer-sent text (a close reason) kept in an error message.
+const MAX_PEER_TEXT: usize = 200;
+
+/// What a peer may make this party hold or wait for. The defaults are documented in the README
+/// (Threat model) and can be set per deployment (`[limits]` in deploy.toml).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuicLimits {
+    /// Largest frame (one envelope) accepted from a peer; a larger length prefix cuts the peer
+    /// off before anything is allocated (and a frame's buffer grows only as its bytes arrive).
+    /// Default 256 MiB: the largest message of the paper's networks at batch 128 is network
+    /// C's, 49.5 MB (B: 39.6 MB), so batches up to about 650 fit.
+    pub max_frame_bytes: u64,
+    /// Most bytes a peer may have delivered that this party has not consumed yet. At the cap
+    /// the peer's stream is no longer read (QUIC flow control then holds the peer back, so a
+    /// peer running ahead waits in its own memory); a peer at the cap while this party waits
+    /// for its next message is flooding and is cut off. It must exceed what a peer sends in
+    /// one flight, since this party may use a flight's messages in another order: network C at
+    /// batch 128 needs 96 MiB (64 MiB is too little). Default 512 MiB, twice the frame cap:
+    /// batches up to about 650 again.
+    pub max_queued_bytes: u64,
+    /// How long one handshake may take before it is abandoned. Default 5 s: a handshake takes
+    /// three one-way latencies with address validation (under 0.2 s on the paper's WAN), and
+    /// handshakes run concurrently, so a slow or bogus one delays nobody else.
+    pub handshake_timeout: Duration,
+    /// Most handshakes in progress at once; further attempts are refused until one ends.
+    /// Default 64: two peers are expected; a caller must first answer a retry from its real
+    /// address, and each handshake's state (a few KiB) lives at most the handshake timeout.
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for QuicLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 256 << 20,
+            max_queued_bytes: 512 << 20,
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 64,
+        }
+    }
+}
 
 /// A party's certificate and private key (DER).
 #[derive(Clone)]
 pub struct Identity {
     pub cert: Vec<u8>,
-    /// PKCS#8 DER; secret.
-    pub key: Vec<u8>,
+    /// PKCS#8 DER; secret, zeroised when dropped.
+    pub key: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -69,7 +111,7 @@ pub fn generate_identity(party: PartyId) -> Result<Identity, TransportError> {
     })?;
     Ok(Identity {
         cert: ck.cert.der().to_vec(),
-        key: ck.signing_key.serialize_der(),
+        key: Zeroizing::new(ck.signing_key.serialize_der()),
     })
 }
 
@@ -85,6 +127,7 @@ pub struct QuicConfig {
     pub identity: Identity,
     /// How long to wait for every peer to connect.
     pub connect_timeout: Duration,
+    pub limits: QuicLimits,
 }
 
 /// A running QUIC endpoint: keep it alive for the session, then [`QuicNode::shutdown`].
@@ -93,6 +136,7 @@ pub struct QuicNode {
     endpoint: quinn::Endpoint,
     connections: Vec<(PartyId, quinn::Connection)>,
     writers: Vec<tokio::task::JoinHandle<()>>,
+    backlog: Arc<Backlog>,
     me: PartyId,
 }
 
@@ -101,16 +145,20 @@ struct QuicTransport {
     parties: usize,
     /// One writer queue per peer (None for this party).
     queues: Vec<Option<UnboundedSender<Envelope>>>,
+    /// The connection to each peer (None for this party), to cut a peer off.
+    connections: Vec<Option<quinn::Connection>>,
 }
 
+/// A connection error naming `peer`; `reason` may carry text the peer chose (a close reason),
+/// so it is escaped and capped.
 fn conn_err(peer: PartyId, reason: impl std::fmt::Display) -> TransportError {
     TransportError::Connection {
         peer,
-        reason: reason.to_string(),
+        reason: printable(&reason.to_string(), MAX_PEER_TEXT),
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -121,51 +169,204 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     t.send_window(u64::from(CONNECTION_WINDOW));
     t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(IDLE).expect("15 s fits")));
     t.keep_alive_interval(Some(KEEP_ALIVE));
+    // One unidirectional stream per direction carries everything; nothing else is opened.
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(1));
     Arc::new(t)
 }
 
-/// TLS configurations trusting exactly the other parties' certificates.
-fn tls(cfg: &QuicConfig) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TransportError> {
-    let me = cfg.me;
-    let bad = |e: &dyn std::fmt::Display| conn_err(me, format!("TLS configuration: {e}"));
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, c) in cfg.certs.iter().enumerate() {
-        if i != me.index() {
-            roots
-                .add(CertificateDer::from(c.clone()))
-                .map_err(|e| bad(&e))?;
+/// Accepts exactly one of a set of certificates (byte for byte), and checks the handshake
+/// signatures with its key. Unlike a root store of self-signed certificates, a leaf that one
+/// of them merely *signed* (another party's key issuing a certificate named after a third) is
+/// refused during the handshake.
+#[derive(Debug)]
+struct Pinned {
+    certs: Vec<Vec<u8>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Pinned {
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        if intermediates.is_empty() && self.certs.iter().any(|c| c[..] == end_entity[..]) {
+            Ok(())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
-    let roots = Arc::new(roots);
-    let chain = vec![CertificateDer::from(cfg.identity.cert.clone())];
-    let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cfg.identity.key.clone()));
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
-            .build()
-            .map_err(|e| bad(&e))?;
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.check(end_entity, intermediates)
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes()
+    }
+}
+
+impl ClientCertVerifier for Pinned {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity, intermediates)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes()
+    }
+}
+
+fn tls_err(me: PartyId, e: impl std::fmt::Display) -> TransportError {
+    conn_err(me, format!("TLS configuration: {e}"))
+}
+
+/// The TLS server side: it accepts exactly the certificates of the parties that dial this one
+/// (the lower ids).
+fn tls_server(cfg: &QuicConfig) -> Result<rustls::ServerConfig, TransportError> {
+    let me = cfg.me;
+    let callers = Pinned {
+        certs: cfg.certs[..me.index()].to_vec(),
+        provider: provider(),
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cfg.identity.key.to_vec()));
     let mut server = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| bad(&e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain.clone(), key())
-        .map_err(|e| bad(&e))?;
+        .map_err(|e| tls_err(me, e))?
+        .with_client_cert_verifier(Arc::new(callers))
+        .with_single_cert(vec![CertificateDer::from(cfg.identity.cert.clone())], key)
+        .map_err(|e| tls_err(me, e))?;
     server.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(server)
+}
+
+/// The TLS client side of a connection to `peer`: it accepts exactly `peer`'s certificate.
+fn tls_client(cfg: &QuicConfig, peer: PartyId) -> Result<rustls::ClientConfig, TransportError> {
+    let me = cfg.me;
+    let expected = Pinned {
+        certs: vec![cfg.certs[peer.index()].clone()],
+        provider: provider(),
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cfg.identity.key.to_vec()));
     let mut client = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| bad(&e))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key())
-        .map_err(|e| bad(&e))?;
+        .map_err(|e| tls_err(me, e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(expected))
+        .with_client_auth_cert(vec![CertificateDer::from(cfg.identity.cert.clone())], key)
+        .map_err(|e| tls_err(me, e))?;
     client.alpn_protocols = vec![ALPN.to_vec()];
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-        QuicServerConfig::try_from(server).map_err(|e| bad(&e))?,
-    ));
+    Ok(client)
+}
+
+/// The QUIC server side ([`tls_server`]); a retry round trip validates a caller's address
+/// before any handshake state is kept.
+fn server_config(cfg: &QuicConfig) -> Result<quinn::ServerConfig, TransportError> {
+    let tls = QuicServerConfig::try_from(tls_server(cfg)?).map_err(|e| tls_err(cfg.me, e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls));
     server.transport_config(transport_config());
-    let mut client = quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(client).map_err(|e| bad(&e))?,
-    ));
+    server.max_incoming(cfg.limits.max_pending_handshakes.max(1));
+    Ok(server)
+}
+
+/// The QUIC client side of a connection to `peer` ([`tls_client`]).
+fn client_config(cfg: &QuicConfig, peer: PartyId) -> Result<quinn::ClientConfig, TransportError> {
+    let tls = QuicClientConfig::try_from(tls_client(cfg, peer)?).map_err(|e| tls_err(cfg.me, e))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(tls));
     client.transport_config(transport_config());
-    Ok((server, client))
+    Ok(client)
 }
 
 /// The party whose certificate `conn`'s peer presented.
@@ -205,12 +406,11 @@ impl QuicNode {
             .enable_all()
             .build()
             .map_err(|e| conn_err(me, e))?;
-        let (server, client) = tls(&cfg)?;
+        let server = server_config(&cfg)?;
         let (in_tx, incoming) = unbounded_channel::<Delivery>();
         let (endpoint, connections) = runtime.block_on(async {
-            let mut endpoint = quinn::Endpoint::server(server, cfg.addrs[me.index()])
+            let endpoint = quinn::Endpoint::server(server, cfg.addrs[me.index()])
                 .map_err(|e| conn_err(me, format!("cannot bind {}: {e}", cfg.addrs[me.index()])))?;
-            endpoint.set_default_client_config(client);
             let connected = std::sync::Mutex::new(Vec::new());
             let wait = connect_all(&endpoint, &cfg, &connected);
             let connections = tokio::time::timeout(cfg.connect_timeout, wait).await.map_err(|_| {
@@ -232,22 +432,34 @@ impl QuicNode {
             Ok::<_, TransportError>((endpoint, connections))
         })?;
         // One stream per direction: open ours, accept theirs.
+        let backlog = Backlog::new(n, cfg.limits.max_queued_bytes);
         let mut queues: Vec<Option<UnboundedSender<Envelope>>> = (0..n).map(|_| None).collect();
+        let mut conns: Vec<Option<quinn::Connection>> = (0..n).map(|_| None).collect();
         let mut writers = Vec::new();
         for (peer, conn) in &connections {
             let (q_tx, q_rx) = unbounded_channel::<Envelope>();
             queues[peer.index()] = Some(q_tx);
+            conns[peer.index()] = Some(conn.clone());
             writers.push(runtime.spawn(write_frames(*peer, conn.clone(), q_rx, in_tx.clone(), me)));
-            runtime.spawn(read_frames(*peer, conn.clone(), in_tx.clone()));
+            let reader = Reader {
+                peer: *peer,
+                conn: conn.clone(),
+                incoming: in_tx.clone(),
+                backlog: backlog.clone(),
+                max_frame: cfg.limits.max_frame_bytes,
+            };
+            runtime.spawn(reader.run());
         }
         let raw: Arc<dyn Transport> = Arc::new(QuicTransport {
             me,
             parties: n,
             queues,
+            connections: conns,
         });
         let ep = Endpoint {
             transport: Arc::new(Metered::new(raw, meter.clone())),
             incoming,
+            backlog: backlog.clone(),
         };
         Ok((
             ep,
@@ -256,6 +468,7 @@ impl QuicNode {
                 endpoint,
                 connections,
                 writers,
+                backlog,
                 me,
             },
         ))
@@ -268,6 +481,11 @@ impl QuicNode {
             .iter()
             .map(|(p, c)| (*p, c.stats().udp_tx.bytes))
             .collect()
+    }
+
+    /// What each peer delivered and this party has not consumed yet, and the cap.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
     }
 
     /// Finish every stream (after the envelopes queued so far are written and acknowledged),
@@ -295,76 +513,175 @@ impl QuicNode {
     }
 }
 
+/// `n` parties on 127.0.0.1 with fresh identities and free ports, connected to each other
+/// (each endpoint started on a thread of its own, as separate processes would), all with
+/// `limits`: a local cluster over real QUIC, and the test bed for hostile peers.
+pub fn localhost(
+    n: usize,
+    limits: QuicLimits,
+    meter: &Arc<Meter>,
+) -> Result<Vec<(Endpoint, QuicNode)>, TransportError> {
+    let ids = (0..n as u8)
+        .map(|i| generate_identity(PartyId(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addrs = free_addrs(n)?;
+    let certs: Vec<Vec<u8>> = ids.iter().map(|i| i.cert.clone()).collect();
+    let handles: Vec<_> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, identity)| {
+            let cfg = QuicConfig {
+                me: PartyId(i as u8),
+                addrs: addrs.clone(),
+                certs: certs.clone(),
+                identity,
+                connect_timeout: Duration::from_secs(10),
+                limits,
+            };
+            let meter = meter.clone();
+            std::thread::spawn(move || QuicNode::start(cfg, &meter))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            h.join()
+                .map_err(|_| conn_err(PartyId(i as u8), "the start-up thread panicked"))?
+        })
+        .collect()
+}
+
+/// `n` free UDP addresses on 127.0.0.1 (bound, read, released: the endpoints bind them again a
+/// moment later).
+pub fn free_addrs(n: usize) -> Result<Vec<SocketAddr>, TransportError> {
+    (0..n)
+        .map(|i| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| conn_err(PartyId(i as u8), e))
+        })
+        .collect()
+}
+
 /// Dial every higher party (retrying until it is up), accept every lower one.
 async fn connect_all(
     endpoint: &quinn::Endpoint,
     cfg: &QuicConfig,
     connected: &std::sync::Mutex<Vec<PartyId>>,
 ) -> Result<Vec<(PartyId, quinn::Connection)>, TransportError> {
-    let me = cfg.me;
-    let n = cfg.addrs.len();
-    let mut out = Vec::new();
-    let lower = (0..me.0).count();
-    let accept = async {
-        let mut got = Vec::new();
-        while got.len() < lower {
-            let Some(incoming) = endpoint.accept().await else {
-                return Err(conn_err(me, "endpoint closed while waiting for peers"));
-            };
-            let addr = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => match identify(&conn, &cfg.certs).filter(|p| *p < me) {
-                    Some(p) if !got.iter().any(|(q, _)| *q == p) => {
-                        if let Ok(mut c) = connected.lock() {
-                            c.push(p);
-                        }
-                        got.push((p, conn));
-                    }
-                    _ => {
-                        tracing::warn!(party = %me, %addr, "refused a connection: not a lower party's certificate");
-                        conn.close(1u32.into(), b"unknown party");
-                    }
-                },
-                Err(e) => tracing::warn!(party = %me, %addr, error = %e, "refused a connection"),
-            }
-        }
-        Ok(got)
-    };
-    let dial = async {
-        let mut got = Vec::new();
-        for p in (me.0 + 1)..n as u8 {
-            let peer = PartyId(p);
-            loop {
-                let attempt = endpoint
-                    .connect(cfg.addrs[peer.index()], &server_name(peer))
-                    .map_err(|e| conn_err(peer, e))?;
-                match attempt.await {
-                    Ok(conn) if identify(&conn, &cfg.certs) == Some(peer) => {
-                        if let Ok(mut c) = connected.lock() {
-                            c.push(peer);
-                        }
-                        got.push((peer, conn));
-                        break;
-                    }
-                    Ok(conn) => {
-                        conn.close(1u32.into(), b"wrong party");
-                        return Err(conn_err(peer, "answered with another party's certificate"));
-                    }
-                    // Not up yet (or refusing us): try again until the connect timeout.
-                    Err(e) => {
-                        tracing::debug!(party = %me, peer = %peer, error = %e, "connect failed, retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }
-        Ok::<_, TransportError>(got)
-    };
-    let (a, d) = tokio::join!(accept, dial);
-    out.extend(a?);
+    let (a, d) = tokio::join!(
+        accept_lower(endpoint, cfg, connected),
+        dial_higher(endpoint, cfg, connected)
+    );
+    let mut out = a?;
     out.extend(d?);
     out.sort_by_key(|(p, _)| *p);
     Ok(out)
+}
+
+/// Accept a connection from every lower party. Handshakes run concurrently, each for at most
+/// the handshake timeout, and only from an address that answered a retry (so a replayed or
+/// spoofed Initial costs one stateless packet, and never holds up a real peer).
+async fn accept_lower(
+    endpoint: &quinn::Endpoint,
+    cfg: &QuicConfig,
+    connected: &std::sync::Mutex<Vec<PartyId>>,
+) -> Result<Vec<(PartyId, quinn::Connection)>, TransportError> {
+    let me = cfg.me;
+    let lower = me.index();
+    let limits = cfg.limits;
+    let mut got: Vec<(PartyId, quinn::Connection)> = Vec::new();
+    let mut pending = tokio::task::JoinSet::new();
+    while got.len() < lower {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else {
+                    return Err(conn_err(me, "endpoint closed while waiting for peers"));
+                };
+                if !incoming.remote_address_validated() && incoming.may_retry() {
+                    // Stateless: the caller must echo the token from its own address.
+                    let _ = incoming.retry();
+                    continue;
+                }
+                let addr = incoming.remote_address();
+                if pending.len() >= limits.max_pending_handshakes {
+                    tracing::warn!(party = %me, %addr, "refused a connection: {} handshakes already in progress", pending.len());
+                    incoming.refuse();
+                    continue;
+                }
+                pending.spawn(async move {
+                    let shake = async { incoming.accept()?.await };
+                    let res = match tokio::time::timeout(limits.handshake_timeout, shake).await {
+                        Ok(r) => r.map_err(|e| printable(&e.to_string(), MAX_PEER_TEXT)),
+                        Err(_) => Err(format!("handshake took over {:?}", limits.handshake_timeout)),
+                    };
+                    (addr, res)
+                });
+            }
+            Some(done) = pending.join_next(), if !pending.is_empty() => {
+                let Ok((addr, res)) = done else { continue };
+                match res {
+                    Ok(conn) => match identify(&conn, &cfg.certs).filter(|p| *p < me) {
+                        Some(p) if !got.iter().any(|(q, _)| *q == p) => {
+                            if let Ok(mut c) = connected.lock() {
+                                c.push(p);
+                            }
+                            got.push((p, conn));
+                        }
+                        _ => {
+                            tracing::warn!(party = %me, %addr, "refused a connection: not a lower party's certificate, or a second connection");
+                            conn.close(1u32.into(), b"unknown party");
+                        }
+                    },
+                    Err(e) => tracing::warn!(party = %me, %addr, error = %e, "refused a connection"),
+                }
+            }
+        }
+    }
+    pending.abort_all();
+    Ok(got)
+}
+
+/// Dial every higher party, retrying until it answers with its certificate.
+async fn dial_higher(
+    endpoint: &quinn::Endpoint,
+    cfg: &QuicConfig,
+    connected: &std::sync::Mutex<Vec<PartyId>>,
+) -> Result<Vec<(PartyId, quinn::Connection)>, TransportError> {
+    let me = cfg.me;
+    let mut got = Vec::new();
+    for p in (me.0 + 1)..cfg.addrs.len() as u8 {
+        let peer = PartyId(p);
+        let client = client_config(cfg, peer)?;
+        loop {
+            let attempt = endpoint
+                .connect_with(client.clone(), cfg.addrs[peer.index()], &server_name(peer))
+                .map_err(|e| conn_err(peer, e))?;
+            match tokio::time::timeout(cfg.limits.handshake_timeout, attempt).await {
+                Ok(Ok(conn)) if identify(&conn, &cfg.certs) == Some(peer) => {
+                    if let Ok(mut c) = connected.lock() {
+                        c.push(peer);
+                    }
+                    got.push((peer, conn));
+                    break;
+                }
+                Ok(Ok(conn)) => {
+                    conn.close(1u32.into(), b"wrong party");
+                    return Err(conn_err(peer, "answered with another party's certificate"));
+                }
+                // Not up yet (or refusing us): try again until the connect timeout.
+                Ok(Err(e)) => {
+                    tracing::debug!(party = %me, peer = %peer, error = %printable(&e.to_string(), MAX_PEER_TEXT), "connect failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => {
+                    tracing::debug!(party = %me, peer = %peer, "handshake timed out, retrying");
+                }
+            }
+        }
+    }
+    Ok(got)
 }
 
 /// Write this party's envelopes to `peer` on one stream, in order; finish it when the queue ends.
@@ -398,20 +715,53 @@ async fn write_frames(
     }
 }
 
-/// Read `peer`'s envelopes from its stream into this party's incoming queue. A clean end of the
-/// stream ends quietly; a broken connection or a bad frame is a typed error naming the peer.
-async fn read_frames(peer: PartyId, conn: quinn::Connection, incoming: UnboundedSender<Delivery>) {
-    let result = async {
-        let mut s = conn.accept_uni().await.map_err(|e| conn_err(peer, e))?;
+/// Reads one peer's stream into the party's incoming queue, as fast as the party consumes.
+struct Reader {
+    peer: PartyId,
+    conn: quinn::Connection,
+    incoming: UnboundedSender<Delivery>,
+    backlog: Arc<Backlog>,
+    max_frame: u64,
+}
+
+/// Bytes read from a stream per step: a frame's buffer grows as its data arrives, never ahead
+/// of it.
+const READ_CHUNK: usize = 1 << 20;
+
+impl Reader {
+    /// Read `peer`'s envelopes until its stream ends. A clean end of the stream ends quietly; a
+    /// broken connection or a bad frame is a typed error naming the peer, and a frame over the
+    /// cap also closes the connection.
+    async fn run(self) {
+        let result = self.frames().await;
+        if let Err(e) = result {
+            if matches!(e, TransportError::Malformed { .. }) {
+                self.conn.close(2u32.into(), b"malformed frame");
+            }
+            let _ = self.incoming.send(Err(e));
+        }
+    }
+
+    fn malformed(&self, reason: String) -> TransportError {
+        TransportError::Malformed {
+            peer: self.peer,
+            reason,
+        }
+    }
+
+    async fn frames(&self) -> Result<(), TransportError> {
+        let peer = self.peer;
+        let mut s = self
+            .conn
+            .accept_uni()
+            .await
+            .map_err(|e| conn_err(peer, e))?;
         let mut who = [0u8; 1];
         s.read_exact(&mut who)
             .await
             .map_err(|e| conn_err(peer, e))?;
         if who[0] != peer.0 {
-            return Err(TransportError::Malformed {
-                peer,
-                reason: format!("stream opened as party {}", who[0]),
-            });
+            return Err(self.malformed(format!("stream opened as party {}", who[0])));
         }
         loop {
             let mut len = [0u8; 4];
@@ -420,38 +770,66 @@ async fn read_frames(peer: PartyId, conn: quinn::Connection, incoming: Unbounded
                 Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(()),
                 Err(e) => return Err(conn_err(peer, e)),
             }
-            let len = u32::from_le_bytes(len);
-            if len > MAX_FRAME {
-                return Err(TransportError::Malformed {
-                    peer,
-                    reason: format!("frame of {len} bytes"),
-                });
+            let len = u64::from(u32::from_le_bytes(len));
+            if len > self.max_frame {
+                return Err(self.malformed(format!(
+                    "a frame of {len} bytes, over the cap of {} bytes (max_frame_bytes)",
+                    self.max_frame
+                )));
             }
-            let mut frame = vec![0u8; len as usize];
-            s.read_exact(&mut frame)
-                .await
-                .map_err(|e| TransportError::Malformed {
+            // Room in the backlog first: while there is none, the stream is not read and QUIC
+            // flow control holds the peer back.
+            if !self.backlog.try_admit(peer, len) {
+                let _ = self.incoming.send(Err(TransportError::Backlog {
                     peer,
-                    reason: format!("frame cut short: {e}"),
-                })?;
-            let env = Envelope::decode_frame(&frame).map_err(|e| TransportError::Malformed {
-                peer,
-                reason: e.to_string(),
-            })?;
+                    queued: self.backlog.queued(peer),
+                    cap: self.backlog.cap(),
+                }));
+                self.backlog.admit(peer, len).await;
+            }
+            let frame = self.read_frame(&mut s, len as usize).await;
+            let env = frame.and_then(|f| {
+                Envelope::decode_frame(&f).map_err(|e| self.malformed(e.to_string()))
+            });
+            let env = match env {
+                Ok(env) => env,
+                Err(e) => {
+                    self.backlog.release(peer, len);
+                    return Err(e);
+                }
+            };
+            // Only the payload stays queued until the party consumes it.
+            self.backlog.release(peer, len - env.payload.len() as u64);
             if env.from != peer {
-                return Err(TransportError::Malformed {
-                    peer,
-                    reason: format!("envelope claims to be from {}", env.from),
-                });
+                return Err(self.malformed(format!("envelope claims to be from {}", env.from)));
             }
-            if incoming.send(Ok(env)).is_err() {
+            if self.incoming.send(Ok(env)).is_err() {
                 return Ok(());
             }
         }
     }
-    .await;
-    if let Err(e) = result {
-        let _ = incoming.send(Err(e));
+
+    /// The next `len` bytes of the stream, in a buffer that grows as they arrive.
+    async fn read_frame(
+        &self,
+        s: &mut quinn::RecvStream,
+        len: usize,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut frame = Vec::with_capacity(len.min(READ_CHUNK));
+        while frame.len() < len {
+            let want = (len - frame.len()).min(READ_CHUNK);
+            match s.read_chunk(want, true).await {
+                Ok(Some(chunk)) => frame.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    return Err(self.malformed(format!(
+                        "frame cut short: {} of {len} bytes before the stream ended",
+                        frame.len()
+                    )));
+                }
+                Err(e) => return Err(conn_err(self.peer, e)),
+            }
+        }
+        Ok(frame)
     }
 }
 
@@ -475,82 +853,412 @@ impl Transport for QuicTransport {
         q.send(env)
             .map_err(|_| TransportError::PeerGone { peer, key })
     }
+
+    fn cut_off(&self, peer: PartyId, reason: &str) {
+        if let Some(Some(conn)) = self.connections.get(peer.index()) {
+            tracing::warn!(party = %self.me, peer = %peer, reason = %printable(reason, MAX_PEER_TEXT), "cutting the peer off");
+            conn.close(3u32.into(), b"cut off: misbehaving peer");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A peer with the right certificate that then sends a garbage frame: a typed error naming
-    /// it, not a panic.
-    #[test]
-    fn garbage_frame_is_a_typed_error_naming_the_peer() {
+    /// Configurations of a two-party deployment on free localhost ports.
+    fn pair(limits: QuicLimits) -> [QuicConfig; 2] {
         let ids = [
             generate_identity(PartyId(0)).unwrap(),
             generate_identity(PartyId(1)).unwrap(),
         ];
-        let addrs: Vec<SocketAddr> = (0..2)
-            .map(|_| {
-                std::net::UdpSocket::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-            })
-            .collect();
+        let addrs = free_addrs(2).unwrap();
         let certs: Vec<Vec<u8>> = ids.iter().map(|i| i.cert.clone()).collect();
-        let cfg = |me: u8| QuicConfig {
+        [0, 1].map(|me: u8| QuicConfig {
             me: PartyId(me),
             addrs: addrs.clone(),
             certs: certs.clone(),
             identity: ids[me as usize].clone(),
-            connect_timeout: Duration::from_secs(5),
-        };
-        // Party 1 is a real node; party 0 is a raw client with party 0's identity.
-        let node1 = std::thread::spawn({
-            let c = cfg(1);
-            move || QuicNode::start(c, &Meter::new(2))
-        });
-        let rt = tokio::runtime::Builder::new_current_thread()
+            connect_timeout: Duration::from_secs(8),
+            limits,
+        })
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        let c0 = cfg(0);
-        let conn = rt.block_on(async {
-            let (_, client) = tls(&c0).unwrap();
-            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-            ep.set_default_client_config(client);
-            loop {
-                if let Ok(conn) = ep
-                    .connect(c0.addrs[1], &server_name(PartyId(1)))
-                    .unwrap()
+            .unwrap()
+    }
+
+    /// Party 1 as a real node, and party 0 as a raw QUIC client with party 0's identity that
+    /// has opened its stream (and said who it is): what a hostile party 0 can do.
+    struct RawPeer {
+        rt: tokio::runtime::Runtime,
+        client: quinn::Endpoint,
+        conn: quinn::Connection,
+        stream: quinn::SendStream,
+        node: QuicNode,
+        endpoint: Endpoint,
+    }
+
+    impl RawPeer {
+        fn start(limits: QuicLimits) -> Self {
+            let [c0, c1] = pair(limits);
+            let node1 = std::thread::spawn(move || QuicNode::start(c1, &Meter::new(2)));
+            let rt = runtime();
+            let (client, conn, stream) = rt.block_on(async {
+                let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+                let cfg = client_config(&c0, PartyId(1)).unwrap();
+                let conn = loop {
+                    let attempt = client
+                        .connect_with(cfg.clone(), c0.addrs[1], &server_name(PartyId(1)))
+                        .unwrap();
+                    if let Ok(conn) = attempt.await {
+                        break conn;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                let mut stream = conn.open_uni().await.unwrap();
+                stream.write_all(&[0]).await.unwrap();
+                (client, conn, stream)
+            });
+            let (endpoint, node) = node1.join().unwrap().unwrap();
+            Self {
+                rt,
+                client,
+                conn,
+                stream,
+                node,
+                endpoint,
+            }
+        }
+
+        /// The next delivery at party 1 (within 5 s).
+        fn next(&mut self) -> Delivery {
+            self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), self.endpoint.incoming.recv())
                     .await
-                {
-                    break (ep, conn);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                    .expect("a delivery within 5 s")
+                    .expect("the incoming stream is open")
+            })
+        }
+
+        fn stop(self) {
+            let Self {
+                rt,
+                client,
+                conn,
+                node,
+                endpoint,
+                ..
+            } = self;
+            drop(endpoint);
+            rt.block_on(async {
+                conn.close(0u32.into(), b"bye");
+                let _ = tokio::time::timeout(Duration::from_secs(2), client.wait_idle()).await;
+            });
+            node.shutdown();
+        }
+    }
+
+    fn frame(env: &Envelope) -> Vec<u8> {
+        let mut buf = vec![0; 4];
+        env.encode_frame(&mut buf);
+        let len = (buf.len() - 4) as u32;
+        buf[..4].copy_from_slice(&len.to_le_bytes());
+        buf
+    }
+
+    /// A peer with the right certificate that then sends a garbage frame: a typed error naming
+    /// it, not a panic.
+    #[test]
+    fn garbage_frame_is_a_typed_error_naming_the_peer() {
+        let mut p = RawPeer::start(QuicLimits::default());
+        p.rt.block_on(async {
+            p.stream.write_all(&10u32.to_le_bytes()).await.unwrap();
+            p.stream.write_all(b"0123456789").await.unwrap();
         });
-        let (mut endpoint, node) = node1.join().unwrap().unwrap();
-        rt.block_on(async {
-            let mut s = conn.1.open_uni().await.unwrap();
-            s.write_all(&[0]).await.unwrap();
-            s.write_all(&10u32.to_le_bytes()).await.unwrap();
-            s.write_all(b"0123456789").await.unwrap();
-            s.finish().unwrap();
-            let got = tokio::time::timeout(Duration::from_secs(5), endpoint.incoming.recv())
+        match p.next() {
+            Err(TransportError::Malformed { peer, .. }) => assert_eq!(peer, PartyId(0)),
+            other => panic!("expected a malformed-frame error, got {other:?}"),
+        }
+        p.stop();
+    }
+
+    /// Finding 4 of the security review: a bare 1 GiB length prefix allocated 1 GiB before any
+    /// payload arrived. A length over the frame cap is refused at once, naming the peer, and the
+    /// connection is closed.
+    #[test]
+    fn a_length_prefix_over_the_frame_cap_is_refused_before_allocating() {
+        let mut p = RawPeer::start(QuicLimits::default());
+        p.rt.block_on(async {
+            p.stream
+                .write_all(&(1u32 << 30).to_le_bytes())
                 .await
-                .unwrap()
                 .unwrap();
-            match got {
-                Err(TransportError::Malformed { peer, .. }) => assert_eq!(peer, PartyId(0)),
-                other => panic!("expected a malformed-frame error, got {other:?}"),
+        });
+        match p.next() {
+            Err(TransportError::Malformed { peer, reason }) => {
+                assert_eq!(peer, PartyId(0));
+                assert!(reason.contains("over the cap of 268435456"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let closed = p.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), p.conn.closed()).await
+        });
+        assert!(closed.is_ok(), "the connection is closed");
+        assert_eq!(p.node.backlog().queued(PartyId(0)), 0, "nothing admitted");
+        p.stop();
+    }
+
+    /// Finding 4: frames went into unbounded queues, so a peer could make this party hold all
+    /// it sent (384 MiB in 3.7 s). Now a peer that sends faster than the party consumes is held
+    /// at the backlog's cap: its stream is no longer read, flow control stops it, and the party
+    /// is told (the [`TransportError::Backlog`] notice that lets it cut a flooder off).
+    #[test]
+    fn a_flooding_peer_is_held_at_the_cap() {
+        let cap = 4 << 20;
+        let limits = QuicLimits {
+            max_frame_bytes: 1 << 20,
+            max_queued_bytes: cap,
+            ..QuicLimits::default()
+        };
+        let mut p = RawPeer::start(limits);
+        // 64 MiB of plausible envelopes, written while party 1 consumes nothing.
+        let sent = p.rt.block_on(async {
+            let mut sent = 0u64;
+            let flood = async {
+                for i in 0.. {
+                    let env = Envelope {
+                        session: 1,
+                        from: PartyId(0),
+                        to: PartyId(1),
+                        key: format!("job/flood#{i}"),
+                        depth: 1,
+                        arrival: 0,
+                        payload: vec![0xab; 1 << 19],
+                    };
+                    if p.stream.write_all(&frame(&env)).await.is_err() {
+                        break;
+                    }
+                    sent += 1 << 19;
+                    if sent >= 64 << 20 {
+                        break;
+                    }
+                }
+            };
+            // The writer blocks once the reader stops: flow control holds it.
+            let _ = tokio::time::timeout(Duration::from_secs(3), flood).await;
+            sent
+        });
+        let queued = p.node.backlog().queued(PartyId(0));
+        let peak = p.node.backlog().peak(PartyId(0));
+        eprintln!(
+            "flood: the peer wrote {sent} bytes in 3 s; {queued} queued, peak {peak}, cap {cap}"
+        );
+        assert!(peak <= cap, "peak {peak} over the cap {cap}");
+        assert!(queued > cap / 2, "the backlog filled up ({queued})");
+        // What got through is the cap plus QUIC's windows (8 MiB per stream), not 64 MiB.
+        assert!(sent < (cap + (24 << 20)), "the peer wrote {sent} bytes");
+        let mut deliveries = 0;
+        let notice = loop {
+            match p.next() {
+                Ok(_) => deliveries += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(deliveries >= 4);
+        match notice {
+            TransportError::Backlog { peer, cap: c, .. } => {
+                assert_eq!((peer, c), (PartyId(0), cap))
+            }
+            other => panic!("expected the backlog notice, got {other:?}"),
+        }
+        p.stop();
+    }
+
+    /// Drive a TLS handshake between `client` and `server` in memory; `Err` if either refuses.
+    fn handshake(
+        client: rustls::ClientConfig,
+        server: rustls::ServerConfig,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
+        let mut c = rustls::ClientConnection::new(
+            Arc::new(client),
+            ServerName::try_from(name.to_string()).unwrap(),
+        )?;
+        let mut s = rustls::ServerConnection::new(Arc::new(server))?;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake neither finished nor failed");
+    }
+
+    /// A certificate named `name`, signed by `issuer`'s key (as if `issuer` were a CA), with a
+    /// key of its own: a forgery one party can make in another's name.
+    fn forged(name: &str, issuer: &Identity) -> Identity {
+        let issuer_key = rcgen::KeyPair::try_from(issuer.key.as_slice()).unwrap();
+        // The issuer's name is rcgen's default, as in every party's self-signed certificate.
+        let issuer = rcgen::Issuer::new(
+            rcgen::CertificateParams::new(vec!["issuer".to_string()]).unwrap(),
+            issuer_key,
+        );
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        Identity {
+            cert: cert.der().to_vec(),
+            key: Zeroizing::new(key.serialize_der()),
+        }
+    }
+
+    /// Finding 6 of the security review: every party's self-signed certificate was a root, so
+    /// a leaf named "party0" that party 2's key signed passed TLS at party 1, and only the
+    /// exact-certificate check after the handshake stopped it. Now each side accepts exactly
+    /// the expected certificates: the forgery fails the handshake, as a client and as a server.
+    #[test]
+    fn a_leaf_signed_by_another_party_fails_the_handshake() {
+        let ids: Vec<Identity> = (0..3)
+            .map(|i| generate_identity(PartyId(i)).unwrap())
+            .collect();
+        let certs: Vec<Vec<u8>> = ids.iter().map(|i| i.cert.clone()).collect();
+        let addrs = free_addrs(3).unwrap();
+        let cfg = |me: u8, identity: Identity| QuicConfig {
+            me: PartyId(me),
+            addrs: addrs.clone(),
+            certs: certs.clone(),
+            identity,
+            connect_timeout: Duration::from_secs(1),
+            limits: QuicLimits::default(),
+        };
+        let genuine = |me: u8| cfg(me, ids[me as usize].clone());
+        // The honest handshakes succeed: P0 dials P1, P1 dials P2.
+        let p1_server = tls_server(&genuine(1)).unwrap();
+        handshake(
+            tls_client(&genuine(0), PartyId(1)).unwrap(),
+            p1_server.clone(),
+            "party1",
+        )
+        .expect("P0 -> P1");
+        handshake(
+            tls_client(&genuine(1), PartyId(2)).unwrap(),
+            tls_server(&genuine(2)).unwrap(),
+            "party2",
+        )
+        .expect("P1 -> P2");
+        // Party 2 forges "party0" and dials party 1 as its client.
+        let as_p0 = cfg(0, forged("party0", &ids[2]));
+        let err = handshake(tls_client(&as_p0, PartyId(1)).unwrap(), p1_server, "party1")
+            .expect_err("a forged client certificate must fail the handshake");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        // Party 2 forges "party1" and answers party 0's call as its server.
+        let as_p1 = cfg(1, forged("party1", &ids[2]));
+        let err = handshake(
+            tls_client(&genuine(0), PartyId(1)).unwrap(),
+            tls_server(&as_p1).unwrap(),
+            "party1",
+        )
+        .expect_err("a forged server certificate must fail the handshake");
+        assert!(err.to_string().contains("certificate"), "{err}");
+    }
+
+    /// Finding 5 of the security review: handshakes were completed one at a time, each for up
+    /// to the 15 s idle timeout, so replayed Initials (no key needed) made a party fail at
+    /// start-up. Here a replayer sends captured Initials of party 0 from 16 addresses and junk
+    /// datagrams to party 1, 100 a second, from before party 1 starts until both are up;
+    /// party 0 starts a second later, and the start-up succeeds well within the 8 s timeout.
+    #[test]
+    fn replayed_initials_and_junk_do_not_delay_start_up() {
+        let [c0, c1] = pair(QuicLimits::default());
+        let target = c1.addrs[1];
+        // Capture party 0's Initial: let it dial a socket of ours.
+        let initial = runtime().block_on(async {
+            let trap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            let attempt = client
+                .connect_with(
+                    client_config(&c0, PartyId(1)).unwrap(),
+                    trap.local_addr().unwrap(),
+                    "party1",
+                )
+                .unwrap();
+            tokio::spawn(attempt);
+            let mut buf = vec![0u8; 2048];
+            let (len, _) = tokio::time::timeout(Duration::from_secs(5), trap.recv_from(&mut buf))
+                .await
+                .expect("party 0's Initial within 5 s")
+                .unwrap();
+            buf.truncate(len);
+            buf
+        });
+        assert!(initial.len() >= 1200, "an Initial is padded to 1200 bytes");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let replayer = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let socks: Vec<std::net::UdpSocket> = (0..16)
+                    .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+                    .collect();
+                let mut sent = 0u64;
+                let mut junk = 0x9e37_79b9_7f4a_7c15u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let s = &socks[(sent % 16) as usize];
+                    if sent % 4 == 3 {
+                        let bytes: Vec<u8> = (0..1200)
+                            .map(|_| {
+                                junk ^= junk << 13;
+                                junk ^= junk >> 7;
+                                junk ^= junk << 17;
+                                junk as u8
+                            })
+                            .collect();
+                        let _ = s.send_to(&bytes, target);
+                    } else {
+                        let _ = s.send_to(&initial, target);
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                sent
             }
         });
-        drop(endpoint);
-        rt.block_on(async {
-            conn.0.close(0u32.into(), b"bye");
-            conn.0.wait_idle().await;
-        });
-        node.shutdown();
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = std::time::Instant::now();
+        let n1 = std::thread::spawn(move || QuicNode::start(c1, &Meter::new(2)));
+        std::thread::sleep(Duration::from_secs(1));
+        let n0 = std::thread::spawn(move || QuicNode::start(c0, &Meter::new(2)));
+        let r1 = n1.join().unwrap();
+        let r0 = n0.join().unwrap();
+        let took = t0.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let replayed = replayer.join().unwrap();
+        let (e1, node1) = r1.expect("party 1 starts despite the replayed Initials");
+        let (e0, node0) = r0.expect("party 0 starts");
+        eprintln!(
+            "start-up with {replayed} replayed Initials and junk datagrams: {took:?} (party 0 \
+             started 1 s in)"
+        );
+        assert!(replayed >= 50);
+        drop((e0, e1));
+        node0.shutdown();
+        node1.shutdown();
     }
 }

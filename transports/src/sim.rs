@@ -14,7 +14,8 @@
 //! once which link was cut and when, so a stopped protocol ends with an error, never a hang.
 
 use crate::{
-    Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError, destination,
+    Backlog, Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError,
+    destination,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -340,6 +341,7 @@ impl SimNetwork {
                 Endpoint {
                     transport: Arc::new(Metered::new(raw, meter.clone())),
                     incoming,
+                    backlog: Backlog::unbounded(n),
                 }
             })
             .collect();
