@@ -710,3 +710,51 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_and_refuse_what_cannot_work() {
+        let none = LimitsEntry::default();
+        assert_eq!(none.quic(), QuicLimits::default());
+        assert!(none.check().is_none());
+        let set = LimitsEntry {
+            max_frame_mib: Some(64),
+            max_queued_mib: Some(128),
+            handshake_timeout: Some(2),
+        };
+        assert!(set.check().is_none());
+        let q = set.quic();
+        assert_eq!(q.max_frame_bytes, 64 << 20);
+        assert_eq!(q.max_queued_bytes, 128 << 20);
+        assert_eq!(q.handshake_timeout, Duration::from_secs(2));
+        let bad = [
+            (
+                LimitsEntry {
+                    max_frame_mib: Some(4096),
+                    ..LimitsEntry::default()
+                },
+                "max_frame_mib",
+            ),
+            (
+                LimitsEntry {
+                    max_queued_mib: Some(0),
+                    ..LimitsEntry::default()
+                },
+                "max_queued_mib",
+            ),
+            (
+                LimitsEntry {
+                    handshake_timeout: Some(0),
+                    ..LimitsEntry::default()
+                },
+                "handshake_timeout",
+            ),
+        ];
+        for (entry, key) in bad {
+            assert!(entry.check().is_some_and(|r| r.contains(key)), "{key}");
+        }
+    }
+}

@@ -414,6 +414,29 @@ mod tests {
         refused(&mut mb, mis, "addressed to P2");
     }
 
+    /// Finding 7 of the security review: a peer's abort reason reached the logs unescaped and
+    /// unbounded. It is escaped (no terminal control sequences) and capped.
+    #[test]
+    fn abort_reasons_are_escaped_and_capped() {
+        let (mut mb, _) = mailbox(u64::MAX);
+        let reason = format!("\u{1b}[2J\r\nFAKE LOG LINE{}", "x".repeat(100_000));
+        let mut abort = env(0, "!abort", 0);
+        abort.payload = reason.into_bytes();
+        mb.gave_up(abort);
+        let rx = mb.expect(7, PartyId(0), "job/a#0".into());
+        match futures::executor::block_on(rx).unwrap() {
+            Err(ProtocolError::PeerGone { reason, .. }) => {
+                assert!(
+                    reason.starts_with("P0 gave up: \\u{1b}[2J\\r\\nFAKE"),
+                    "{reason}"
+                );
+                assert!(!reason.contains(['\u{1b}', '\n', '\r']));
+                assert!(reason.len() < MAX_PEER_TEXT + 100, "{} bytes", reason.len());
+            }
+            other => panic!("expected the peer's abort, got {other:?}"),
+        }
+    }
+
     #[test]
     fn consumed_and_dropped_bytes_are_released() {
         let (mut mb, backlog) = mailbox(1000);
