@@ -64,7 +64,7 @@ enum Command {
         force: bool,
     },
     /// Run one party of a deployment over QUIC: connect to the others (mutual TLS, every party
-    /// trusts exactly the others' certificates), agree seeds, run the deployment's job.
+    /// accepts exactly the others' certificates), agree seeds, run the deployment's job.
     Party {
         /// Deployment file (see `securenn keygen`).
         #[arg(long)]

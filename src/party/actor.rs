@@ -78,11 +78,12 @@ pub struct PartyActor {
     session: Rc<RefCell<Option<(u64, Seeds)>>>,
     /// Causal depth reached by the jobs run so far.
     depth: Rc<Cell<u64>>,
-    /// How many jobs of each name this session has run: the k-th repeat of `name` runs at the
-    /// root path `name~k`, so every job's PRG streams and rendezvous keys are its own (two jobs
-    /// of one name on the same seeds would otherwise repeat every mask, and a server could
-    /// subtract two masked values to learn the difference of their inputs). Every party runs
-    /// the session's jobs in the same order, so they agree on the roots.
+    /// How many jobs (and setups) of each name this party has run: the k-th repeat of `name`
+    /// runs at the root path `name~k`, so every job's PRG streams and rendezvous keys are its
+    /// own (two jobs of one name on the same seeds would otherwise repeat every mask, and a
+    /// server could subtract two masked values to learn the difference of their inputs), and a
+    /// finished job's root never comes back. Every party runs the same setups and jobs in the
+    /// same order, so they agree on the roots.
     jobs: HashMap<String, u32>,
 }
 
@@ -148,14 +149,12 @@ impl Handler<Setup> for PartyActor {
     type Result = ResponseFuture<Result<(), ProtocolError>>;
 
     fn handle(&mut self, msg: Setup, _: &mut Self::Context) -> Self::Result {
-        // New seeds: job roots may start over.
-        self.jobs.clear();
         let ctx = Ctx::new(
             self.endpoint.clone(),
             msg.session,
             None,
             self.config.fixed,
-            "setup",
+            &job_root(&mut self.jobs, "setup"),
             self.depth.get(),
         );
         let (session, depth) = (self.session.clone(), self.depth.clone());
@@ -217,7 +216,7 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
     }
 }
 
-/// The root path of the next job called `name` in this session: `name` the first time,
+/// The root path of the next job called `name` at this party: `name` the first time,
 /// `name~k` for the k-th repeat (the convention of [`Ctx::child`] paths).
 fn job_root(jobs: &mut HashMap<String, u32>, name: &str) -> String {
     let n = jobs.entry(name.to_string()).or_default();

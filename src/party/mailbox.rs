@@ -5,8 +5,10 @@
 //! An envelope is refused, and its sender cut off (every receive from it fails with the reason,
 //! and the transport closes the connection), when it names another session, when its key is
 //! not a rendezvous key (printable ASCII, at most [`MAX_KEY_LEN`] bytes, with a `#` sequence
-//! number), when it belongs to a job that has finished, when it repeats a key, when its causal
-//! depth is beyond [`MAX_DEPTH`], or when it is addressed to another party. Every byte a peer
+//! number), when it repeats a key, when its causal depth is beyond [`MAX_DEPTH`], or when it is
+//! addressed to another party. An envelope of a job that has finished is dropped: after a
+//! failure, peers legitimately send on until they hear of it, and cutting them off then would
+//! close the connection before this party's own abort notice is delivered. Every byte a peer
 //! delivered is released to the transport's [`Backlog`] once it is consumed or dropped; a
 //! peer whose backlog is full while this party waits for its next message is flooding, and is
 //! cut off too.
@@ -96,17 +98,16 @@ impl Mailbox {
         }
     }
 
+    /// The slots of the kept envelopes that `pick` selects.
+    fn arrived_where(&self, pick: impl Fn(&Slot) -> bool) -> Vec<Slot> {
+        self.arrived.keys().filter(|s| pick(s)).cloned().collect()
+    }
+
     /// This party's session from now on: envelopes of any other session, already here or still
     /// to come, are refused.
     pub fn set_session(&mut self, session: u64) {
         self.session = Some(session);
-        let stray: Vec<Slot> = self
-            .arrived
-            .keys()
-            .filter(|s| s.0 != session)
-            .cloned()
-            .collect();
-        for slot in stray {
+        for slot in self.arrived_where(|s| s.0 != session) {
             let reason = format!(
                 "{} sent an envelope of session {}, not of this session ({session})",
                 slot.1, slot.0
@@ -120,12 +121,7 @@ impl Mailbox {
     /// successful job, non-zero means a protocol bug).
     pub fn finish(&mut self, root_path: &str) -> usize {
         self.finished.insert(root_path.to_string());
-        let left: Vec<Slot> = self
-            .arrived
-            .keys()
-            .filter(|s| root(&s.2) == root_path)
-            .cloned()
-            .collect();
+        let left = self.arrived_where(|s| root(&s.2) == root_path);
         for slot in &left {
             self.take_arrived(slot);
         }
@@ -156,13 +152,6 @@ impl Mailbox {
                 env.depth
             ));
         }
-        let r = root(&env.key);
-        if self.finished.contains(r) {
-            return Some(format!(
-                "{from} sent {} for job {r}, which has finished",
-                env.key
-            ));
-        }
         None
     }
 
@@ -178,6 +167,12 @@ impl Mailbox {
         if let Some(reason) = self.refusal(&env) {
             self.backlog.release(from, bytes);
             self.cut_off(from, reason);
+            return;
+        }
+        if self.finished.contains(root(&env.key)) {
+            // Late: sent before the peer learnt that this party's job ended. Nothing is kept.
+            tracing::debug!(party = %self.me, from = %from, key = %env.key, "envelope of a finished job dropped");
+            self.backlog.release(from, bytes);
             return;
         }
         let slot = (env.session, env.from, env.key.clone());
@@ -276,13 +271,7 @@ impl Mailbox {
                 let _ = tx.send(Err(self.gone_error(peer, &slot.2, &reason)));
             }
         }
-        let kept: Vec<Slot> = self
-            .arrived
-            .keys()
-            .filter(|s| s.1 == peer)
-            .cloned()
-            .collect();
-        for slot in &kept {
+        for slot in &self.arrived_where(|s| s.1 == peer) {
             self.take_arrived(slot);
         }
         self.gone.entry(peer).or_insert(reason);
@@ -403,9 +392,6 @@ mod tests {
         deep.depth = u64::MAX;
         refused(&mut mb, deep, "causal depth");
         let (mut mb, _) = mailbox(u64::MAX);
-        mb.finish("old");
-        refused(&mut mb, env(0, "old/a#0", 8), "has finished");
-        let (mut mb, _) = mailbox(u64::MAX);
         mb.deliver(env(0, "job/a#0", 8));
         refused(&mut mb, env(0, "job/a#0", 8), "twice");
         let (mut mb, _) = mailbox(u64::MAX);
@@ -435,6 +421,21 @@ mod tests {
             }
             other => panic!("expected the peer's abort, got {other:?}"),
         }
+    }
+
+    /// A late envelope of a finished job (a peer still sending when this party's job failed)
+    /// is dropped and released, and its sender is not cut off.
+    #[test]
+    fn late_envelopes_of_a_finished_job_are_dropped() {
+        let (mut mb, backlog) = mailbox(1000);
+        let p0 = PartyId(0);
+        mb.finish("old");
+        assert!(backlog.try_admit(p0, 8));
+        mb.deliver(env(0, "old/a#0", 8));
+        assert_eq!((mb.unclaimed(), backlog.queued(p0)), (0, 0));
+        mb.deliver(env(0, "job/a#0", 8));
+        let got = futures::executor::block_on(mb.expect(7, p0, "job/a#0".into()));
+        assert!(got.unwrap().is_ok(), "P0 is still heard");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The QUIC transport (quinn, rustls with the ring provider): one endpoint per party, mutual TLS
-//! where every party trusts exactly the other parties' self-signed certificates and maps the
-//! peer's certificate to its party id, and one long-lived unidirectional stream per direction
-//! carrying length-prefixed envelope frames.
+//! 1.3 in which each side accepts exactly the expected peer's certificate, byte for byte, and
+//! maps it to its party id, and one long-lived unidirectional stream per direction carrying
+//! length-prefixed envelope frames.
 //!
 //! The lower party id dials the higher one; the dialled side identifies the caller by its client
-//! certificate (anything else fails the handshake and is logged with the peer address). The
-//! endpoint runs on a runtime of its own, so a party's long compute never starves its connections
-//! (reference/stack.md §3.3).
+//! certificate (anything else fails the handshake and is logged with the peer address).
+//! Handshakes run concurrently, each within [`QuicLimits::handshake_timeout`], and only after a
+//! stateless retry has validated the caller's address. A peer's stream is read only while the
+//! party has room for it ([`Backlog`], [`QuicLimits`]). The endpoint runs on a runtime of its
+//! own, so a party's long compute never starves its connections (reference/stack.md §3.3).
 //!
 //! Flow-control windows are sized for the WAN presets: the bandwidth-delay product of the paper's
 //! WAN is 40 MB/s × 58 ms ≈ 2.3 MB, over quinn's default 1.25 MB stream window (which would cap a
