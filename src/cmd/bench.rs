@@ -1,0 +1,122 @@
+//! `securenn bench`: the SecureNN paper's inference benchmark (Table 7), ours beside it.
+
+use super::*;
+use securenn::infer::Layout;
+
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    /// A subset that runs in under a minute: batch 1 for every network and batch 128 for A
+    /// only, one run per cell (flags below narrow it further).
+    #[arg(long)]
+    quick: bool,
+    /// Only this layout (default: both, as separate rows: the paper's, then ours).
+    #[arg(long, value_enum)]
+    layout: Option<LayoutArg>,
+    /// Models, comma-separated (default: a,b,c,d-as-benchmarked: Table 7's networks).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Batch sizes, comma-separated (default: 1,128).
+    #[arg(long, value_delimiter = ',')]
+    batches: Vec<usize>,
+    /// Simulator presets, comma-separated (default: lan,wan: the paper's networks).
+    #[arg(long, value_delimiter = ',')]
+    networks: Vec<String>,
+    /// Measured runs per cell; the median is reported (default: 3, or 1 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Session seed (fixed by default, so bytes, rounds and the network bound are reproducible).
+    #[arg(long, default_value_t = securenn::bench::DEFAULT_SEED)]
+    seed: u64,
+    /// Write the rows as a JSON array to this file (refuses to overwrite without --force).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Overwrite the --json file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub(crate) fn run(a: BenchArgs) -> Result<()> {
+    use securenn::bench::{BenchEvent, BenchPlan, run_bench, table};
+    if let Some(path) = a.json.as_ref().filter(|p| p.exists() && !a.force) {
+        bail!("{} exists; pass --force to overwrite it", path.display());
+    }
+    let mut plan = if a.quick {
+        BenchPlan::quick()
+    } else {
+        BenchPlan::full()
+    };
+    if let Some(l) = a.layout {
+        plan.layouts = vec![match l {
+            LayoutArg::Default => Layout::Default,
+            LayoutArg::Paper => Layout::Paper,
+        }];
+    }
+    if !a.models.is_empty() {
+        plan.models = a.models;
+    }
+    if !a.batches.is_empty() {
+        plan.batches = a.batches;
+    }
+    if !a.networks.is_empty() {
+        plan.networks = a.networks;
+    }
+    plan.runs = a.runs.unwrap_or(plan.runs);
+    plan.seed = a.seed;
+    let cells = plan.cells()?.len();
+    eprintln!(
+        "securenn bench: {cells} cells, each {} measured run{}, one network-bound run and (default layout) a warm two-query run; SecureNN, virtual clock, seed {}",
+        plan.runs,
+        if plan.runs == 1 { "" } else { "s" },
+        plan.seed
+    );
+    let bar = progress_bar(
+        cells * (plan.runs + 1),
+        "  {bar:30} {pos}/{len} runs, {elapsed_precise}: {msg}",
+    );
+    let rows = run_bench(&plan, &mut |e| match e {
+        BenchEvent::Run {
+            cell,
+            run,
+            runs,
+            done,
+            total,
+        } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(if run < runs {
+                format!("{cell}, run {}/{runs}", run + 1)
+            } else if run == runs {
+                format!("{cell}, network bound")
+            } else {
+                format!("{cell}, warm second query")
+            });
+        }
+        BenchEvent::Cell(r) => {
+            let line = format!(
+                "  {} batch {} {} {}: {:.3} s (paper {}), {} bytes",
+                r.model,
+                r.batch,
+                r.network,
+                securenn::bench::layout_name(r.layout),
+                r.seconds,
+                r.paper_seconds.map_or("-".into(), |p| format!("{p} s")),
+                r.bytes
+            );
+            // A hidden bar (stderr not a terminal) prints nothing: keep logs informative.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+    });
+    bar.finish_and_clear();
+    let rows = rows?;
+    print!("{}", table(&rows));
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("rows written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! `securenn infer`: one secure inference job, three parties in this process.
+
+use super::*;
+use securenn::channel::PartyId;
+use securenn::data::{Mnist, Split, default_mnist_path};
+use securenn::fixed::FixedPoint;
+use securenn::infer::{InferSpec, Layout, ProtocolKind, Reveal, run_inference};
+use securenn::nn::weights_file;
+use securenn::party::{Network, PartyConfig};
+use securenn::protocol::{TFE_RELU_3, TFE_RELU_9};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub(crate) struct InferArgs {
+    /// Protocol to run.
+    #[arg(long, value_enum, default_value = "securenn")]
+    protocol: ProtocolArg,
+    /// Built-in model: the SecureNN paper's networks a-d, d-as-benchmarked (the variant the
+    /// paper's code timed), and -avg variants with average pooling for Pond.
+    #[arg(long, default_value = "a", value_parser = clap::builder::PossibleValuesParser::new(securenn::models::BUILTIN))]
+    model: String,
+    /// Weight file (safetensors); default: the bundled trained weights models/<model>.safetensors.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Network layout and cost accounting.
+    #[arg(long, value_enum, default_value = "default")]
+    layout: LayoutArg,
+    /// What the data owner learns; default: the class where the protocol has a secure argmax.
+    #[arg(long, value_enum)]
+    reveal: Option<RevealArg>,
+    /// Number of images to classify.
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Images per secure forward pass.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Which images: the test split (the last fifth of each digit, ordered round-robin over the
+    /// digits), the training split, or the whole file in file order.
+    #[arg(long, value_enum, default_value = "test")]
+    split: SplitArg,
+    /// First image within the split.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// MNIST CSV (gzipped or plain): 784 pixel columns 0-255, then the label.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Seed of the session's randomness; a random one is drawn (and printed) if absent. The same
+    /// seed gives the same shares, bytes and results.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fractional bits of the fixed-point encoding.
+    #[arg(long, default_value_t = securenn::fixed::DEFAULT_FRAC_BITS)]
+    frac_bits: u32,
+    /// Pond's ReLU polynomial.
+    #[arg(long, value_enum, default_value = "9")]
+    relu_fit: ReluFit,
+    /// Party that owns the images and alone learns the predictions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..3))]
+    data_owner: u8,
+    /// Party that owns the model weights.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..3))]
+    model_owner: u8,
+    /// Seconds a party waits for a peer's message before failing.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Transport between the three parties (all in this process).
+    #[arg(long, value_enum, default_value = "memory")]
+    transport: TransportArg,
+    /// Network preset of the simulator: lan (625 MB/s, 0.22 ms RTT: the SecureNN paper's LAN),
+    /// wan (40 MB/s, 58 ms RTT: the paper's WAN), wan-tfe (352 Mbit/s, 40 ms RTT), lossy-wan
+    /// (the paper's WAN with 1% packet loss). Implies --transport sim.
+    #[arg(long)]
+    network: Option<String>,
+    /// The simulator's clock.
+    #[arg(long, value_enum, default_value = "virtual")]
+    clock: ClockArg,
+    /// What advances a party's virtual clock besides messages.
+    #[arg(long, value_enum, default_value = "measured")]
+    compute: ComputeArg,
+    #[command(flatten)]
+    outputs: ReportArgs,
+}
+
+impl InferArgs {
+    /// Whether the run writes its operation tree (a report, a trace or JSON).
+    pub(crate) fn records_ops(&self) -> bool {
+        let o = &self.outputs;
+        o.report.is_some() || o.trace.is_some() || o.json.is_some()
+    }
+}
+
+/// The transport the flags ask for, and its name in reports.
+pub(crate) fn network_of(a: &InferArgs, seed: u64) -> Result<(Network, String)> {
+    use securenn_transports::sim::{Clock, Compute, LinkSpec, SimConfig};
+    match (a.transport, &a.network) {
+        (TransportArg::Quic, Some(_)) => {
+            bail!("--network chooses a simulated network; it does not apply to --transport quic")
+        }
+        (TransportArg::Quic, None) => return Ok((Network::QuicLocalhost, "localhost".into())),
+        (TransportArg::Memory, None) => return Ok((Network::Memory, "none".into())),
+        _ => {}
+    }
+    let name = a.network.clone().unwrap_or_else(|| "lan".into());
+    let link = LinkSpec::preset(&name).context("--network")?;
+    let mut cfg = SimConfig::uniform(3, link);
+    cfg.seed = seed;
+    cfg.clock = match a.clock {
+        ClockArg::Virtual => Clock::Virtual,
+        ClockArg::Real => Clock::Real,
+    };
+    cfg.compute = match a.compute {
+        ComputeArg::Measured => Compute::Measured,
+        ComputeArg::Zero => Compute::Zero,
+    };
+    Ok((Network::Sim(cfg), name))
+}
+
+pub(crate) fn run(a: InferArgs) -> Result<()> {
+    let outputs = a.outputs.resolve()?;
+    outputs.refuse_overwrite(outputs.json.as_deref())?;
+    let seed = a.seed.unwrap_or_else(rand::random);
+    let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
+    let model = securenn::models::by_name(&a.model).expect("clap checked the name");
+    let weights_path = a
+        .weights
+        .clone()
+        .unwrap_or_else(|| securenn::models::default_weights_path(&a.model));
+    if !weights_path.exists() && a.weights.is_none() {
+        bail!(
+            "no trained weights for model {} at {}: train them with `securenn train --model {}`",
+            a.model,
+            weights_path.display(),
+            a.model
+        );
+    }
+    let (weights, _) = weights_file::load(&weights_path, &model)?;
+    let path = a.data.clone().unwrap_or_else(default_mnist_path);
+    let split = match a.split {
+        SplitArg::Test => Split::Test,
+        SplitArg::Train => Split::Train,
+        SplitArg::All => Split::All,
+    };
+    let data = Mnist::load(&path, split, a.offset, a.samples)?;
+    let (network, network_name) = network_of(&a, seed)?;
+    let spec = InferSpec {
+        protocol: match a.protocol {
+            ProtocolArg::Pond => ProtocolKind::Pond,
+            ProtocolArg::Securenn => ProtocolKind::SecureNn,
+            ProtocolArg::Plaintext => ProtocolKind::Plaintext,
+        },
+        model_name: a.model.clone(),
+        model,
+        weights,
+        data,
+        batch: a.batch,
+        seed,
+        data_owner: PartyId(a.data_owner),
+        model_owner: PartyId(a.model_owner),
+        config: PartyConfig {
+            recv_timeout: Duration::from_secs(a.timeout),
+            fixed,
+        },
+        relu_poly: match a.relu_fit {
+            ReluFit::Nine => TFE_RELU_9.to_vec(),
+            ReluFit::Three => TFE_RELU_3.to_vec(),
+        },
+        layout: match a.layout {
+            LayoutArg::Default => Layout::Default,
+            LayoutArg::Paper => Layout::Paper,
+        },
+        reveal: a.reveal.map(|r| match r {
+            RevealArg::Class => Reveal::Class,
+            RevealArg::Logits => Reveal::Logits,
+        }),
+        network,
+        network_name,
+    };
+    eprintln!(
+        "securenn infer: {} on network {} ({} layout, weights {}), {} images of the {:?} split from offset {}, batch {}, seed {seed}",
+        spec.protocol.name(),
+        a.model,
+        match a.layout {
+            LayoutArg::Default => "default",
+            LayoutArg::Paper => "paper",
+        },
+        weights_path.display(),
+        a.samples,
+        a.split,
+        a.offset,
+        a.batch
+    );
+    let bar = progress_bar(
+        a.samples.div_ceil(a.batch.max(1)),
+        "  {bar:40} {pos}/{len} batches, {elapsed_precise} (eta {eta})",
+    );
+    let b = bar.clone();
+    let progress: securenn::infer::Progress = Arc::new(move |done, _| b.set_position(done as u64));
+    let report = run_inference(&spec, Some(progress));
+    bar.finish_and_clear();
+    let report = report?;
+    print_report(&report);
+    if outputs.table {
+        print_op_table("infer", &report, outputs.depth);
+    }
+    if let Some(path) = &outputs.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    if let Some(path) = &outputs.trace {
+        write_trace(path, &[("infer".to_string(), &report)])?;
+    }
+    Ok(())
+}
