@@ -15,7 +15,7 @@
 //! `messages` cover the whole job, reveal included.
 
 use crate::channel::PartyId;
-use crate::data::{DataError, Mnist, Split, default_mnist_path};
+use crate::data::{DataError, DataSource, Mnist, Split};
 use crate::fixed::FixedPoint;
 use crate::infer::{InferError, InferReport, InferSpec, Layout, ProtocolKind, run_inference};
 use crate::nn::weights_file::{self, WeightFileError};
@@ -24,7 +24,6 @@ use crate::protocol::TFE_RELU_9;
 use securenn_transports::sim::{Clock, Compute, LinkSpec, SimConfig, SimError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Models `--models` accepts: the paper's four networks, D being the variant the paper's code
@@ -68,10 +67,6 @@ pub enum BenchError {
     UnknownNetwork { name: String, known: String },
     #[error("{0}")]
     Config(String),
-    #[error(
-        "no trained weights for model {model} at {path}: train them with `securenn train --model {model}`"
-    )]
-    MissingWeights { model: String, path: String },
     #[error(transparent)]
     Weights(#[from] WeightFileError),
     #[error(transparent)]
@@ -205,8 +200,8 @@ pub struct BenchPlan {
     /// Batches above 1 only for [`QUICK_LARGE_BATCH_MODELS`].
     pub quick: bool,
     pub seed: u64,
-    /// MNIST CSV; the first `batch` images of its test split are a cell's input.
-    pub data: PathBuf,
+    /// MNIST images; the first `batch` images of the test split are a cell's input.
+    pub data: DataSource,
 }
 
 impl BenchPlan {
@@ -221,7 +216,7 @@ impl BenchPlan {
             runs: DEFAULT_RUNS,
             quick: false,
             seed: DEFAULT_SEED,
-            data: default_mnist_path(),
+            data: DataSource::Bundled,
         }
     }
 
@@ -389,19 +384,12 @@ impl Inputs {
                 continue;
             }
             let model = crate::models::by_name(&c.model).expect("checked name");
-            let path = crate::models::default_weights_path(&c.model);
-            if !path.exists() {
-                return Err(BenchError::MissingWeights {
-                    model: c.model.clone(),
-                    path: path.display().to_string(),
-                });
-            }
-            let (w, _) = weights_file::load(&path, &model)?;
+            let (w, _) = weights_file::load_bundled(&c.model, &model)?;
             weights.insert(c.model.clone(), w);
         }
         // Two queries for the warm measurement.
         let most = 2 * cells.iter().map(|c| c.batch).max().unwrap_or(1);
-        let data = Mnist::load(&plan.data, Split::Test, 0, most)?;
+        let data = Mnist::load(plan.data.clone(), Split::Test, 0, most)?;
         Ok(Self { weights, data })
     }
 

@@ -10,9 +10,43 @@ use flate2::read::GzDecoder;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-/// Where the bundled data lives in the repository.
-pub fn default_mnist_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist_5k.csv.gz")
+/// The bundled sample, built into the binary (from `data/mnist_5k.csv.gz` in the repository), so
+/// that a copied binary runs with no source tree beside it.
+static BUNDLED_MNIST: &[u8] = include_bytes!("../data/mnist_5k.csv.gz");
+
+/// Where images come from: the bundled sample (built into the binary) or a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    Bundled,
+    File(PathBuf),
+}
+
+impl DataSource {
+    /// `path`, or the bundled sample if there is none.
+    pub fn file_or_bundled(path: Option<&Path>) -> Self {
+        path.map_or(Self::Bundled, |p| Self::File(p.to_path_buf()))
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bundled => f.write_str("the bundled MNIST sample"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl From<&Path> for DataSource {
+    fn from(p: &Path) -> Self {
+        Self::File(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for DataSource {
+    fn from(p: &PathBuf) -> Self {
+        Self::File(p.clone())
+    }
 }
 
 /// Which part of a file.
@@ -31,18 +65,18 @@ pub const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
 pub enum DataError {
     #[error("cannot read {path}: {source}")]
     Io {
-        path: PathBuf,
+        path: DataSource,
         source: std::io::Error,
     },
     #[error("{path} line {line}: {reason}")]
     Parse {
-        path: PathBuf,
+        path: DataSource,
         line: usize,
         reason: String,
     },
     #[error("{path}: asked for images {from}..{to} of the {split:?} split, which has {have}")]
     Range {
-        path: PathBuf,
+        path: DataSource,
         split: Split,
         from: usize,
         to: usize,
@@ -59,12 +93,18 @@ pub struct Mnist {
 
 impl Mnist {
     /// Images `from..from + count` of `split` of a gzipped (or, by extension, plain) MNIST CSV.
-    pub fn load(path: &Path, split: Split, from: usize, count: usize) -> Result<Self, DataError> {
-        let all = Self::read(path)?;
+    pub fn load(
+        source: impl Into<DataSource>,
+        split: Split,
+        from: usize,
+        count: usize,
+    ) -> Result<Self, DataError> {
+        let path = source.into();
+        let all = Self::read(path.clone())?;
         let order = all.split_order(split);
         if from + count > order.len() {
             return Err(DataError::Range {
-                path: path.to_path_buf(),
+                path,
                 split,
                 from,
                 to: from + count,
@@ -79,16 +119,22 @@ impl Mnist {
     }
 
     /// Every image of the file, in file order.
-    pub fn read(path: &Path) -> Result<Self, DataError> {
+    pub fn read(source: impl Into<DataSource>) -> Result<Self, DataError> {
+        let path = source.into();
         let io = |source| DataError::Io {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
-            Box::new(BufReader::new(GzDecoder::new(file)))
-        } else {
-            Box::new(BufReader::new(file))
+        let reader: Box<dyn BufRead> = match &path {
+            DataSource::Bundled => Box::new(BufReader::new(GzDecoder::new(BUNDLED_MNIST))),
+            DataSource::File(p) => {
+                let file = std::fs::File::open(p).map_err(io)?;
+                if p.extension().is_some_and(|e| e == "gz") {
+                    Box::new(BufReader::new(GzDecoder::new(file)))
+                } else {
+                    Box::new(BufReader::new(file))
+                }
+            }
         };
         let mut out = Self::default();
         for (i, line) in reader.lines().enumerate() {
@@ -97,7 +143,7 @@ impl Mnist {
                 continue;
             }
             let parse = |reason: String| DataError::Parse {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 line: i + 1,
                 reason,
             };
@@ -160,20 +206,20 @@ mod tests {
 
     #[test]
     fn bundled_sample_loads() {
-        let m = Mnist::load(&default_mnist_path(), Split::Test, 0, 10).unwrap();
+        let m = Mnist::load(DataSource::Bundled, Split::Test, 0, 10).unwrap();
         assert_eq!(m.labels, (0..10).collect::<Vec<u8>>());
         assert!(
             m.images
                 .iter()
                 .all(|im| im.len() == PIXELS && im.iter().all(|&p| (0.0..=1.0).contains(&p)))
         );
-        let all = Mnist::read(&default_mnist_path()).unwrap();
+        let all = Mnist::read(DataSource::Bundled).unwrap();
         let (train, test) = (all.split_order(Split::Train), all.split_order(Split::Test));
         assert_eq!((train.len(), test.len()), (4000, 1000));
         let mut both: Vec<usize> = train.iter().chain(&test).copied().collect();
         both.sort_unstable();
         assert_eq!(both, (0..5000).collect::<Vec<_>>());
-        assert!(Mnist::load(&default_mnist_path(), Split::Test, 999, 2).is_err());
+        assert!(Mnist::load(DataSource::Bundled, Split::Test, 999, 2).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! runs party N.
 
 use crate::channel::PartyId;
-use crate::data::{Mnist, Split, default_mnist_path};
+use crate::data::{DataSource, Mnist, Split};
 use crate::fixed::FixedPoint;
 use crate::infer::{Outputs, accuracy, infer_job};
 use crate::nn::weights_file;
@@ -377,6 +377,10 @@ certificate = "party2.cert.der"
 [job]
 protocol = "securenn"
 model = "a"
+# Relative paths are relative to this file. Both default to what is built into the binary, so a
+# copied binary needs no source tree.
+# weights = "a.safetensors"   # model owner only: its weight file (default: model a's trained weights)
+# data = "mnist.csv.gz"       # data owner only: MNIST CSV, 784 pixels 0-255 then the label (default: the bundled sample)
 samples = 20
 batch = 10
 data_owner = 0
@@ -559,24 +563,16 @@ pub fn run_party(
     let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
     // What this party owns.
     let weights = if id == model_owner {
-        let path = job
-            .weights
-            .as_ref()
-            .map(|p| resolve(p))
-            .unwrap_or_else(|| crate::models::default_weights_path(&job.model));
-        Some(weights_file::load(&path, &model)?.0)
+        let path = job.weights.as_ref().map(|p| resolve(p));
+        Some(weights_file::load_or_bundled(path.as_deref(), &job.model, &model)?.0)
     } else {
         None
     };
     let fp = FixedPoint::default();
     let data = if id == data_owner {
-        let path = job
-            .data
-            .as_ref()
-            .map(|p| resolve(p))
-            .unwrap_or_else(default_mnist_path);
+        let path = job.data.as_ref().map(|p| resolve(p));
         Some(Mnist::load(
-            &path,
+            DataSource::file_or_bundled(path.as_deref()),
             Split::Test,
             job.offset.unwrap_or(0),
             job.samples,

@@ -118,11 +118,30 @@ pub fn by_name(name: &str) -> Option<Sequential> {
     }
 }
 
-/// Where the bundled trained weights of a built-in model live.
-pub fn default_weights_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(format!("{name}.safetensors"))
+/// The bundled trained weights of a built-in model (safetensors), built into the binary from
+/// `models/<name>.safetensors` in the repository, so that a copied binary needs no source tree.
+/// Cargo rebuilds the binary when a file changes (`securenn train --force` rewrites them).
+pub fn bundled_weights(name: &str) -> Option<&'static [u8]> {
+    Some(match name {
+        "a" => include_bytes!("../models/a.safetensors"),
+        "b" => include_bytes!("../models/b.safetensors"),
+        "b-avg" => include_bytes!("../models/b-avg.safetensors"),
+        "c" => include_bytes!("../models/c.safetensors"),
+        "c-avg" => include_bytes!("../models/c-avg.safetensors"),
+        "d" => include_bytes!("../models/d.safetensors"),
+        "d-as-benchmarked" => include_bytes!("../models/d-as-benchmarked.safetensors"),
+        "d-as-benchmarked-avg" => include_bytes!("../models/d-as-benchmarked-avg.safetensors"),
+        _ => return None,
+    })
+}
+
+/// Where `securenn train` writes a built-in model's weights by default: `models/<name>.safetensors`
+/// in the source tree the binary was built from, if that tree is still there (a copied binary has
+/// none, and must be given `--out`).
+pub fn source_weights_path(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    dir.is_dir()
+        .then(|| dir.join(format!("{name}.safetensors")))
 }
 
 #[cfg(test)]
@@ -153,6 +172,13 @@ mod tests {
             );
         }
         assert!(by_name("a-avg").is_none() && by_name("z").is_none());
+        // Every built-in model has bundled weights that fit it.
+        for m in BUILTIN {
+            let (w, meta) = crate::nn::weights_file::load_bundled(m, &by_name(m).unwrap())
+                .unwrap_or_else(|e| panic!("{m}: {e}"));
+            assert!(!w.tensors.is_empty() && meta.contains_key("model"), "{m}");
+        }
+        assert!(bundled_weights("z").is_none());
         // The paper's layout: maxpool before ReLU, a ReLU after the last dense layer.
         let p = network_b().paper_layout();
         use crate::nn::Layer::*;

@@ -4,7 +4,7 @@
 //! positions).
 
 use crate::channel::PartyId;
-use crate::data::{Mnist, Split, default_mnist_path};
+use crate::data::{DataSource, Mnist, Split};
 use crate::fixed::FixedPoint;
 use crate::infer::{InferSpec, Layout, ProtocolKind};
 use crate::nn::weights_file;
@@ -463,12 +463,8 @@ impl Run {
     pub fn spec(&self) -> Result<InferSpec, ScenarioError> {
         let j = &self.job;
         let model = crate::models::by_name(&j.model).expect("validated");
-        let wpath = j
-            .weights
-            .clone()
-            .unwrap_or_else(|| crate::models::default_weights_path(&j.model));
-        let (weights, _) = weights_file::load(&wpath, &model)?;
-        let data = Mnist::load(&default_mnist_path(), Split::Test, j.offset, j.samples)?;
+        let (weights, _) = weights_file::load_or_bundled(j.weights.as_deref(), &j.model, &model)?;
+        let data = Mnist::load(DataSource::Bundled, Split::Test, j.offset, j.samples)?;
         Ok(InferSpec {
             protocol: match j.protocol {
                 ProtocolName::Securenn => ProtocolKind::SecureNn,

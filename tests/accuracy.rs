@@ -3,7 +3,7 @@
 //! half a point of the float model's, on every network.
 
 use securenn::channel::{P0, P1};
-use securenn::data::{Mnist, Split, default_mnist_path};
+use securenn::data::{DataSource, Mnist, Split};
 use securenn::infer::{InferSpec, Layout, ProtocolKind, run_inference};
 use securenn::nn::weights_file;
 use securenn::party::PartyConfig;
@@ -11,14 +11,13 @@ use securenn::protocol::TFE_RELU_9;
 
 fn check(name: &str) {
     let model = securenn::models::by_name(name).unwrap();
-    let (weights, _) =
-        weights_file::load(&securenn::models::default_weights_path(name), &model).unwrap();
+    let (weights, _) = weights_file::load_bundled(name, &model).unwrap();
     let spec = InferSpec {
         protocol: ProtocolKind::SecureNn,
         model_name: name.into(),
         model,
         weights,
-        data: Mnist::load(&default_mnist_path(), Split::Test, 0, 1000).unwrap(),
+        data: Mnist::load(DataSource::Bundled, Split::Test, 0, 1000).unwrap(),
         batch: 100,
         seed: 1,
         data_owner: P0,

@@ -2,7 +2,7 @@
 //! logits revealed to the data owner only; compared with the plaintext and float references.
 
 use securenn::channel::{P0, P1, P2};
-use securenn::data::{Mnist, Split, default_mnist_path};
+use securenn::data::{DataSource, Mnist, Split};
 use securenn::infer::{InferSpec, Layout, ProtocolKind, run_inference};
 use securenn::party::PartyConfig;
 use securenn::protocol::TFE_RELU_9;
@@ -14,7 +14,7 @@ fn spec(protocol: ProtocolKind, samples: usize, batch: usize, seed: u64) -> Infe
         model_name: "a".into(),
         weights: model.init_weights(seed).unwrap(),
         model,
-        data: Mnist::load(&default_mnist_path(), Split::Test, 0, samples).unwrap(),
+        data: Mnist::load(DataSource::Bundled, Split::Test, 0, samples).unwrap(),
         batch,
         seed,
         data_owner: P0,

@@ -2,7 +2,7 @@
 
 use super::*;
 use securenn::channel::PartyId;
-use securenn::data::{Mnist, Split, default_mnist_path};
+use securenn::data::{DataSource, Mnist, Split};
 use securenn::fixed::FixedPoint;
 use securenn::infer::{InferSpec, Layout, ProtocolKind, Reveal, run_inference};
 use securenn::nn::weights_file;
@@ -20,7 +20,7 @@ pub(crate) struct InferArgs {
     /// paper's code timed), and -avg variants with average pooling for Pond.
     #[arg(long, default_value = "a", value_parser = clap::builder::PossibleValuesParser::new(securenn::models::BUILTIN))]
     model: String,
-    /// Weight file (safetensors); default: the bundled trained weights models/<model>.safetensors.
+    /// Weight file (safetensors); default: the trained weights of the model, built into the binary.
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Network layout and cost accounting.
@@ -122,26 +122,18 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
     let seed = a.seed.unwrap_or_else(rand::random);
     let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
     let model = securenn::models::by_name(&a.model).expect("clap checked the name");
-    let weights_path = a
+    let (weights, _) = weights_file::load_or_bundled(a.weights.as_deref(), &a.model, &model)?;
+    let weights_name = a
         .weights
-        .clone()
-        .unwrap_or_else(|| securenn::models::default_weights_path(&a.model));
-    if !weights_path.exists() && a.weights.is_none() {
-        bail!(
-            "no trained weights for model {} at {}: train them with `securenn train --model {}`",
-            a.model,
-            weights_path.display(),
-            a.model
-        );
-    }
-    let (weights, _) = weights_file::load(&weights_path, &model)?;
-    let path = a.data.clone().unwrap_or_else(default_mnist_path);
+        .as_ref()
+        .map_or_else(|| "bundled".to_string(), |p| p.display().to_string());
+    let path = DataSource::file_or_bundled(a.data.as_deref());
     let split = match a.split {
         SplitArg::Test => Split::Test,
         SplitArg::Train => Split::Train,
         SplitArg::All => Split::All,
     };
-    let data = Mnist::load(&path, split, a.offset, a.samples)?;
+    let data = Mnist::load(path, split, a.offset, a.samples)?;
     let (network, network_name) = network_of(&a, seed)?;
     let spec = InferSpec {
         protocol: match a.protocol {
@@ -184,7 +176,7 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
             LayoutArg::Default => "default",
             LayoutArg::Paper => "paper",
         },
-        weights_path.display(),
+        weights_name,
         a.samples,
         a.split,
         a.offset,

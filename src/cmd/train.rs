@@ -1,7 +1,8 @@
 //! `securenn train`: plaintext training of a built-in model, as the bundled weights were made.
 
 use super::*;
-use securenn::data::{Mnist, Split, default_mnist_path};
+use securenn::data::Split;
+use securenn::data::{DataSource, Mnist};
 use securenn::nn::weights_file;
 
 #[derive(clap::Args)]
@@ -24,7 +25,7 @@ pub(crate) struct TrainArgs {
     /// MNIST CSV (gzipped or plain); default: the bundled sample.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Output file; default: the bundled models/<model>.safetensors.
+    /// Output file; default: models/<model>.safetensors in the source tree the binary was built from.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Overwrite the output file if it exists.
@@ -35,10 +36,16 @@ pub(crate) struct TrainArgs {
 pub(crate) fn run(a: TrainArgs) -> Result<()> {
     use securenn::nn::train::{TrainConfig, accuracy, train};
     let model = securenn::models::by_name(&a.model).expect("clap checked the name");
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| securenn::models::default_weights_path(&a.model));
+    let out = match a.out.clone() {
+        Some(out) => out,
+        None => securenn::models::source_weights_path(&a.model).with_context(|| {
+            format!(
+                "give --out FILE: the default, models/{}.safetensors in the source tree this \
+                 binary was built from, is not here (the bundled weights are built into the binary)",
+                a.model
+            )
+        })?,
+    };
     if out.exists() && !a.force {
         bail!("{} exists; pass --force to overwrite it", out.display());
     }
@@ -55,8 +62,8 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     if let Some(lr) = a.learning_rate {
         cfg.learning_rate = lr;
     }
-    let path = a.data.clone().unwrap_or_else(default_mnist_path);
-    let all = Mnist::read(&path)?;
+    let path = DataSource::file_or_bundled(a.data.as_deref());
+    let all = Mnist::read(path.clone())?;
     let pick = |split| {
         let idx = all.split_order(split);
         Mnist {
@@ -69,7 +76,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         "securenn train: network {} on {} training images of {}, {} epochs, batch {}, Adam lr {}, seed {}",
         a.model,
         train_set.labels.len(),
-        path.display(),
+        path,
         cfg.epochs,
         cfg.batch,
         cfg.learning_rate,

@@ -751,7 +751,7 @@ impl Adam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Split, default_mnist_path};
+    use crate::data::{DataSource, Split};
     use crate::models::{network_a, network_b, network_d_as_benchmarked};
     use crate::nn::forward_float;
     use crate::protocol::ReluKind;
@@ -763,7 +763,7 @@ mod tests {
 
     #[test]
     fn training_forward_matches_forward_float() {
-        let data = Mnist::load(&default_mnist_path(), Split::Test, 0, 5).unwrap();
+        let data = Mnist::load(DataSource::Bundled, Split::Test, 0, 5).unwrap();
         for model in [network_b(), network_d_as_benchmarked()] {
             let w = model.init_weights(3).unwrap();
             let plan = Plan::new(&model).unwrap();
@@ -844,7 +844,7 @@ mod tests {
 
     #[test]
     fn one_epoch_trains_network_a() {
-        let data = Mnist::load(&default_mnist_path(), Split::Train, 0, 500).unwrap();
+        let data = Mnist::load(DataSource::Bundled, Split::Train, 0, 500).unwrap();
         let cfg = TrainConfig {
             epochs: 1,
             ..TrainConfig::default()
@@ -860,7 +860,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_weights() {
-        let data = Mnist::load(&default_mnist_path(), Split::Train, 0, 100).unwrap();
+        let data = Mnist::load(DataSource::Bundled, Split::Train, 0, 100).unwrap();
         let cfg = TrainConfig {
             epochs: 2,
             batch: 16,
@@ -876,7 +876,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() {
-        let mut data = Mnist::load(&default_mnist_path(), Split::Train, 0, 10).unwrap();
+        let mut data = Mnist::load(DataSource::Bundled, Split::Train, 0, 10).unwrap();
         let cfg = TrainConfig::default();
         let quiet = &mut |_: &EpochReport| {};
         let bad_cfg = TrainConfig {

@@ -81,11 +81,46 @@ pub fn load(
         path: p.clone(),
         source,
     })?;
-    let st = SafeTensors::deserialize(&buf).map_err(|e| WeightFileError::Format {
+    parse(p, &buf, model)
+}
+
+/// The bundled trained weights of built-in model `name` (built into the binary), checked as
+/// [`load`] checks a file.
+pub fn load_bundled(
+    name: &str,
+    model: &Sequential,
+) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
+    let label = format!("the bundled weights of model {name}");
+    let buf = crate::models::bundled_weights(name).ok_or_else(|| WeightFileError::Format {
+        path: label.clone(),
+        reason: format!("model {name} has no bundled weights; give a weight file"),
+    })?;
+    parse(label, buf, model)
+}
+
+/// The weight file at `path`, or built-in model `name`'s bundled weights if there is none.
+pub fn load_or_bundled(
+    path: Option<&Path>,
+    name: &str,
+    model: &Sequential,
+) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
+    match path {
+        Some(p) => load(p, model),
+        None => load_bundled(name, model),
+    }
+}
+
+/// Parse and check safetensors bytes; `p` names them in errors.
+fn parse(
+    p: String,
+    buf: &[u8],
+    model: &Sequential,
+) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
+    let st = SafeTensors::deserialize(buf).map_err(|e| WeightFileError::Format {
         path: p.clone(),
         reason: e.to_string(),
     })?;
-    let (_, meta) = SafeTensors::read_metadata(&buf).map_err(|e| WeightFileError::Format {
+    let (_, meta) = SafeTensors::read_metadata(buf).map_err(|e| WeightFileError::Format {
         path: p.clone(),
         reason: e.to_string(),
     })?;
