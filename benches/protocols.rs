@@ -9,7 +9,7 @@ use securenn::party::{LocalCluster, PartyConfig, SeedSource, spmd};
 use securenn::protocol::securenn::bits::bit_shares;
 use securenn::protocol::securenn::private_compare::private_compare;
 use securenn::protocol::securenn::relu::{drelu, relu};
-use securenn::protocol::{MaskPolicy, SharedTensor};
+use securenn::protocol::{Costing, SharedTensor};
 use securenn::ring::RingTensor;
 use std::time::{Duration, Instant};
 
@@ -50,14 +50,13 @@ fn run(op: Op, n: usize, iters: u64) -> Duration {
             for _ in 0..iters {
                 match op {
                     Op::Drelu => {
-                        drelu(&ctx, &t, MaskPolicy::Fresh).await?;
+                        drelu(&ctx, &t, Costing::Paper).await?;
                     }
                     Op::Relu => {
-                        relu(&ctx, &t, MaskPolicy::Fresh).await?;
+                        relu(&ctx, &t, Costing::Paper).await?;
                     }
                     Op::PrivateCompare => {
-                        private_compare(&ctx, n, bits.as_ref(), &r, &beta, MaskPolicy::Fresh)
-                            .await?;
+                        private_compare(&ctx, n, bits.as_ref(), &r, &beta, Costing::Paper).await?;
                     }
                 }
             }

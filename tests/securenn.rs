@@ -10,11 +10,11 @@ use securenn::protocol::securenn::bits::{L_BITS, bit_shares};
 use securenn::protocol::securenn::private_compare::private_compare_view;
 use securenn::protocol::securenn::share_convert::{ScRandomness, share_convert_with};
 use securenn::protocol::securenn::{compute_msb, division, maxpool, relu};
-use securenn::protocol::{MaskPolicy, SecureNn, SharedTensor};
+use securenn::protocol::{Costing, SecureNn, SharedTensor};
 use securenn::ring::{ODD_MODULUS, OddTensor, RingTensor, odd_reduce};
 
-const FRESH: MaskPolicy = MaskPolicy::Fresh;
-const REUSE: MaskPolicy = MaskPolicy::Reuse;
+const FRESH: Costing = Costing::Paper;
+const REUSE: Costing = Costing::Optimised;
 
 /// Bytes of n Z_67 values packed in base 67.
 fn packed(n: u64) -> u64 {
@@ -166,7 +166,7 @@ fn run_share_convert(
     a: Vec<u64>,
     seed: u64,
     forced: Option<ScRandomness>,
-    policy: MaskPolicy,
+    policy: Costing,
 ) -> (Vec<u64>, securenn_transports::MeterSnapshot) {
     let n = a.len();
     let shares = split(&a, seed);
@@ -310,7 +310,7 @@ fn compute_msb_is_correct_and_costs_360_bytes() {
 fn drelu_run(
     a: &[u64],
     seed: u64,
-    policy: MaskPolicy,
+    policy: Costing,
 ) -> (Vec<u64>, securenn_transports::MeterSnapshot) {
     let n = a.len();
     let shares = split(a, seed);
@@ -488,7 +488,7 @@ fn plain_maxpool(x: &RingTensor, k: usize) -> (Vec<u64>, Vec<u64>) {
 fn run_maxpool(
     x: &RingTensor,
     k: usize,
-    policy: MaskPolicy,
+    policy: Costing,
     seed: u64,
 ) -> (Vec<u64>, Vec<u64>, securenn_transports::MeterSnapshot) {
     let shape = x.shape().to_vec();
@@ -677,7 +677,7 @@ fn bad_pool_shapes_are_errors() {
 
 fn run_argmax(
     x: &RingTensor,
-    policy: MaskPolicy,
+    policy: Costing,
     strategy: maxpool::MaxStrategy,
     seed: u64,
 ) -> (Vec<u64>, securenn_transports::MeterSnapshot) {

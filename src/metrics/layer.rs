@@ -1,7 +1,7 @@
 //! The `tracing-subscriber` layer: operation spans and message events into [`SessionTrace`]s.
 
 use super::{RecvRecord, SendRecord, SpanRecord, collector, virtual_now, wall_now};
-use crate::party::thread_cpu_time;
+use securenn_transports::sim::thread_cpu_time;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 use tracing::field::{Field, Visit};

@@ -6,80 +6,33 @@
 //! Masking x: the helper's mask a = a0 + a1 has a0 derived from the P0-P2 seed and a1 from the
 //! P1-P2 seed (two separate keys: the public SecureNN code's single key lets P0 derive P1's
 //! shares), so no mask share travels; server j opens α = x - a by sending α_j = x_j - a_j to the
-//! other server. With [`MaskPolicy::Reuse`] the mask is memoised on the tensor, so a tensor used
+//! other server. With [`Costing::Optimised`] the mask is memoised on the tensor, so a tensor used
 //! in several products (x² in x⁴ and x⁶, a weight across batches) is masked once; with
-//! [`MaskPolicy::Fresh`] every product masks its operands anew, as the SecureNN paper counts.
+//! [`Costing::Paper`] every product masks its operands anew, as the SecureNN paper counts.
 //!
 //! A bilinear op B (elementwise product, matmul, conv2d) of x = α + a and y = β + b:
 //! the producer computes c = B(a, b), derives c0 from the P0-P2 seed and sends c1 = c - c0 to
 //! server 1; server j outputs z_j = B(α, [j = 0]β + b_j) + B(a_j, β) + c_j, whose sum is
 //! B(α, β) + B(α, b) + B(a, β) + B(a, b) = B(x, y).
 
-use super::shared::SharedTensor;
+use super::costing::Costing;
+use super::shared_tensor::{Mask, SharedTensor};
 use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
 use crate::fixed::truncate_share;
 use crate::protocol::product_frac;
 use crate::ring::RingTensor;
 use std::rc::Rc;
 
-/// A mask: on a server its mask share and the opened masked value; on the helper the whole
-/// mask.
-#[derive(Clone)]
-pub(crate) enum Mask {
-    Server {
-        a: RingTensor,
-        alpha: RingTensor,
-    },
-    Helper {
-        a: RingTensor,
-    },
-    /// Being masked by an operation that has not finished: a concurrent branch that needs the
-    /// same tensor must not mask it again (the parties could pick different branches).
-    Pending,
-}
-
-/// Whether products reuse a tensor's mask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaskPolicy {
-    /// Memoise masks on tensors: each tensor is opened once (Pond's behaviour, and cached
-    /// masked weights). SecureNN's comparisons also take P0's share of what P2 deals from their
-    /// common seed ([`MaskPolicy::derive_dealt_shares`]).
-    Reuse,
-    /// Mask every operand of every product anew, and send every dealt share, as the SecureNN
-    /// paper's costs assume.
-    Fresh,
-}
-
-impl MaskPolicy {
-    /// Whether P2 derives P0's share of what it deals in ShareConvert and ComputeMSB (bit
-    /// shares, wrap and LSB shares, the shares of β' and η') from the P0-P2 seed instead of
-    /// sending it: the paper's PRF trick for triples (Table 2) applied to every deal. P1 still
-    /// receives value - share, uniformly random to it since it does not know the P0-P2 seed.
-    /// Saves 168 bytes of DReLU's 664 and changes no round. Only under [`MaskPolicy::Reuse`]:
-    /// [`MaskPolicy::Fresh`] keeps the paper's byte counts.
-    pub fn derive_dealt_shares(self) -> bool {
-        self == Self::Reuse
-    }
-
-    /// Whether Z_67 values travel packed in base 67, ten per eight bytes
-    /// ([`crate::channel::Z67Wire`]), instead of one byte each as the paper counts them: 20%
-    /// fewer bytes for PrivateCompare and the dealt bit shares. Only under
-    /// [`MaskPolicy::Reuse`].
-    pub fn pack_z67(self) -> bool {
-        self == Self::Reuse
-    }
-}
-
 /// The masks of `xs`, masking what is not masked yet in one round. Each operand comes with a
-/// group: under [`MaskPolicy::Fresh`] one tensor appearing twice in a group (x·x) gets one mask
-/// but every group masks anew; under [`MaskPolicy::Reuse`] masks are shared across groups and
+/// group: under [`Costing::Paper`] one tensor appearing twice in a group (x·x) gets one mask
+/// but every group masks anew; under [`Costing::Optimised`] masks are shared across groups and
 /// memoised on the tensors.
 async fn masks(
     ctx: &Ctx,
     xs: &[(usize, &SharedTensor)],
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<Vec<Mask>, ProtocolError> {
-    let reuse = policy == MaskPolicy::Reuse;
+    let reuse = costing.reuse_masks();
     if reuse
         && xs
             .iter()
@@ -179,14 +132,14 @@ impl<'a> Product<'a> {
 pub(crate) async fn beaver_many(
     ctx: &Ctx,
     products: &[Product<'_>],
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<Vec<SharedTensor>, ProtocolError> {
     let operands: Vec<(usize, &SharedTensor)> = products
         .iter()
         .enumerate()
         .flat_map(|(g, p)| [(g, p.x), (g, p.y)])
         .collect();
-    let m = masks(ctx, &operands, policy).await?;
+    let m = masks(ctx, &operands, costing).await?;
     let tctx = ctx.child("triple");
     let me = ctx.me();
     let mut out = Vec::with_capacity(products.len());
@@ -229,7 +182,7 @@ pub(crate) async fn beaver(
     x: &SharedTensor,
     y: &SharedTensor,
     out_shape: &[usize],
-    policy: MaskPolicy,
+    costing: Costing,
     op: impl Fn(&RingTensor, &RingTensor) -> RingTensor,
 ) -> Result<SharedTensor, ProtocolError> {
     let p = Product {
@@ -238,7 +191,7 @@ pub(crate) async fn beaver(
         out: out_shape.to_vec(),
         op: Box::new(op),
     };
-    Ok(beaver_many(ctx, &[p], policy)
+    Ok(beaver_many(ctx, &[p], costing)
         .await?
         .pop()
         .expect("one product"))

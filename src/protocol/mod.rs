@@ -3,14 +3,16 @@
 //! is written once against [`Protocol`] and runs on every backend unchanged.
 
 pub(crate) mod beaver;
+pub mod costing;
 pub mod plaintext;
 mod polynomial;
 pub mod pond;
 pub mod securenn;
 pub mod shared;
+mod shared_tensor;
 
 pub use crate::channel::ProtocolError;
-pub use beaver::MaskPolicy;
+pub use costing::Costing;
 pub use plaintext::{PlainTensor, Plaintext, ReluKind};
 pub use polynomial::{TFE_RELU_3, TFE_RELU_9, poly_eval};
 pub use pond::Pond;

@@ -4,8 +4,10 @@
 //! [`Protocol`] implementation of every [`SharedProtocol`]: a protocol on shared tensors says
 //! how it masks and what its non-linear layers are, and gets the rest from here.
 
-use super::beaver::{Mask, MaskPolicy, beaver};
+use super::beaver::beaver;
+use super::costing::Costing;
 use super::plaintext::check_bias;
+pub use super::shared_tensor::SharedTensor;
 use super::{
     Protocol, ProtocolError, check_conv, check_matmul, encode_public, same_frac, same_shape,
 };
@@ -13,80 +15,6 @@ use crate::channel::{Ctx, P0, P1, P2, PartyId};
 use crate::fixed::truncate_share;
 use crate::ring::kernels::im2col;
 use crate::ring::{Padding, RingTensor};
-use std::cell::RefCell;
-use std::rc::Rc;
-
-/// A party's view of a private tensor: a share on P0 and P1, only the shape on P2; plus the
-/// memoised Beaver mask (see [`super::beaver`]).
-#[derive(Clone)]
-pub struct SharedTensor {
-    shape: Vec<usize>,
-    frac: u32,
-    share: Option<RingTensor>,
-    pub(crate) mask: Rc<RefCell<Option<Mask>>>,
-}
-
-impl std::fmt::Debug for SharedTensor {
-    // Shape and precision only: the share is secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SharedTensor{:?}/{}", self.shape, self.frac)
-    }
-}
-
-impl SharedTensor {
-    /// A tensor from this party's share (`None` on P2). The share must have `shape`.
-    pub fn new(shape: &[usize], frac: u32, share: Option<RingTensor>) -> Self {
-        if let Some(s) = &share {
-            assert_eq!(s.shape(), shape, "share shape");
-        }
-        Self {
-            shape: shape.to_vec(),
-            frac,
-            share,
-            mask: Rc::default(),
-        }
-    }
-
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// Fractional bits (0 for integers such as comparison bits and indices).
-    pub fn frac(&self) -> u32 {
-        self.frac
-    }
-
-    /// This party's share (`None` on P2).
-    pub fn share(&self) -> Option<&RingTensor> {
-        self.share.as_ref()
-    }
-
-    /// The same share read with other fractional bits (no arithmetic).
-    pub fn with_frac(&self, frac: u32) -> Self {
-        Self::new(&self.shape, frac, self.share.clone())
-    }
-
-    /// Apply a local linear map to the share (P2 holds none).
-    pub(crate) fn map_share(
-        &self,
-        shape: &[usize],
-        frac: u32,
-        f: impl FnOnce(&RingTensor) -> RingTensor,
-    ) -> Self {
-        Self::new(shape, frac, self.share.as_ref().map(f))
-    }
-
-    fn zip_share(&self, o: &Self, f: impl FnOnce(&RingTensor, &RingTensor) -> RingTensor) -> Self {
-        Self::new(
-            &self.shape,
-            self.frac,
-            self.share
-                .as_ref()
-                .zip(o.share.as_ref())
-                .map(|(a, b)| f(a, b)),
-        )
-    }
-}
 
 pub(crate) fn is_server(p: PartyId) -> bool {
     p == P0 || p == P1
@@ -294,7 +222,7 @@ pub(crate) fn sum_pool(x: &SharedTensor, k: usize) -> SharedTensor {
 pub trait SharedProtocol {
     fn name(&self) -> &'static str;
     /// How products mask their operands.
-    fn masks(&self) -> MaskPolicy;
+    fn costing(&self) -> Costing;
     /// Whether products end with freshly re-randomised shares (SecureNN's zero shares u_j; free).
     fn refresh_products(&self) -> bool;
     /// Whether a convolution masks its im2col matrix (the SecureNN paper's accounting) instead
@@ -413,7 +341,7 @@ impl<S: SharedProtocol> Protocol for S {
         same_shape(ctx, x.shape(), y.shape())?;
         let ctx = ctx.child("mul");
         ctx.shape(x.shape());
-        let z = beaver(&ctx, x, y, x.shape(), self.masks(), |a, b| a.mul(b)).await?;
+        let z = beaver(&ctx, x, y, x.shape(), self.costing(), |a, b| a.mul(b)).await?;
         Ok(finish(self, &ctx, z))
     }
 
@@ -428,7 +356,7 @@ impl<S: SharedProtocol> Protocol for S {
         let out = check_matmul(ctx, x.shape(), y.shape())?;
         let ctx = ctx.child("matmul");
         ctx.shape(&[x.shape()[0], x.shape()[1], y.shape()[1]]);
-        let z = beaver(&ctx, x, y, &out, self.masks(), |a, b| a.matmul(b)).await?;
+        let z = beaver(&ctx, x, y, &out, self.costing(), |a, b| a.matmul(b)).await?;
         Ok(finish(self, &ctx, z))
     }
 
@@ -466,13 +394,13 @@ impl<S: SharedProtocol> Protocol for S {
                 RingTensor::from_vec(&[rows, cols], m)
             });
             let fm = reshape(f, &[cols, fs[3]]);
-            let z = beaver(&ctx, &cm, &fm, &[rows, fs[3]], self.masks(), |a, b| {
+            let z = beaver(&ctx, &cm, &fm, &[rows, fs[3]], self.costing(), |a, b| {
                 a.matmul(b)
             })
             .await?;
             reshape(&z, &out)
         } else {
-            beaver(&ctx, x, f, &out, self.masks(), |a, b| {
+            beaver(&ctx, x, f, &out, self.costing(), |a, b| {
                 a.conv2d(b, stride, padding)
             })
             .await?

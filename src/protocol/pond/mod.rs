@@ -10,7 +10,7 @@
 //! The shared-tensor machinery lives in [`super::shared`] and [`super::beaver`], shared with
 //! SecureNN.
 
-use super::beaver::MaskPolicy;
+use super::costing::Costing;
 use super::shared::{SharedProtocol, SharedTensor};
 use super::{ProtocolError, TFE_RELU_9, check_pool, poly_eval};
 use crate::channel::Ctx;
@@ -35,8 +35,8 @@ impl SharedProtocol for Pond {
         "pond"
     }
 
-    fn masks(&self) -> MaskPolicy {
-        MaskPolicy::Reuse
+    fn costing(&self) -> Costing {
+        Costing::Optimised
     }
 
     fn refresh_products(&self) -> bool {

@@ -11,13 +11,14 @@
 //!
 //! Messages per element: P2's ⟨x⟩, 64 bit shares and ⟨x[0]⟩ (2 × 80 B), the exchange of r
 //! (2 × 8 B), PrivateCompare (128 B), P2's shares of β' (2 × 8 B), one multiplication (40 B):
-//! 360 bytes. Under [`MaskPolicy::Reuse`] P0 draws its dealt shares from the P0-P2 seed
-//! ([`MaskPolicy::derive_dealt_shares`]): 272 bytes, the same rounds.
+//! 360 bytes. Under [`Costing::Optimised`] P0 draws its dealt shares from the P0-P2 seed
+//! ([`Costing::derive_dealt_shares`]): 272 bytes, the same rounds.
 
 use super::bits::{L_BITS, bit_shares, common_prg, dealer_prg, p0_dealt_prg, random_bits};
 use super::private_compare::private_compare;
 use crate::channel::{Ctx, P0, P1, P2, ProtocolError, Z67Wire};
-use crate::protocol::beaver::{MaskPolicy, Product, beaver_many};
+use crate::protocol::beaver::{Product, beaver_many};
+use crate::protocol::costing::Costing;
 use crate::protocol::shared::{SharedTensor, other_server, zero_share};
 use crate::ring::{ODD_MODULUS, OddTensor, RingTensor, Z67Vec, odd_add};
 
@@ -33,10 +34,10 @@ pub struct Dealt {
 
 /// P2 samples x ∈ Z_{2^64-1} and sends each server ⟨x⟩ (odd ring), the Z_67 shares of x's bits
 /// and ⟨x[0]⟩ (Z_{2^64}). Sends nothing on the servers; they receive in [`run`].
-pub fn deal(ctx: &Ctx, n: usize, policy: MaskPolicy) -> Result<Dealt, ProtocolError> {
+pub fn deal(ctx: &Ctx, n: usize, costing: Costing) -> Result<Dealt, ProtocolError> {
     let ctx = ctx.child("compute_msb");
     ctx.shape(&[n]);
-    let derived = policy.derive_dealt_shares();
+    let derived = costing.derive_dealt_shares();
     let mut x = None;
     if ctx.me() == P2 {
         let shape = vec![n];
@@ -49,7 +50,7 @@ pub fn deal(ctx: &Ctx, n: usize, policy: MaskPolicy) -> Result<Dealt, ProtocolEr
         let lsb = RingTensor::from_vec(&shape, xs.as_slice().iter().map(|v| v & 1).collect());
         let l0 = RingTensor::random(&shape, &mut rng);
         let l1 = lsb.sub(&l0);
-        let packed = policy.pack_z67();
+        let packed = costing.pack_z67();
         let z67 = |values| Z67Wire { values, packed };
         if !derived {
             ctx.send(P0, &(x0, z67(b0), l0))?;
@@ -65,17 +66,17 @@ pub async fn compute_msb(
     ctx: &Ctx,
     n: usize,
     a: Option<&OddTensor>,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
-    let dealt = deal(ctx, n, policy)?;
-    run(dealt, a, policy).await
+    let dealt = deal(ctx, n, costing)?;
+    run(dealt, a, costing).await
 }
 
 /// The rest of ComputeMSB after [`deal`].
 pub async fn run(
     dealt: Dealt,
     a: Option<&OddTensor>,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
     let Dealt { ctx, n, x, derived } = dealt;
     // The deal may have gone out in an earlier flight (DReLU sends it beside ShareConvert):
@@ -85,7 +86,7 @@ pub async fn run(
     let shape = vec![n];
     if me == P2 {
         let _ = x.expect("P2 dealt x");
-        let bp = private_compare(&ctx, n, None, &[], &[], policy)
+        let bp = private_compare(&ctx, n, None, &[], &[], costing)
             .await?
             .expect("P2 learns β'");
         let b = RingTensor::from_vec(&shape, bp.iter().map(|&v| v as u64).collect());
@@ -99,7 +100,7 @@ pub async fn run(
             SharedTensor::new(&shape, 0, None),
             SharedTensor::new(&shape, 0, None),
         );
-        beaver_many(&ctx, &[Product::elementwise(&g, &d)], policy).await?;
+        beaver_many(&ctx, &[Product::elementwise(&g, &d)], costing).await?;
         return Ok(g);
     }
     let a = a.expect("servers hold shares");
@@ -119,7 +120,7 @@ pub async fn run(
                 P2,
                 &(
                     shape.clone(),
-                    (n * L_BITS, policy.pack_z67()),
+                    (n * L_BITS, costing.pack_z67()),
                     shape.clone(),
                 ),
             )
@@ -139,7 +140,7 @@ pub async fn run(
     debug_assert!(r.as_slice().iter().all(|&v| v != ODD_MODULUS));
     // Step 4: PrivateCompare(x, r, β).
     let beta = random_bits(n, &mut common_prg(&ctx));
-    private_compare(&ctx, n, Some(&bits), r.as_slice(), &beta, policy).await?;
+    private_compare(&ctx, n, Some(&bits), r.as_slice(), &beta, costing).await?;
     let bp: RingTensor = if p0_derives {
         RingTensor::random(&shape, &mut p0_dealt_prg(&ctx))
     } else {
@@ -161,7 +162,7 @@ pub async fn run(
     let gamma = SharedTensor::new(&shape, 0, Some(RingTensor::from_vec(&shape, gamma)));
     let delta = SharedTensor::new(&shape, 0, Some(RingTensor::from_vec(&shape, delta)));
     // Steps 8-9: θ = γ·δ; α = γ + δ - 2θ (+ zero shares).
-    let theta = beaver_many(&ctx, &[Product::elementwise(&gamma, &delta)], policy)
+    let theta = beaver_many(&ctx, &[Product::elementwise(&gamma, &delta)], costing)
         .await?
         .pop()
         .expect("one product");

@@ -8,7 +8,8 @@
 
 use super::relu::drelu;
 use crate::channel::{Ctx, ProtocolError};
-use crate::protocol::beaver::{MaskPolicy, Product, beaver_many};
+use crate::protocol::beaver::{Product, beaver_many};
+use crate::protocol::costing::Costing;
 use crate::protocol::shared::{SharedTensor, add, refresh, sub};
 use crate::protocol::{same_frac, same_shape};
 
@@ -17,7 +18,7 @@ pub async fn divide(
     ctx: &Ctx,
     x: &SharedTensor,
     y: &SharedTensor,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
     same_shape(ctx, x.shape(), y.shape())?;
     same_frac(ctx, x.frac(), y.frac())?;
@@ -34,8 +35,8 @@ pub async fn divide(
         let it = ctx.child("bit");
         let shifted = den.map_share(&shape, 0, |s| s.scale(1 << i));
         let z = sub(&it, &sub(&it, &num, &u)?, &shifted)?;
-        let beta = drelu(&it, &refresh(&it, &z), policy).await?;
-        let v = beaver_many(&it, &[Product::elementwise(&beta, &shifted)], policy)
+        let beta = drelu(&it, &refresh(&it, &z), costing).await?;
+        let v = beaver_many(&it, &[Product::elementwise(&beta, &shifted)], costing)
             .await?
             .pop()
             .expect("one product");

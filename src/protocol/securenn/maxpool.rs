@@ -20,8 +20,9 @@ use super::bits::common_prg;
 use super::relu::drelu;
 use super::select_share::select_shares;
 use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
-use crate::protocol::beaver::{MaskPolicy, Product, beaver_many};
+use crate::protocol::beaver::{Product, beaver_many};
 use crate::protocol::check_pool;
+use crate::protocol::costing::Costing;
 use crate::protocol::shared::{SharedTensor, public, refresh, sub, zero_share};
 use crate::ring::RingTensor;
 
@@ -55,14 +56,14 @@ pub async fn maxpool_with_index(
     ctx: &Ctx,
     x: &SharedTensor,
     k: usize,
-    policy: MaskPolicy,
+    costing: Costing,
     with_one_hot: bool,
 ) -> Result<MaxPooled, ProtocolError> {
     check_pool(ctx, x.shape(), k)?;
     let ctx = ctx.child("maxpool");
     let parts = windows(x, k);
     ctx.shape(&pool_shape(&parts));
-    max_sequential(&ctx, &parts, policy, with_one_hot).await
+    max_sequential(&ctx, &parts, costing, with_one_hot).await
 }
 
 /// Max over non-overlapping k×k windows with the given strategy.
@@ -70,7 +71,7 @@ pub async fn maxpool(
     ctx: &Ctx,
     x: &SharedTensor,
     k: usize,
-    policy: MaskPolicy,
+    costing: Costing,
     strategy: MaxStrategy,
 ) -> Result<MaxPooled, ProtocolError> {
     check_pool(ctx, x.shape(), k)?;
@@ -78,8 +79,8 @@ pub async fn maxpool(
     let parts = windows(x, k);
     ctx.shape(&pool_shape(&parts));
     match strategy {
-        MaxStrategy::Sequential => max_sequential(&ctx, &parts, policy, false).await,
-        MaxStrategy::Tree | MaxStrategy::AllPairs => max_tree(&ctx, &parts, policy).await,
+        MaxStrategy::Sequential => max_sequential(&ctx, &parts, costing, false).await,
+        MaxStrategy::Tree | MaxStrategy::AllPairs => max_tree(&ctx, &parts, costing).await,
     }
 }
 
@@ -88,7 +89,7 @@ pub async fn maxpool(
 pub async fn argmax(
     ctx: &Ctx,
     x: &SharedTensor,
-    policy: MaskPolicy,
+    costing: Costing,
     strategy: MaxStrategy,
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("argmax");
@@ -112,9 +113,9 @@ pub async fn argmax(
         })
         .collect();
     Ok(match strategy {
-        MaxStrategy::Sequential => max_sequential(&ctx, &parts, policy, false).await?.index,
-        MaxStrategy::Tree => max_tree(&ctx, &parts, policy).await?.index,
-        MaxStrategy::AllPairs => index_all_pairs(&ctx, &parts, policy).await?,
+        MaxStrategy::Sequential => max_sequential(&ctx, &parts, costing, false).await?.index,
+        MaxStrategy::Tree => max_tree(&ctx, &parts, costing).await?.index,
+        MaxStrategy::AllPairs => index_all_pairs(&ctx, &parts, costing).await?,
     })
 }
 
@@ -123,7 +124,7 @@ pub async fn argmax(
 async fn index_all_pairs(
     ctx: &Ctx,
     parts: &[SharedTensor],
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
     let n = parts.len();
     let shape = parts[0].shape().to_vec();
@@ -143,7 +144,7 @@ async fn index_all_pairs(
             .map(|&(i, j)| sub(&step, &parts[j], &parts[i]))
             .collect::<Result<Vec<_>, _>>()?,
     );
-    let later = split(&drelu(&step, &diff, policy).await?, pairs.len(), &shape);
+    let later = split(&drelu(&step, &diff, costing).await?, pairs.len(), &shape);
     let one = public(ctx, &RingTensor::filled(&shape, 1), 0);
     // Candidate i's wins: over every earlier j, [x_i ≥ x_j]; over every later j, 1 - [x_j ≥ x_i].
     let mut wins: Vec<Vec<SharedTensor>> = vec![Vec::with_capacity(n - 1); n];
@@ -161,7 +162,7 @@ async fn index_all_pairs(
                     .map(|p| Product::elementwise(&p[0], &p[1]))
             })
             .collect();
-        let out = beaver_many(&level, &products, policy).await?;
+        let out = beaver_many(&level, &products, costing).await?;
         drop(products);
         let mut out = out.into_iter();
         wins = wins
@@ -204,7 +205,7 @@ fn windows(x: &SharedTensor, k: usize) -> Vec<SharedTensor> {
 async fn max_sequential(
     ctx: &Ctx,
     parts: &[SharedTensor],
-    policy: MaskPolicy,
+    costing: Costing,
     with_one_hot: bool,
 ) -> Result<MaxPooled, ProtocolError> {
     let n = parts.len();
@@ -218,7 +219,7 @@ async fn max_sequential(
         let step = ctx.child("step");
         step.shape(&[out_shape.iter().product()]);
         let w = sub(&step, part, &max)?;
-        let beta = drelu(&step, &w, policy).await?;
+        let beta = drelu(&step, &w, costing).await?;
         let target = constant(t as u64);
         let units: Vec<SharedTensor> = match &one_hot {
             Some(_) => (0..n).map(|s| constant((s == t) as u64)).collect(),
@@ -228,7 +229,9 @@ async fn max_sequential(
         if let Some(d) = &one_hot {
             selections.extend(d.iter().zip(&units).map(|(ds, us)| (&beta, ds, us)));
         }
-        let mut picked = select_shares(&step, &selections, policy).await?.into_iter();
+        let mut picked = select_shares(&step, &selections, costing)
+            .await?
+            .into_iter();
         max = picked.next().expect("max");
         index = picked.next().expect("index");
         if one_hot.is_some() {
@@ -247,7 +250,7 @@ async fn max_sequential(
 async fn max_tree(
     ctx: &Ctx,
     parts: &[SharedTensor],
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<MaxPooled, ProtocolError> {
     let shape = parts[0].shape().to_vec();
     let constant = |v: u64| public(ctx, &RingTensor::filled(&shape, v), 0);
@@ -267,7 +270,7 @@ async fn max_tree(
                 .map(|i| sub(&step, &level[2 * i + 1].0, &level[2 * i].0))
                 .collect::<Result<Vec<_>, _>>()?,
         );
-        let beta = drelu(&step, &diff, policy).await?;
+        let beta = drelu(&step, &diff, costing).await?;
         let betas = split(&beta, pairs, &shape);
         let mut selections = Vec::with_capacity(2 * pairs);
         for (i, b) in betas.iter().enumerate() {
@@ -275,7 +278,9 @@ async fn max_tree(
             selections.push((b, &a.0, &c.0));
             selections.push((b, &a.1, &c.1));
         }
-        let mut picked = select_shares(&step, &selections, policy).await?.into_iter();
+        let mut picked = select_shares(&step, &selections, costing)
+            .await?
+            .into_iter();
         let mut next = Vec::with_capacity(pairs + 1);
         for _ in 0..pairs {
             next.push((picked.next().expect("max"), picked.next().expect("index")));
@@ -325,13 +330,13 @@ pub async fn dmaxpool(
     ctx: &Ctx,
     x: &SharedTensor,
     k: usize,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("dmaxpool");
     let n = k * k;
     ctx.shape(&[x.shape().iter().product::<usize>() / n, n]);
     let efficient = n.is_power_of_two();
-    let pooled = maxpool_with_index(&ctx, x, k, policy, !efficient).await?;
+    let pooled = maxpool_with_index(&ctx, x, k, costing, !efficient).await?;
     let parts = match pooled.one_hot {
         Some(parts) => parts,
         None => one_hot_from_index(&ctx, &pooled.index, n).await?,

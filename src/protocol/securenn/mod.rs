@@ -21,7 +21,7 @@ pub mod select_share;
 pub mod share_convert;
 
 use super::ProtocolError;
-use super::beaver::MaskPolicy;
+use super::costing::Costing;
 use super::shared::{SharedProtocol, SharedTensor};
 use crate::channel::Ctx;
 pub use maxpool::MaxStrategy;
@@ -39,10 +39,10 @@ pub enum ConvMasking {
 /// The SecureNN backend.
 #[derive(Clone, Copy, Debug)]
 pub struct SecureNn {
-    /// [`MaskPolicy::Fresh`] masks every operand of every product anew, as the paper counts;
-    /// [`MaskPolicy::Reuse`] memoises masks (a weight is opened once per job, a comparison bit
+    /// [`Costing::Paper`] masks every operand of every product anew, as the paper counts;
+    /// [`Costing::Optimised`] memoises masks (a weight is opened once per job, a comparison bit
     /// once for both selections of a max step).
-    pub masks: MaskPolicy,
+    pub costing: Costing,
     /// Sequential maxima (the paper) or a balanced tree, over pooling windows.
     pub max: MaxStrategy,
     /// The same for the prediction's argmax, where all pairs at once also fit.
@@ -55,7 +55,7 @@ impl SecureNn {
     /// operation moves exactly the bytes of the paper's Tables 1-2.
     pub fn paper() -> Self {
         Self {
-            masks: MaskPolicy::Fresh,
+            costing: Costing::Paper,
             max: MaxStrategy::Sequential,
             argmax: MaxStrategy::Sequential,
             conv: ConvMasking::Im2col,
@@ -66,7 +66,7 @@ impl SecureNn {
     /// results, fewer bytes (but for the argmax's few hundred) and fewer rounds.
     pub fn optimised() -> Self {
         Self {
-            masks: MaskPolicy::Reuse,
+            costing: Costing::Optimised,
             max: MaxStrategy::Tree,
             argmax: MaxStrategy::AllPairs,
             conv: ConvMasking::Image,
@@ -86,8 +86,8 @@ impl SharedProtocol for SecureNn {
         "securenn"
     }
 
-    fn masks(&self) -> MaskPolicy {
-        self.masks
+    fn costing(&self) -> Costing {
+        self.costing
     }
 
     fn refresh_products(&self) -> bool {
@@ -99,7 +99,7 @@ impl SharedProtocol for SecureNn {
     }
 
     async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
-        relu::relu(ctx, x, self.masks).await
+        relu::relu(ctx, x, self.costing).await
     }
 
     async fn maxpool(
@@ -108,10 +108,12 @@ impl SharedProtocol for SecureNn {
         x: &SharedTensor,
         k: usize,
     ) -> Result<SharedTensor, ProtocolError> {
-        Ok(maxpool::maxpool(ctx, x, k, self.masks, self.max).await?.max)
+        Ok(maxpool::maxpool(ctx, x, k, self.costing, self.max)
+            .await?
+            .max)
     }
 
     async fn argmax(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
-        maxpool::argmax(ctx, x, self.masks, self.argmax).await
+        maxpool::argmax(ctx, x, self.costing, self.argmax).await
     }
 }

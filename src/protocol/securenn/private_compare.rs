@@ -10,11 +10,11 @@
 //! bit to P2.)
 //!
 //! Cost: each of P0, P1 sends ℓ Z_67 values per comparison (64 bytes; 52 packed in base 67
-//! under [`MaskPolicy::Reuse`], see [`MaskPolicy::pack_z67`]), one round.
+//! under [`Costing::Optimised`], see [`Costing::pack_z67`]), one round.
 
 use super::bits::{L_BITS, common_prg, uniform_below};
 use crate::channel::{Ctx, P0, P1, P2, ProtocolError, Z67Wire};
-use crate::protocol::beaver::MaskPolicy;
+use crate::protocol::costing::Costing;
 use crate::ring::{P, Z67Vec};
 
 /// What P2 sees of a batch of comparisons: the reconstructed, scaled and permuted values
@@ -32,9 +32,9 @@ pub async fn private_compare(
     bits: Option<&Z67Vec>,
     r: &[u64],
     beta: &[u8],
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<Option<Vec<u8>>, ProtocolError> {
-    Ok(private_compare_view(ctx, n, bits, r, beta, policy)
+    Ok(private_compare_view(ctx, n, bits, r, beta, costing)
         .await?
         .map(|v| v.beta_prime))
 }
@@ -46,12 +46,12 @@ pub async fn private_compare_view(
     bits: Option<&Z67Vec>,
     r: &[u64],
     beta: &[u8],
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<Option<HelperView>, ProtocolError> {
     let ctx = ctx.child("private_compare");
     ctx.shape(&[n]);
     let me = ctx.me();
-    let packed = policy.pack_z67();
+    let packed = costing.pack_z67();
     if me == P2 {
         let d0: Z67Wire = ctx.recv(P0, &(n * L_BITS, packed)).await?;
         let d1: Z67Wire = ctx.recv(P1, &(n * L_BITS, packed)).await?;

@@ -12,7 +12,8 @@
 use super::compute_msb;
 use super::share_convert::share_convert;
 use crate::channel::{Ctx, P2, ProtocolError};
-use crate::protocol::beaver::{MaskPolicy, Product, beaver_many};
+use crate::protocol::beaver::{Product, beaver_many};
+use crate::protocol::costing::Costing;
 use crate::protocol::shared::{SharedTensor, refresh};
 use crate::ring::RingTensor;
 
@@ -23,16 +24,16 @@ use crate::ring::RingTensor;
 pub async fn drelu(
     ctx: &Ctx,
     a: &SharedTensor,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("drelu");
     ctx.shape(a.shape());
     let shape = a.shape().to_vec();
     let n = a.shape().iter().product();
-    let dealt = compute_msb::deal(&ctx, n, policy)?;
+    let dealt = compute_msb::deal(&ctx, n, costing)?;
     let doubled = a.share().map(|s| s.scale(2).reshape(&[n]));
-    let y = share_convert(&ctx, n, doubled.as_ref(), policy).await?;
-    let msb = compute_msb::run(dealt, y.as_ref(), policy).await?;
+    let y = share_convert(&ctx, n, doubled.as_ref(), costing).await?;
+    let msb = compute_msb::run(dealt, y.as_ref(), costing).await?;
     // 1 - MSB, the public 1 held by P1 (j - α_j), as the paper writes it.
     let j = ctx.me().0 as u64;
     let out = (ctx.me() != P2).then(|| {
@@ -47,12 +48,12 @@ pub async fn drelu(
 pub async fn relu_with_drelu(
     ctx: &Ctx,
     a: &SharedTensor,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<(SharedTensor, SharedTensor), ProtocolError> {
     let ctx = ctx.child("relu");
     ctx.shape(a.shape());
-    let bits = drelu(&ctx, a, policy).await?;
-    let y = beaver_many(&ctx, &[Product::elementwise(&bits, a)], policy)
+    let bits = drelu(&ctx, a, costing).await?;
+    let y = beaver_many(&ctx, &[Product::elementwise(&bits, a)], costing)
         .await?
         .pop()
         .expect("one product");
@@ -62,7 +63,7 @@ pub async fn relu_with_drelu(
 pub async fn relu(
     ctx: &Ctx,
     a: &SharedTensor,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
-    Ok(relu_with_drelu(ctx, a, policy).await?.0)
+    Ok(relu_with_drelu(ctx, a, costing).await?.0)
 }

@@ -3,14 +3,15 @@
 //! selected value is exact. Cost: 40 bytes per element (one 1×1 MatMul), one round.
 
 use crate::channel::{Ctx, ProtocolError};
-use crate::protocol::beaver::{MaskPolicy, Product, beaver_many};
+use crate::protocol::beaver::{Product, beaver_many};
+use crate::protocol::costing::Costing;
 use crate::protocol::shared::{SharedTensor, refresh, sub};
 
 /// Several selections with their products in one flight: for each (α, x, y), x + α(y - x).
 pub async fn select_shares(
     ctx: &Ctx,
     selections: &[(&SharedTensor, &SharedTensor, &SharedTensor)],
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<Vec<SharedTensor>, ProtocolError> {
     let ctx = ctx.child("select_share");
     ctx.shape(&[selections
@@ -26,7 +27,7 @@ pub async fn select_shares(
         .zip(&diffs)
         .map(|((alpha, _, _), d)| Product::elementwise(alpha, d))
         .collect();
-    let c = beaver_many(&ctx, &products, policy).await?;
+    let c = beaver_many(&ctx, &products, costing).await?;
     selections
         .iter()
         .zip(c)
@@ -40,9 +41,9 @@ pub async fn select_share(
     alpha: &SharedTensor,
     x: &SharedTensor,
     y: &SharedTensor,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
-    Ok(select_shares(ctx, &[(alpha, x, y)], policy)
+    Ok(select_shares(ctx, &[(alpha, x, y)], costing)
         .await?
         .pop()
         .expect("one selection"))

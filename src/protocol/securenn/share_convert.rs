@@ -9,13 +9,13 @@
 //!
 //! Messages per element: ã_j to P2 (2 × 8 B), P2's Z_67 bit shares of x and share of δ
 //! (2 × 72 B), PrivateCompare (128 B), P2's shares of η' (2 × 8 B): 304 bytes in 4 rounds.
-//! Under [`MaskPolicy::Reuse`] P0 draws its dealt shares from the P0-P2 seed instead
-//! ([`MaskPolicy::derive_dealt_shares`]): 224 bytes, the same 4 rounds.
+//! Under [`Costing::Optimised`] P0 draws its dealt shares from the P0-P2 seed instead
+//! ([`Costing::derive_dealt_shares`]): 224 bytes, the same 4 rounds.
 
 use super::bits::{L_BITS, bit_shares, common_prg, dealer_prg, p0_dealt_prg, random_bits, wrap};
 use super::private_compare::private_compare;
 use crate::channel::{Ctx, P0, P1, P2, ProtocolError, Z67Wire};
-use crate::protocol::beaver::MaskPolicy;
+use crate::protocol::costing::Costing;
 use crate::ring::{OddTensor, RingTensor, Z67Vec, odd_add, odd_neg, odd_reduce, odd_sub};
 use rand_core::Rng;
 
@@ -45,9 +45,9 @@ pub async fn share_convert(
     ctx: &Ctx,
     n: usize,
     a: Option<&RingTensor>,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<Option<OddTensor>, ProtocolError> {
-    share_convert_with(ctx, n, a, None, policy).await
+    share_convert_with(ctx, n, a, None, costing).await
 }
 
 /// [`share_convert`] with the servers' common randomness given (for corner-case tests); `None`
@@ -57,9 +57,9 @@ pub async fn share_convert_with(
     n: usize,
     a: Option<&RingTensor>,
     forced: Option<ScRandomness>,
-    policy: MaskPolicy,
+    costing: Costing,
 ) -> Result<Option<OddTensor>, ProtocolError> {
-    let derived = policy.derive_dealt_shares();
+    let derived = costing.derive_dealt_shares();
     let ctx = ctx.child("share_convert");
     ctx.shape(&[n]);
     let me = ctx.me();
@@ -84,14 +84,14 @@ pub async fn share_convert_with(
             .zip(d0.as_slice())
             .map(|(&d, &r)| odd_sub(d, r))
             .collect();
-        let packed = policy.pack_z67();
+        let packed = costing.pack_z67();
         let z67 = |values| Z67Wire { values, packed };
         if !derived {
             ctx.send(P0, &(z67(b0), d0))?;
         }
         ctx.send(P1, &(z67(b1), OddTensor::from_vec(&shape, d1)))?;
         // Steps 3-4: learn η' and share it over Z_{2^64-1}.
-        let eta_p = private_compare(&ctx, n, None, &[], &[], policy)
+        let eta_p = private_compare(&ctx, n, None, &[], &[], costing)
             .await?
             .expect("P2 learns η'");
         let e0 = OddTensor::random(&shape, &mut rng);
@@ -143,14 +143,14 @@ pub async fn share_convert_with(
         ),
         None => {
             let (bits, delta): (Z67Wire, OddTensor) = ctx
-                .recv(P2, &((n * L_BITS, policy.pack_z67()), shape.clone()))
+                .recv(P2, &((n * L_BITS, costing.pack_z67()), shape.clone()))
                 .await?;
             (bits.values, delta)
         }
     };
     // Step 3: PrivateCompare(x, r - 1, η'').
     let r_minus_1: Vec<u64> = rand.r.iter().map(|r| r.wrapping_sub(1)).collect();
-    private_compare(&ctx, n, Some(&bits), &r_minus_1, &rand.eta2, policy).await?;
+    private_compare(&ctx, n, Some(&bits), &r_minus_1, &rand.eta2, costing).await?;
     let eta_p: OddTensor = match &mut dealt {
         Some(rng) => OddTensor::random(&shape, rng),
         None => ctx.recv(P2, &shape).await?,

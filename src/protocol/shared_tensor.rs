@@ -1,0 +1,99 @@
+//! A party's view of a secret-shared tensor (2-out-of-2 additive shares over Z_{2^64} on P0 and
+//! P1, the shape only on P2) and the Beaver mask memoised on it (see [`super::beaver`]): the
+//! type every protocol on shared tensors (Pond, SecureNN) computes with.
+
+use crate::ring::RingTensor;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// A mask: on a server its mask share and the opened masked value; on the helper the whole
+/// mask.
+#[derive(Clone)]
+pub(crate) enum Mask {
+    Server {
+        a: RingTensor,
+        alpha: RingTensor,
+    },
+    Helper {
+        a: RingTensor,
+    },
+    /// Being masked by an operation that has not finished: a concurrent branch that needs the
+    /// same tensor must not mask it again (the parties could pick different branches).
+    Pending,
+}
+
+/// A party's view of a private tensor: a share on P0 and P1, only the shape on P2; plus the
+/// memoised Beaver mask (see [`super::beaver`]).
+#[derive(Clone)]
+pub struct SharedTensor {
+    pub(super) shape: Vec<usize>,
+    pub(super) frac: u32,
+    pub(super) share: Option<RingTensor>,
+    pub(crate) mask: Rc<RefCell<Option<Mask>>>,
+}
+
+impl std::fmt::Debug for SharedTensor {
+    // Shape and precision only: the share is secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedTensor{:?}/{}", self.shape, self.frac)
+    }
+}
+
+impl SharedTensor {
+    /// A tensor from this party's share (`None` on P2). The share must have `shape`.
+    pub fn new(shape: &[usize], frac: u32, share: Option<RingTensor>) -> Self {
+        if let Some(s) = &share {
+            assert_eq!(s.shape(), shape, "share shape");
+        }
+        Self {
+            shape: shape.to_vec(),
+            frac,
+            share,
+            mask: Rc::default(),
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Fractional bits (0 for integers such as comparison bits and indices).
+    pub fn frac(&self) -> u32 {
+        self.frac
+    }
+
+    /// This party's share (`None` on P2).
+    pub fn share(&self) -> Option<&RingTensor> {
+        self.share.as_ref()
+    }
+
+    /// The same share read with other fractional bits (no arithmetic).
+    pub fn with_frac(&self, frac: u32) -> Self {
+        Self::new(&self.shape, frac, self.share.clone())
+    }
+
+    /// Apply a local linear map to the share (P2 holds none).
+    pub(crate) fn map_share(
+        &self,
+        shape: &[usize],
+        frac: u32,
+        f: impl FnOnce(&RingTensor) -> RingTensor,
+    ) -> Self {
+        Self::new(shape, frac, self.share.as_ref().map(f))
+    }
+
+    pub(super) fn zip_share(
+        &self,
+        o: &Self,
+        f: impl FnOnce(&RingTensor, &RingTensor) -> RingTensor,
+    ) -> Self {
+        Self::new(
+            &self.shape,
+            self.frac,
+            self.share
+                .as_ref()
+                .zip(o.share.as_ref())
+                .map(|(a, b)| f(a, b)),
+        )
+    }
+}
