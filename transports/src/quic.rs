@@ -746,8 +746,8 @@ fn our_certificate(me: PartyId, peer: PartyId) -> String {
     )
 }
 
-/// Dial every higher party (retrying until it is up), accept every lower one; a certificate
-/// mismatch with a dialled party fails at once.
+/// Dial every higher party (retrying until it is up), accept every lower one; a dialled party
+/// presenting another certificate fails the start-up at once.
 async fn connect_all(
     endpoint: &quinn::Endpoint,
     cfg: &QuicConfig,
@@ -839,8 +839,9 @@ async fn accept_lower(
 }
 
 /// Dial every higher party at once, each retrying until it answers with its certificate. A
-/// dialled party that presents another certificate, or refuses this party's, fails the
-/// start-up at once, naming it: the answer came from its configured address.
+/// dialled party that presents another certificate fails the start-up at once, naming it (the
+/// answer came from its configured address); one that refuses this party's certificate is
+/// named once, and called again until the connect timeout.
 async fn dial_higher(
     endpoint: &quinn::Endpoint,
     cfg: &QuicConfig,
@@ -859,6 +860,9 @@ async fn dial_higher(
     Ok(got)
 }
 
+/// How long a dialler waits before calling again a peer that refused its certificate.
+const REFUSED_BACKOFF: Duration = Duration::from_millis(500);
+
 /// Dial `peer` until it answers with its certificate.
 async fn dial(
     endpoint: &quinn::Endpoint,
@@ -875,8 +879,24 @@ async fn dial(
             .map_err(|e| conn_err(peer, e))?;
         match tokio::time::timeout(cfg.limits.handshake_timeout, attempt).await {
             Ok(Ok(conn)) if identify(&conn, &cfg.certs) == Some(peer) => {
-                seen.connected(peer, addr, cfg);
-                return Ok((peer, conn));
+                // In TLS 1.3 the caller finishes first: only the peer's HANDSHAKE_DONE says it
+                // accepted this party's certificate.
+                match confirmed(&conn, cfg.limits.handshake_timeout).await {
+                    Ok(()) => {
+                        seen.connected(peer, addr, cfg);
+                        return Ok((peer, conn));
+                    }
+                    Err(Some(e)) if matches!(refused(&e), Refused::OurCertificate) => {
+                        // Said once; kept trying (the peer may be told of the right
+                        // certificate), so that the peer sees this party's certificate too.
+                        seen.note(me, Some(peer), our_certificate(me, peer));
+                        tokio::time::sleep(REFUSED_BACKOFF).await;
+                    }
+                    Err(_) => {
+                        tracing::debug!(party = %me, peer = %peer, "the handshake was not confirmed, retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
             Ok(Ok(conn)) => {
                 conn.close(1u32.into(), b"wrong party");
@@ -893,10 +913,8 @@ async fn dial(
                     ));
                 }
                 Refused::OurCertificate => {
-                    return Err(own_err(
-                        peer,
-                        format!("{peer} at {addr}: {}", our_certificate(me, peer)),
-                    ));
+                    seen.note(me, Some(peer), our_certificate(me, peer));
+                    tokio::time::sleep(REFUSED_BACKOFF).await;
                 }
                 // Not up yet: try again until the connect timeout.
                 Refused::Other => {
@@ -907,6 +925,31 @@ async fn dial(
             Err(_) => {
                 tracing::debug!(party = %me, peer = %peer, "handshake timed out, retrying");
             }
+        }
+    }
+}
+
+/// Wait until the dialled peer confirms the handshake (its HANDSHAKE_DONE frame, sent once it
+/// has checked this party's certificate), for at most `limit`; `Err` with the close reason if
+/// the connection closed first.
+async fn confirmed(
+    conn: &quinn::Connection,
+    limit: Duration,
+) -> Result<(), Option<quinn::ConnectionError>> {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        if let Some(e) = conn.close_reason() {
+            return Err(Some(e));
+        }
+        if conn.stats().frame_rx.handshake_done > 0 {
+            return Ok(());
+        }
+        if t0.elapsed() > limit {
+            return Err(None);
+        }
+        tokio::select! {
+            _ = conn.closed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
     }
 }
