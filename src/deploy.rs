@@ -616,6 +616,11 @@ const TEMPLATE: &str = r#"# securenn deployment. Every operator runs one party o
 # (`securenn keygen --out DIR` without --id writes all three keys on one machine: for local runs
 # and tests only, since whoever holds them can impersonate any party.)
 
+# `address` is where the other parties dial a party: host:port, with a host name
+# ("party1.example.org:7100") or an IP address, resolved at start-up. A party may listen
+# elsewhere than where it is dialled (behind a NAT, on every interface) with `listen`:
+# listen = "0.0.0.0:7100"   # optional; default: its address
+
 [[party]]
 id = 0
 address = "127.0.0.1:7100"
@@ -645,11 +650,17 @@ model_owner = 1
 connect_timeout = 30   # seconds to wait for every peer at start-up
 timeout = 120          # seconds to wait for a peer's message
 
+# At start-up the parties check that all three run this same [job] (protocol, model, samples,
+# batch, owners, fixed-point precision, securenn version) and fail at once, naming the fields
+# that differ; weights, data, paths and seeds are never sent.
+
 # What a peer may make this party hold or wait for (the defaults; see the README's Threat model).
 [limits]
 max_frame_mib = 256      # largest message accepted from a peer
 max_queued_mib = 512     # most bytes a peer may have delivered that this party has not used yet
 handshake_timeout = 5    # seconds one QUIC handshake may take
+dead_peer_timeout = 5    # seconds a peer may stay silent before it is declared dead (keep-alives
+                         # every fifth of it keep a busy but live peer from being declared dead)
 "#;
 
 /// Who may read a file keygen writes.
