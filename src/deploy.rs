@@ -1138,3 +1138,49 @@ mod limits_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+
+    fn params(fields: &[(&str, &str)]) -> JobParams {
+        JobParams(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// Every differing field is named with every party's value; peer text is escaped; equal
+    /// parameters give nothing; and they survive the fixed-size wire format.
+    #[test]
+    fn differences_name_fields_and_values() {
+        let a = params(&[("job.samples", "20"), ("job.protocol", "securenn")]);
+        let b = params(&[("job.samples", "10"), ("job.protocol", "securenn")]);
+        let c = params(&[("job.samples", "20"), ("x\u{1b}", "1")]);
+        assert!(job_differences(&[a.clone(), a.clone(), a.clone()]).is_empty());
+        assert_eq!(
+            job_differences(&[a.clone(), b.clone(), a.clone()]),
+            ["job.samples differs: party 0 has 20, party 1 has 10, party 2 has 20"]
+        );
+        let d = job_differences(&[a.clone(), a.clone(), c]);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("job.protocol differs") && d[0].contains("party 2 has none"));
+        assert!(d[1].starts_with("x\\u{1b} differs"), "{}", d[1]);
+        let mut bytes = Vec::new();
+        b.write(&mut bytes);
+        assert_eq!(bytes.len(), JobParams::wire_len(&()));
+        assert_eq!(JobParams::read(&bytes, &()).unwrap(), b);
+        assert!(JobParams::read(b"{not json", &()).is_err());
+    }
+
+    #[test]
+    fn batches_are_read_from_keys() {
+        assert_eq!(batch_of("infer/batch/0.dense/matmul#3"), Some(1));
+        assert_eq!(batch_of("infer/batch~4/reveal#0"), Some(5));
+        assert_eq!(batch_of("infer/weights/0.dense#0"), None);
+        assert_eq!(batch_of("agree#0"), None);
+        assert_eq!(batch_of("setup/seeds#0"), None);
+    }
+}
