@@ -1030,7 +1030,11 @@ pub fn run_party(
             out
         });
     let wire = node.wire_bytes().iter().map(|(_, b)| b).sum();
-    node.shutdown();
+    match &result {
+        // Said in the close too, in case a peer has not read the abort notice yet.
+        Err(e) => node.shutdown_with(&e.to_string()),
+        Ok(_) => node.shutdown(),
+    }
     let (outputs, traffic) = result?;
     let predictions: Option<Vec<usize>> =
         data.as_ref().map(|_| outputs.iter().map(|o| o.1).collect());

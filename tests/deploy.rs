@@ -411,8 +411,13 @@ fn busy_parties_are_not_declared_dead() {
         t.replace("model = \"a\"", "model = \"c\"")
             .replace("samples = 10", "samples = 64")
             .replace("batch = 10", "batch = 64")
-            .replace("[limits]\n", "[limits]\ndead_peer_timeout = 1\n")
+            .replace("dead_peer_timeout = 5", "dead_peer_timeout = 1")
     });
+    assert!(
+        std::fs::read_to_string(dir.join("deploy.toml"))
+            .unwrap()
+            .contains("dead_peer_timeout = 1")
+    );
     let ps: Vec<Child> = (0..3).map(|i| party(&dir, i, None)).collect();
     for p in ps {
         let (ok, _, err) = finish(p);

@@ -541,7 +541,14 @@ impl QuicNode {
     /// close the connections and wait until the endpoint is idle: nothing in flight is lost.
     /// Drop the party's transport first so the writers see the end of their queues.
     /// May be called from inside another async runtime (it blocks on a thread of its own).
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
+        self.shutdown_with("done");
+    }
+
+    /// [`QuicNode::shutdown`], closing the connections with `reason` (why this party ends, so
+    /// that a peer that has not yet read everything still learns it; at most 200 bytes kept).
+    pub fn shutdown_with(mut self, reason: &str) {
+        let reason: Vec<u8> = reason.bytes().take(MAX_PEER_TEXT).collect();
         let Some(rt) = self.runtime.take() else {
             return;
         };
@@ -552,7 +559,7 @@ impl QuicNode {
                 for w in writers {
                     let _ = tokio::time::timeout(linger, w).await;
                 }
-                endpoint.close(0u32.into(), b"done");
+                endpoint.close(0u32.into(), &reason);
                 let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
             });
             rt.shutdown_timeout(Duration::from_secs(1));
@@ -994,6 +1001,13 @@ fn broken(
     idle: Duration,
 ) -> TransportError {
     match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if &c.reason[..] != b"done" => conn_err(
+            peer,
+            format!(
+                "{peer} closed the connection: {}",
+                String::from_utf8_lossy(&c.reason)
+            ),
+        ),
         Some(quinn::ConnectionError::TimedOut) => own_err(
             peer,
             format!(
