@@ -2,21 +2,31 @@
 //! party's address and certificate and the job; `securenn keygen --id N` writes party N's
 //! identity (on its operator's machine) and a template, `securenn party --config FILE --id N`
 //! runs party N.
+//!
+//! At start-up the parties connect (each peer reported as it connects), check that all three
+//! run the same public job ([`JobParams`]: a mismatch fails every party at once, naming the
+//! fields), agree their seeds and run the job, reporting progress ([`PartyEvent`]). A peer that
+//! falls silent is declared dead after `[limits] dead_peer_timeout`; a party that is stopped
+//! ([`Watch::stop`], SIGINT or SIGTERM in the binary) tells its peers who stopped before it
+//! closes its connections.
 
-use crate::channel::PartyId;
+use crate::channel::{Ctx, PartyId, ProtocolError, Wire};
 use crate::data::{DataSource, Mnist, Split};
 use crate::fixed::FixedPoint;
 use crate::infer::{Outputs, accuracy, infer_job};
 use crate::nn::weights_file;
-use crate::party::{LocalCluster, PartyConfig, SeedSource};
+use crate::party::{JobFn, LocalCluster, PartyConfig, SeedSource, send_abort};
 use crate::protocol::{Pond, SecureNn, TFE_RELU_9};
 use securenn_transports::quic::{
-    Identity, QuicConfig, QuicLimits, QuicNode, generate_identity, server_name,
+    Identity, OnConnect, QuicConfig, QuicLimits, QuicNode, check_identity, generate_identity,
+    server_name,
 };
-use securenn_transports::{Meter, MeterSnapshot};
+use securenn_transports::{Envelope, Meter, MeterSnapshot, Transport, TransportError};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -41,6 +51,9 @@ pub struct LimitsEntry {
     pub max_queued_mib: Option<u64>,
     /// Seconds one QUIC handshake may take.
     pub handshake_timeout: Option<u64>,
+    /// Seconds a connected peer may stay silent before it is declared dead (keep-alives go out
+    /// five times as often).
+    pub dead_peer_timeout: Option<u64>,
 }
 
 impl LimitsEntry {
@@ -59,6 +72,10 @@ impl LimitsEntry {
                 self.handshake_timeout
                     .and_then(|v| bad("handshake_timeout", v, 1, 600))
             })
+            .or_else(|| {
+                self.dead_peer_timeout
+                    .and_then(|v| bad("dead_peer_timeout", v, 1, 600))
+            })
     }
 
     /// The transport's limits: the defaults, with what the file sets.
@@ -70,6 +87,9 @@ impl LimitsEntry {
             handshake_timeout: self
                 .handshake_timeout
                 .map_or(d.handshake_timeout, Duration::from_secs),
+            dead_peer_timeout: self
+                .dead_peer_timeout
+                .map_or(d.dead_peer_timeout, Duration::from_secs),
             ..d
         }
     }
@@ -79,9 +99,28 @@ impl LimitsEntry {
 #[serde(deny_unknown_fields)]
 pub struct PartyEntry {
     pub id: u8,
-    pub address: SocketAddr,
+    /// Where the other parties dial this one: `host:port`, a host name or an IP address,
+    /// resolved at start-up.
+    pub address: String,
+    /// Where this party listens, if not at `address` (say `0.0.0.0:7100` behind a NAT).
+    pub listen: Option<String>,
     /// DER certificate, relative to the deployment file.
     pub certificate: PathBuf,
+}
+
+/// `text` (`host:port`) resolved, the first IPv4 address preferred (all parties then agree on
+/// one for a name with both); the error names `what` (the party and the key).
+fn resolve_addr(text: &str, what: &str) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{what} = {text:?} does not resolve: {e} (expected host:port)"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{what} = {text:?} resolves to no address"))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -109,6 +148,204 @@ pub struct JobEntry {
     pub connect_timeout: Option<u64>,
     /// Seconds a party waits for a peer's message.
     pub timeout: Option<u64>,
+}
+
+/// The public parameters of a job, as `field = value` pairs: what every party must agree on
+/// before it computes (never weights, data, paths or seeds). They travel as JSON in a
+/// fixed-size message, so the receiver knows its length, as every message of the protocols.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobParams(pub Vec<(String, String)>);
+
+/// Bytes of a [`JobParams`] message: a dozen short fields take a few hundred.
+const JOB_PARAMS_BYTES: usize = 4096;
+
+/// Longest peer-chosen field name or value quoted in an error.
+const MAX_PARAM_TEXT: usize = 80;
+
+impl Wire for JobParams {
+    type Shape = ();
+    fn wire_len(_: &()) -> usize {
+        JOB_PARAMS_BYTES
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        let json = serde_json::to_vec(self).expect("strings serialise");
+        assert!(json.len() <= JOB_PARAMS_BYTES, "job parameters fit");
+        let start = out.len();
+        out.extend_from_slice(&json);
+        out.resize(start + JOB_PARAMS_BYTES, 0);
+    }
+    fn read(bytes: &[u8], _: &()) -> Result<Self, String> {
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        serde_json::from_slice(&bytes[..end]).map_err(|e| format!("job parameters: {e}"))
+    }
+}
+
+impl JobParams {
+    /// The public parameters of `job` running `model` (as run: layout applied) with `fp`.
+    fn new(job: &JobEntry, model: &crate::nn::Sequential, fp: FixedPoint) -> Self {
+        let architecture = blake3::hash(format!("{model:?}").as_bytes()).to_hex();
+        let relu = match job.protocol.as_str() {
+            "pond" => format!("polynomial {:?}", TFE_RELU_9),
+            _ => "exact".to_string(),
+        };
+        let relu = blake3::hash(relu.as_bytes()).to_hex();
+        let fields = [
+            ("securenn.version", env!("CARGO_PKG_VERSION").to_string()),
+            ("job.protocol", job.protocol.clone()),
+            ("job.model", job.model.clone()),
+            ("model.input", format!("{:?}", model.input)),
+            ("model.architecture", architecture[..16].to_string()),
+            ("relu", relu[..16].to_string()),
+            ("job.samples", job.samples.to_string()),
+            ("job.batch", job.batch.to_string()),
+            ("job.data_owner", job.data_owner.to_string()),
+            ("job.model_owner", job.model_owner.to_string()),
+            ("fixed.frac_bits", fp.frac_bits.to_string()),
+        ];
+        Self(fields.map(|(k, v)| (k.to_string(), v)).into())
+    }
+
+    fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The fields on which the parties' parameters (`all[i]` is party i's) differ, each with every
+/// party's value: `job.samples differs: party 0 has 20, party 1 has 10, party 2 has 20`.
+/// Peer-sent names and values are escaped and capped.
+pub fn job_differences(all: &[JobParams]) -> Vec<String> {
+    let mut fields: Vec<&str> = Vec::new();
+    for p in all {
+        for (k, _) in &p.0 {
+            if !fields.contains(&k.as_str()) {
+                fields.push(k);
+            }
+        }
+    }
+    fields
+        .into_iter()
+        .filter(|f| all.iter().any(|p| p.get(f) != all[0].get(f)))
+        .map(|f| {
+            let values: Vec<String> = all
+                .iter()
+                .enumerate()
+                .map(|(i, p)| match p.get(f) {
+                    Some(v) => format!(
+                        "party {i} has {}",
+                        securenn_transports::printable(v, MAX_PARAM_TEXT)
+                    ),
+                    None => format!("party {i} has none"),
+                })
+                .collect();
+            format!(
+                "{} differs: {}",
+                securenn_transports::printable(f, MAX_PARAM_TEXT),
+                values.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The job-agreement job: send this party's parameters to both peers, and return all three
+/// (in party order).
+fn agree_job(mine: JobParams) -> JobFn<Vec<JobParams>> {
+    Box::new(move |ctx: Ctx| {
+        Box::pin(async move {
+            let me = ctx.me();
+            let peers: Vec<PartyId> = (0..3).map(PartyId).filter(|p| *p != me).collect();
+            for p in &peers {
+                ctx.send(*p, &mine)?;
+            }
+            let mut all = Vec::new();
+            for i in 0..3u8 {
+                let p = PartyId(i);
+                all.push(if p == me {
+                    mine.clone()
+                } else {
+                    ctx.recv::<JobParams>(p, &()).await?
+                });
+            }
+            Ok::<_, ProtocolError>(all)
+        })
+    })
+}
+
+/// What a running party reports as it goes (see [`Watch`]).
+#[derive(Clone, Debug)]
+pub enum PartyEvent {
+    /// Connected to `peer`, at `addr`.
+    Connected { peer: PartyId, addr: SocketAddr },
+    /// All three parties run the same job, of `batches` batches: it starts.
+    Started { batches: usize },
+    /// `done` of `total` batches are done at this party.
+    Progress { done: usize, total: usize },
+}
+
+/// Who watches a running party: told of its [`PartyEvent`]s, and able to stop it.
+#[derive(Default)]
+pub struct Watch {
+    /// Called with each event, from whichever thread it happens on.
+    pub events: Option<Arc<dyn Fn(PartyEvent) + Send + Sync>>,
+    /// When this resolves (with what stopped it, e.g. `SIGTERM`), the party stops its job and
+    /// tells its peers, who fail naming it: "P2 stopped (SIGTERM)". Only heeded once the job
+    /// has started ([`PartyEvent::Started`]); before then the caller may just exit.
+    pub stop: Option<futures::channel::oneshot::Receiver<String>>,
+}
+
+/// The party's transport, watched: the batch each envelope it sends belongs to (its key's
+/// `infer/batch~k/...`) is its progress through the job.
+struct Watched {
+    inner: Arc<dyn Transport>,
+    /// Batches begun at this party (1 once the first batch's messages go out).
+    begun: AtomicUsize,
+    total: usize,
+    events: Option<Arc<dyn Fn(PartyEvent) + Send + Sync>>,
+}
+
+/// The batch (1-based) of an envelope of the inference job, from its key.
+fn batch_of(key: &str) -> Option<usize> {
+    let mut parts = key.split('#').next()?.split('/');
+    if parts.next()? != "infer" {
+        return None;
+    }
+    match parts.next()?.split_once('~') {
+        None if key.starts_with("infer/batch/") => Some(1),
+        Some(("batch", k)) => k.parse::<usize>().ok().map(|k| k + 1),
+        _ => None,
+    }
+}
+
+impl Transport for Watched {
+    fn party(&self) -> PartyId {
+        self.inner.party()
+    }
+    fn parties(&self) -> usize {
+        self.inner.parties()
+    }
+    fn send(&self, env: Envelope) -> Result<(), TransportError> {
+        if let Some(b) = batch_of(&env.key)
+            && self.begun.fetch_max(b, Ordering::Relaxed) < b
+            && let Some(f) = &self.events
+        {
+            f(PartyEvent::Progress {
+                done: b - 1,
+                total: self.total,
+            });
+        }
+        self.inner.send(env)
+    }
+    fn on_receive(&self, env: &Envelope) {
+        self.inner.on_receive(env)
+    }
+    fn virtual_now(&self) -> Option<Duration> {
+        self.inner.virtual_now()
+    }
+    fn cut_off(&self, peer: PartyId, reason: &str) {
+        self.inner.cut_off(peer, reason)
+    }
 }
 
 /// Problems with a deployment, naming the file, the field or the peer.
@@ -151,6 +388,26 @@ pub enum DeployError {
         "{path} is a symbolic link; keygen never writes through one: remove it (and check who made it)"
     )]
     Symlink { path: String },
+    /// The parties' public job parameters differ: every party fails with the same list.
+    #[error(
+        "the parties do not run the same job: {}; every party must run the same [job] of \
+         deploy.toml with the same securenn version",
+        differences.join("; ")
+    )]
+    JobMismatch { differences: Vec<String> },
+    /// This party was stopped (by a signal) while its job ran; its peers were told.
+    #[error("{party} stopped ({signal}); the job was aborted and the other parties told")]
+    Stopped { party: PartyId, signal: String },
+}
+
+impl DeployError {
+    /// The signal that stopped the party, if it was stopped.
+    pub fn stopped_by(&self) -> Option<&str> {
+        match self {
+            Self::Stopped { signal, .. } => Some(signal),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a deployment may fix the session seed (`[job] seed`).
@@ -359,6 +616,11 @@ const TEMPLATE: &str = r#"# securenn deployment. Every operator runs one party o
 # (`securenn keygen --out DIR` without --id writes all three keys on one machine: for local runs
 # and tests only, since whoever holds them can impersonate any party.)
 
+# `address` is where the other parties dial a party: host:port, with a host name
+# ("party1.example.org:7100") or an IP address, resolved at start-up. A party may listen
+# elsewhere than where it is dialled (behind a NAT, on every interface) with `listen`:
+# listen = "0.0.0.0:7100"   # optional; default: its address
+
 [[party]]
 id = 0
 address = "127.0.0.1:7100"
@@ -392,11 +654,17 @@ model_owner = 1
 connect_timeout = 30   # seconds to wait for every peer at start-up
 timeout = 120          # seconds to wait for a peer's message
 
+# At start-up the parties check that all three run this same [job] (protocol, model, samples,
+# batch, owners, fixed-point precision, securenn version) and fail at once, naming the fields
+# that differ; weights, data, paths and seeds are never sent.
+
 # What a peer may make this party hold or wait for (the defaults; see the README's Threat model).
 [limits]
 max_frame_mib = 256      # largest message accepted from a peer
 max_queued_mib = 512     # most bytes a peer may have delivered that this party has not used yet
 handshake_timeout = 5    # seconds one QUIC handshake may take
+dead_peer_timeout = 5    # seconds a peer may stay silent before it is declared dead (keep-alives
+                         # every fifth of it keep a busy but live peer from being declared dead)
 "#;
 
 /// Who may read a file keygen writes.
@@ -508,27 +776,65 @@ fn read_key(path: &Path, id: PartyId) -> Result<Zeroizing<Vec<u8>>, DeployError>
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PartyReport {
     pub party: u8,
+    /// The public job: protocol, model, images and batch size.
+    pub protocol: String,
+    pub model: String,
+    pub samples: usize,
+    pub batch: usize,
+    /// The peers, as connected: (party id, address).
+    pub peers: Vec<(u8, String)>,
     /// At the data owner: predictions and accuracy against the labels.
     pub predictions: Option<Vec<usize>>,
     pub accuracy: Option<f64>,
-    /// Payload bytes this party sent (its own meter), and its rounds.
+    /// Payload bytes this party sent in the session (seed and job agreement included), its
+    /// messages, and the session's causal rounds.
     pub bytes_sent: u64,
     pub messages_sent: u64,
     pub rounds: u64,
     /// UDP bytes this party's QUIC endpoint sent.
     pub quic_wire_bytes: u64,
+    /// From the start of the job agreement to the end of the job.
     pub wall_seconds: f64,
 }
 
+impl Deployment {
+    /// Every party's address, resolved (a host name through the system's resolver), and where
+    /// party `me` listens; errors name the party and the key.
+    pub fn addresses(
+        &self,
+        path: &Path,
+        me: PartyId,
+    ) -> Result<(Vec<SocketAddr>, Option<SocketAddr>), DeployError> {
+        let mut addrs = Vec::new();
+        for i in 0..3u8 {
+            let e = self.entry(i);
+            addrs.push(
+                resolve_addr(&e.address, "address")
+                    .map_err(|r| file_err(path, format!("[[party]] id = {i}: {r}")))?,
+            );
+        }
+        let listen = match &self.entry(me.0).listen {
+            Some(l) => Some(
+                resolve_addr(l, "listen")
+                    .map_err(|r| file_err(path, format!("[[party]] id = {}: {r}", me.0)))?,
+            ),
+            None => None,
+        };
+        Ok((addrs, listen))
+    }
+}
+
 /// Run party `id` of the deployment at `config` with its identity's key at `key` (default:
-/// `party<ID>.key.der` beside `config`). A job with a fixed seed is refused unless `seed` is
-/// [`FixedSeed::AllowInsecure`]; like every other check of the deployment and the key, before
-/// any peer is contacted.
+/// `party<ID>.key.der` beside `config`), telling `watch` what it does. A job with a fixed
+/// seed is refused unless `seed` is [`FixedSeed::AllowInsecure`]; like every other check of
+/// the deployment and the key (addresses resolved, the key matching this party's certificate),
+/// before any peer is contacted.
 pub fn run_party(
     config: &Path,
     id: PartyId,
     key: Option<&Path>,
     seed: FixedSeed,
+    watch: Watch,
 ) -> Result<PartyReport, DeployError> {
     let dep = Deployment::load(config)?;
     if id.0 > 2 {
@@ -538,6 +844,7 @@ pub fn run_party(
         ));
     }
     let source = dep.seed_source(config, seed)?;
+    let (addrs, listen) = dep.addresses(config, id)?;
     let dir = config.parent().unwrap_or(Path::new("."));
     let resolve = |p: &Path| {
         if p.is_absolute() {
@@ -557,7 +864,20 @@ pub fn run_party(
     let key_path = key
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join(format!("party{}.key.der", id.0)));
-    let key = read_key(&key_path, id)?;
+    let identity = Identity {
+        cert: certs[id.index()].clone(),
+        key: read_key(&key_path, id)?,
+    };
+    if let Err(why) = check_identity(&identity) {
+        return Err(file_err(
+            &key_path,
+            format!(
+                "key of {id}: {why} {} (the deployment's certificate for {id}): run with {id}'s \
+                 own key (--key), or put the certificate made with this key in the deployment",
+                resolve(&dep.entry(id.0).certificate).display()
+            ),
+        ));
+    }
     let job = &dep.job;
     let model = crate::models::by_name(&job.model).expect("checked");
     let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
@@ -600,35 +920,68 @@ pub fn run_party(
         ),
         None => None,
     };
-    let meter = Meter::new(3);
-    let quic_cfg = QuicConfig {
-        me: id,
-        addrs: (0..3).map(|i| dep.entry(i).address).collect(),
-        identity: Identity {
-            cert: certs[id.index()].clone(),
-            key,
-        },
-        certs,
-        connect_timeout: Duration::from_secs(job.connect_timeout.unwrap_or(30)),
-        limits: dep.limits.quic(),
-    };
-    tracing::info!(party = %id, name = %server_name(id), "connecting to the other parties");
-    let (endpoint, node) = QuicNode::start(quic_cfg, &meter)?;
-    let config_p = PartyConfig {
-        recv_timeout: Duration::from_secs(job.timeout.unwrap_or(120)),
-        fixed: fp,
-    };
     let model_run = match job.protocol.as_str() {
         "pond" => model.pool_before_relu().without_argmax(),
         _ => model.pool_before_relu(),
     };
+    let params = JobParams::new(job, &model_run, fp);
+    let meter = Meter::new(3);
+    let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let on_connect = {
+        let (peers, events) = (peers.clone(), watch.events.clone());
+        OnConnect(Arc::new(move |peer: PartyId, addr: SocketAddr| {
+            if let Ok(mut p) = peers.lock() {
+                p.push((peer.0, addr.to_string()));
+            }
+            if let Some(f) = &events {
+                f(PartyEvent::Connected { peer, addr });
+            }
+        }))
+    };
+    let quic_cfg = QuicConfig {
+        me: id,
+        addrs,
+        listen,
+        identity,
+        certs,
+        connect_timeout: Duration::from_secs(job.connect_timeout.unwrap_or(30)),
+        limits: dep.limits.quic(),
+        on_connect: Some(on_connect),
+    };
+    tracing::info!(party = %id, name = %server_name(id), "connecting to the other parties");
+    let (mut endpoint, node) = QuicNode::start(quic_cfg, &meter)?;
+    let total = shapes.len();
+    let watched = Arc::new(Watched {
+        inner: endpoint.transport.clone(),
+        begun: AtomicUsize::new(0),
+        total,
+        events: watch.events.clone(),
+    });
+    endpoint.transport = watched.clone();
+    let config_p = PartyConfig {
+        recv_timeout: Duration::from_secs(job.timeout.unwrap_or(120)),
+        fixed: fp,
+    };
     let protocol = job.protocol.clone();
     let t0 = Instant::now();
+    let Watch { events, stop } = watch;
+    let tell = move |e: PartyEvent| {
+        if let Some(f) = &events {
+            f(e);
+        }
+    };
     let result: Result<(Outputs, MeterSnapshot), DeployError> =
         actix::System::new().block_on(async move {
             let cluster = LocalCluster::with_endpoints(vec![endpoint], meter.clone(), config_p);
-            let out = async {
-                cluster.setup(1, source).await?;
+            let session = 1;
+            let work = async {
+                cluster.setup(session, source).await?;
+                let mut agreed = cluster.run("agree", vec![agree_job(params)]).await?;
+                let differences = job_differences(&agreed.remove(0).value);
+                if !differences.is_empty() {
+                    return Err(DeployError::JobMismatch { differences });
+                }
+                tell(PartyEvent::Started { batches: total });
                 let owners = (data_owner, model_owner);
                 let job = match protocol.as_str() {
                     "pond" => {
@@ -648,19 +1001,48 @@ pub fn run_party(
                     ),
                 };
                 let mut outs = cluster.run("infer", vec![job]).await?;
+                tell(PartyEvent::Progress { done: total, total });
                 Ok::<_, DeployError>((outs.remove(0).value, meter.snapshot()))
-            }
-            .await;
+            };
+            let out = match stop {
+                None => work.await,
+                Some(stop) => {
+                    futures::pin_mut!(work);
+                    match futures::future::select(work, stop).await {
+                        futures::future::Either::Left((out, _)) => out,
+                        futures::future::Either::Right((Ok(signal), _)) => {
+                            let reason = format!("{id} stopped ({signal})");
+                            tracing::warn!(party = %id, "{reason}: telling the other parties");
+                            send_abort(&*watched, id, session, &reason);
+                            Err(DeployError::Stopped { party: id, signal })
+                        }
+                        // Nobody can stop it any more: run to the end.
+                        futures::future::Either::Right((Err(_), work)) => work.await,
+                    }
+                }
+            };
+            drop(watched);
             cluster.stop();
             out
         });
     let wire = node.wire_bytes().iter().map(|(_, b)| b).sum();
-    node.shutdown();
+    match &result {
+        // Said in the close too, in case a peer has not read the abort notice yet.
+        Err(e) => node.shutdown_with(&e.to_string()),
+        Ok(_) => node.shutdown(),
+    }
     let (outputs, traffic) = result?;
     let predictions: Option<Vec<usize>> =
         data.as_ref().map(|_| outputs.iter().map(|o| o.1).collect());
+    let mut peers = peers.lock().map(|p| p.clone()).unwrap_or_default();
+    peers.sort();
     Ok(PartyReport {
         party: id.0,
+        protocol: job.protocol.clone(),
+        model: job.model.clone(),
+        samples: job.samples,
+        batch: job.batch,
+        peers,
         accuracy: predictions
             .as_ref()
             .zip(data.as_ref())
@@ -720,12 +1102,14 @@ mod limits_tests {
             max_frame_mib: Some(64),
             max_queued_mib: Some(128),
             handshake_timeout: Some(2),
+            dead_peer_timeout: Some(3),
         };
         assert!(set.check().is_none());
         let q = set.quic();
         assert_eq!(q.max_frame_bytes, 64 << 20);
         assert_eq!(q.max_queued_bytes, 128 << 20);
         assert_eq!(q.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(q.dead_peer_timeout, Duration::from_secs(3));
         let bad = [
             (
                 LimitsEntry {
@@ -752,5 +1136,51 @@ mod limits_tests {
         for (entry, key) in bad {
             assert!(entry.check().is_some_and(|r| r.contains(key)), "{key}");
         }
+    }
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+
+    fn params(fields: &[(&str, &str)]) -> JobParams {
+        JobParams(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// Every differing field is named with every party's value; peer text is escaped; equal
+    /// parameters give nothing; and they survive the fixed-size wire format.
+    #[test]
+    fn differences_name_fields_and_values() {
+        let a = params(&[("job.samples", "20"), ("job.protocol", "securenn")]);
+        let b = params(&[("job.samples", "10"), ("job.protocol", "securenn")]);
+        let c = params(&[("job.samples", "20"), ("x\u{1b}", "1")]);
+        assert!(job_differences(&[a.clone(), a.clone(), a.clone()]).is_empty());
+        assert_eq!(
+            job_differences(&[a.clone(), b.clone(), a.clone()]),
+            ["job.samples differs: party 0 has 20, party 1 has 10, party 2 has 20"]
+        );
+        let d = job_differences(&[a.clone(), a.clone(), c]);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("job.protocol differs") && d[0].contains("party 2 has none"));
+        assert!(d[1].starts_with("x\\u{1b} differs"), "{}", d[1]);
+        let mut bytes = Vec::new();
+        b.write(&mut bytes);
+        assert_eq!(bytes.len(), JobParams::wire_len(&()));
+        assert_eq!(JobParams::read(&bytes, &()).unwrap(), b);
+        assert!(JobParams::read(b"{not json", &()).is_err());
+    }
+
+    #[test]
+    fn batches_are_read_from_keys() {
+        assert_eq!(batch_of("infer/batch/0.dense/matmul#3"), Some(1));
+        assert_eq!(batch_of("infer/batch~4/reveal#0"), Some(5));
+        assert_eq!(batch_of("infer/weights/0.dense#0"), None);
+        assert_eq!(batch_of("agree#0"), None);
+        assert_eq!(batch_of("setup/seeds#0"), None);
     }
 }

@@ -79,7 +79,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            cmd::party::exit_code(&e).map_or(std::process::ExitCode::FAILURE, Into::into)
         }
     }
 }

@@ -1,10 +1,15 @@
-//! Real deployment: three `securenn party` processes on localhost ports over QUIC, a missing
-//! party, a party presenting the wrong certificate; what is refused before any peer is
-//! contacted (a fixed seed, a key others can read); and what keygen writes (one party's key
-//! only with `--id`, never through a symbolic link).
+//! Real deployment: three `securenn party` processes on localhost ports over QUIC (a host name
+//! and a wildcard listen address among them), a missing party, a party presenting the wrong
+//! certificate, parties with different jobs, a party killed or stopped mid-job, a busy party
+//! under a short dead-peer timeout; what is refused before any peer is contacted (a fixed seed,
+//! a key others can read, a key that is not the certificate's, an address that does not
+//! resolve); and what keygen writes (one party's key only with `--id`, never through a symbolic
+//! link).
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn free_ports() -> [u16; 3] {
@@ -116,6 +121,15 @@ fn tmp(name: &str) -> std::path::PathBuf {
 fn three_processes_over_quic() {
     let dir = tmp("ok");
     deployment(&dir);
+    // Party 2 is dialled by host name and listens on the wildcard address.
+    edit(&dir, |t| {
+        let (_, rest) = t.split_once("id = 2\naddress = \"127.0.0.1:").unwrap();
+        let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        t.replace(
+            &format!("id = 2\naddress = \"127.0.0.1:{port}\""),
+            &format!("id = 2\naddress = \"localhost:{port}\"\nlisten = \"0.0.0.0:{port}\""),
+        )
+    });
     for seeded in [false, true] {
         if seeded {
             edit(&dir, with_seed);
@@ -136,6 +150,20 @@ fn three_processes_over_quic() {
             out0.contains("accuracy") && out0.contains("on 10 images"),
             "{out0}"
         );
+        // Each party shows its peers as they connect, the job starting and its end.
+        for (i, err) in [&err0, &err1, &err2].into_iter().enumerate() {
+            for p in (0..3).filter(|p| *p != i) {
+                assert!(
+                    err.contains(&format!("connected to P{p} at 127.0.0.1:")),
+                    "{err}"
+                );
+            }
+            assert!(
+                err.contains("both peers run the same job; 1 batches to go"),
+                "{err}"
+            );
+            assert!(err.contains("1/1 batches done"), "{err}");
+        }
         for err in [&err0, &err1, &err2] {
             let warned = err.contains("warning")
                 && err.contains("seed")
@@ -170,27 +198,252 @@ fn missing_party_is_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A party with a key that matches no certificate of the deployment is refused: the handshake
-/// fails, and nobody runs the job with it.
+/// Party 1 made a new identity, but the others' deployment still names its old certificate.
+/// Both sides say so, naming P1 and its certificate, each warning once however often P1
+/// calls; nobody runs the job. A party run with a key that is not its certificate's is refused
+/// at start-up, naming both files.
 #[test]
 fn wrong_certificate_is_refused() {
     let dir = tmp("wrong");
     let other = tmp("other");
     deployment(&dir);
     deployment(&other);
+    // Party 1's own copy of the deployment, with its new certificate and key.
+    let mine = tmp("wrong-p1");
+    std::fs::remove_dir_all(&mine).ok();
+    std::fs::create_dir_all(&mine).unwrap();
+    for f in ["deploy.toml", "party0.cert.der", "party2.cert.der"] {
+        std::fs::copy(dir.join(f), mine.join(f)).unwrap();
+    }
+    std::fs::copy(other.join("party1.cert.der"), mine.join("party1.cert.der")).unwrap();
     let p0 = party(&dir, 0, None);
-    let p1 = party(&dir, 1, Some(&other.join("party1.key.der")));
+    let p1 = party(&mine, 1, Some(&other.join("party1.key.der")));
     let p2 = party(&dir, 2, None);
     let (ok0, _, err0) = finish(p0);
-    let (ok1, _, _) = finish(p1);
+    let (ok1, _, err1) = finish(p1);
     let (ok2, _, err2) = finish(p2);
     assert!(!ok0 && !ok1 && !ok2);
+    let theirs = "certificate that does not match the deployment's certificate for P1";
     assert!(
-        err0.contains("never connected to P1") || err2.contains("never connected to P1"),
+        err0.contains(theirs) || err2.contains(theirs),
         "{err0}\n{err2}"
     );
+    assert!(err1.contains("refused P1's certificate"), "{err1}");
+    for err in [&err0, &err1, &err2] {
+        let warnings = err.lines().filter(|l| l.contains("WARN")).count();
+        assert!(warnings <= 2, "{warnings} warnings:\n{err}");
+    }
+    // The other deployment's key with this deployment's certificate: refused at once.
+    let (ok, _, err) = finish_within(
+        party(&dir, 1, Some(&other.join("party1.key.der"))),
+        Duration::from_secs(10),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("is not the key of the certificate") && err.contains("party1.cert.der"),
+        "{err}"
+    );
+    for d in [&dir, &other, &mine] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// A party whose stderr is read as it runs.
+struct Running {
+    child: Child,
+    err: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn start(dir: &Path, id: u8) -> Self {
+        let mut child = party(dir, id, None);
+        let err = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = err.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self { child, err }
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    /// Wait until stderr says `needle`, for at most `limit`.
+    fn wait_for(&self, needle: &str, limit: Duration) {
+        let t0 = Instant::now();
+        while !self.stderr().contains(needle) {
+            assert!(t0.elapsed() < limit, "no {needle:?} in {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to end, for at most `limit`: its status code and stderr.
+    fn end(mut self, limit: Duration) -> (Option<i32>, String) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (st.code(), self.stderr());
+            }
+            if t0.elapsed() > limit {
+                self.child.kill().ok();
+                panic!("still running after {limit:?}: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A job long enough to stop in the middle: 1,000 images of network A in batches of 100.
+fn long_job(dir: &Path) {
+    deployment(dir);
+    edit(dir, |t| {
+        t.replace("samples = 10", "samples = 1000")
+            .replace("batch = 10", "batch = 100")
+    });
+}
+
+/// Party 1 runs another job (20 images, not 10): every party fails at once, before computing,
+/// naming the field and every party's value.
+#[test]
+fn mismatched_jobs_fail_every_party_naming_the_field() {
+    let dir = tmp("mismatch");
+    let other = tmp("mismatch-p1");
+    deployment(&dir);
+    std::fs::remove_dir_all(&other).ok();
+    std::fs::create_dir_all(&other).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let f = entry.unwrap().path();
+        let to = other.join(f.file_name().unwrap());
+        std::fs::copy(&f, &to).unwrap();
+    }
+    edit(&other, |t| t.replace("samples = 10", "samples = 20"));
+    let t0 = Instant::now();
+    let ps = [
+        party(&dir, 0, None),
+        party(&other, 1, None),
+        party(&dir, 2, None),
+    ];
+    for p in ps {
+        let (ok, _, err) = finish_within(p, Duration::from_secs(10));
+        assert!(!ok);
+        assert!(
+            err.contains("job.samples differs: party 0 has 10, party 1 has 20, party 2 has 10"),
+            "{err}"
+        );
+        assert!(!err.contains("batches done"), "{err}");
+    }
+    eprintln!("mismatch reported by all three in {:?}", t0.elapsed());
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&other).ok();
+}
+
+/// Party 2 killed (SIGKILL) mid-job: both peers fail within 10 s, naming it (the default
+/// dead-peer timeout is 5 s).
+#[test]
+fn killed_party_is_named_within_seconds() {
+    let dir = tmp("killed");
+    long_job(&dir);
+    let ps: Vec<Running> = (0..3).map(|i| Running::start(&dir, i)).collect();
+    for p in &ps {
+        p.wait_for("both peers run the same job", Duration::from_secs(30));
+    }
+    let mut ps = ps.into_iter();
+    let (p0, p1, mut p2) = (ps.next().unwrap(), ps.next().unwrap(), ps.next().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    p2.child.kill().unwrap();
+    let t0 = Instant::now();
+    for p in [p0, p1] {
+        let (code, err) = p.end(Duration::from_secs(10));
+        eprintln!("a peer failed {:?} after P2 was killed", t0.elapsed());
+        assert_ne!(code, Some(0));
+        assert!(err.contains("P2 stopped answering"), "{err}");
+    }
+    p2.child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// SIGTERM to party 2 mid-job: it tells its peers and exits with 143; both peers fail at once
+/// naming it.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_every_party_naming_who_stopped() {
+    let dir = tmp("sigterm");
+    long_job(&dir);
+    let ps: Vec<Running> = (0..3).map(|i| Running::start(&dir, i)).collect();
+    for p in &ps {
+        p.wait_for("both peers run the same job", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the pid of a child this test started and has not yet waited for.
+    assert_eq!(
+        unsafe { libc::kill(ps[2].child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let t0 = Instant::now();
+    for (i, p) in ps.into_iter().enumerate() {
+        let (code, err) = p.end(Duration::from_secs(10));
+        eprintln!("P{i} ended {:?} after SIGTERM to P2", t0.elapsed());
+        assert!(err.contains("P2 stopped (SIGTERM)"), "P{i}: {err}");
+        assert_eq!(code, Some(if i == 2 { 143 } else { 1 }), "P{i}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A dead-peer timeout of 1 s (keep-alives every 200 ms) while the parties compute network C
+/// on a batch of 64 (long local matrix products and convolutions between messages): the
+/// endpoint's own runtime keeps answering, nobody is declared dead, and the job succeeds.
+#[test]
+fn busy_parties_are_not_declared_dead() {
+    let dir = tmp("busy");
+    deployment(&dir);
+    edit(&dir, |t| {
+        t.replace("model = \"a\"", "model = \"c\"")
+            .replace("samples = 10", "samples = 64")
+            .replace("batch = 10", "batch = 64")
+            .replace("dead_peer_timeout = 5", "dead_peer_timeout = 1")
+    });
+    assert!(
+        std::fs::read_to_string(dir.join("deploy.toml"))
+            .unwrap()
+            .contains("dead_peer_timeout = 1")
+    );
+    let ps: Vec<Child> = (0..3).map(|i| party(&dir, i, None)).collect();
+    for p in ps {
+        let (ok, _, err) = finish(p);
+        assert!(ok, "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An address that does not resolve is refused at start-up, naming the party and the key.
+#[test]
+fn unresolvable_address_names_the_party() {
+    let dir = tmp("resolve");
+    deployment(&dir);
+    edit(&dir, |t| {
+        let at = t.find("id = 1\naddress = \"").unwrap() + "id = 1\naddress = \"".len();
+        let end = at + t[at..].find('"').unwrap();
+        format!("{}no-such-host.invalid:7101{}", &t[..at], &t[end..])
+    });
+    let (ok, _, err) = finish_within(party(&dir, 0, None), Duration::from_secs(30));
+    assert!(!ok);
+    assert!(
+        err.contains("[[party]] id = 1")
+            && err.contains("address = \"no-such-host.invalid:7101\" does not resolve"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A deployment with a fixed seed is refused at start-up, before any peer is contacted (the

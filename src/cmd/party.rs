@@ -1,7 +1,13 @@
-//! `securenn party`: one party of a deployment over QUIC.
+//! `securenn party`: one party of a deployment over QUIC, showing its peers as they connect,
+//! its progress (a bar on a terminal, a line every few seconds otherwise) and a summary; SIGINT
+//! or SIGTERM aborts the job at every party, naming this one.
 
 use super::*;
 use securenn::channel::PartyId;
+use securenn::deploy::{PartyEvent, Watch};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Arguments of `securenn party`.
 #[derive(clap::Args)]
@@ -35,6 +41,139 @@ pub(crate) fn run(a: PartyArgs) -> Result<()> {
     )
 }
 
+/// The exit status of a party stopped by a signal: 128 + its number, as shells report it
+/// (130 for SIGINT, 143 for SIGTERM). Every other failure exits with 1.
+pub(crate) fn exit_code(e: &anyhow::Error) -> Option<u8> {
+    match e
+        .downcast_ref::<securenn::deploy::DeployError>()?
+        .stopped_by()?
+    {
+        "SIGINT" => Some(130),
+        "SIGTERM" => Some(143),
+        _ => Some(1),
+    }
+}
+
+/// Seconds between progress lines when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// What the party shows as it goes: peers as they connect, then progress.
+struct Display {
+    id: u8,
+    started: Arc<AtomicBool>,
+    terminal: bool,
+    t0: Instant,
+    state: Mutex<(Option<indicatif::ProgressBar>, Instant)>,
+}
+
+impl Display {
+    fn show(&self, e: PartyEvent) {
+        let id = self.id;
+        let line = |s: String| BARS.suspend(|| eprintln!("party {id}: {s}"));
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            PartyEvent::Connected { peer, addr } => line(format!("connected to {peer} at {addr}")),
+            PartyEvent::Started { batches } => {
+                self.started.store(true, Ordering::SeqCst);
+                line(format!(
+                    "both peers run the same job; {batches} batches to go"
+                ));
+                if self.terminal {
+                    st.0 = Some(progress_bar(
+                        batches,
+                        "{prefix} [{bar:40}] {pos}/{len} batches {elapsed_precise} (eta {eta})",
+                    ));
+                    if let Some(b) = &st.0 {
+                        b.set_prefix(format!("party {id}"));
+                    }
+                }
+                st.1 = Instant::now();
+            }
+            PartyEvent::Progress { done, total } => {
+                if let Some(b) = &st.0 {
+                    b.set_position(done as u64);
+                    if done == total {
+                        b.finish_and_clear();
+                    }
+                } else if done == total || st.1.elapsed() >= LINE_EVERY {
+                    st.1 = Instant::now();
+                    line(format!(
+                        "{done}/{total} batches done ({:.1} s)",
+                        self.t0.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Block SIGINT and SIGTERM in this thread (and so in every thread started after it) and take
+/// them on a thread of their own: the first one once the job runs stops it (the party tells its
+/// peers); before the job starts, after it ends, or a second time, the process exits at once
+/// with 128 + the signal's number.
+#[cfg(unix)]
+fn stop_on_signals(
+    id: u8,
+    started: Arc<AtomicBool>,
+) -> Option<futures::channel::oneshot::Receiver<String>> {
+    // SAFETY: the set is a local value initialised by sigemptyset before use; pthread_sigmask
+    // only changes this thread's mask. No other thread exists yet, so every thread the party
+    // starts inherits the mask and the signals reach only the sigwait below.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return None;
+        }
+        set
+    };
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut tx = Some(tx);
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialised and `sig` is a valid place to write to.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    return;
+                }
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                let stopping = started.load(Ordering::SeqCst)
+                    && tx
+                        .take()
+                        .is_some_and(|tx| tx.send(name.to_string()).is_ok());
+                if stopping {
+                    BARS.suspend(|| {
+                        eprintln!(
+                            "party {id}: {name}: stopping the job and telling the other parties \
+                             (again to exit at once)"
+                        )
+                    });
+                } else {
+                    BARS.suspend(|| eprintln!("party {id}: stopped ({name})"));
+                    std::process::exit(128 + sig);
+                }
+            }
+        })
+        .ok()?;
+    Some(rx)
+}
+
+#[cfg(not(unix))]
+fn stop_on_signals(
+    _: u8,
+    _: Arc<AtomicBool>,
+) -> Option<futures::channel::oneshot::Receiver<String>> {
+    None
+}
+
 fn party(
     config: &std::path::Path,
     id: u8,
@@ -52,7 +191,30 @@ fn party(
     } else {
         FixedSeed::Refuse
     };
-    let r = securenn::deploy::run_party(config, PartyId(id), key, seed)?;
+    let started = Arc::new(AtomicBool::new(false));
+    let stop = stop_on_signals(id, started.clone());
+    let display = Arc::new(Display {
+        id,
+        started,
+        terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        t0: Instant::now(),
+        state: Mutex::new((None, Instant::now())),
+    });
+    let watch = Watch {
+        events: Some(Arc::new(move |e| display.show(e))),
+        stop,
+    };
+    let r = securenn::deploy::run_party(config, PartyId(id), key, seed, watch)?;
+    println!(
+        "job                 {} on model {}, {} images in batches of {}",
+        r.protocol, r.model, r.samples, r.batch
+    );
+    let peers: Vec<String> = r
+        .peers
+        .iter()
+        .map(|(p, a)| format!("P{p} at {a}"))
+        .collect();
+    println!("peers               {}", peers.join(", "));
     if let (Some(p), Some(acc)) = (&r.predictions, r.accuracy) {
         println!("predictions         {p:?}");
         println!(

@@ -236,6 +236,12 @@ pub const ABORT_KEY: &str = "!abort";
 
 /// Tell every other party that this one failed (best effort).
 fn abort_peers(transport: &dyn Transport, me: PartyId, session: u64, e: &ProtocolError) {
+    send_abort(transport, me, session, &e.to_string());
+}
+
+/// Tell every other party that this one gave up, and why (best effort): they fail at once,
+/// quoting `reason` (never a secret: it names operations, parties and sizes only).
+pub fn send_abort(transport: &dyn Transport, me: PartyId, session: u64, reason: &str) {
     for p in 0..transport.parties() {
         let peer = PartyId(p as u8);
         if peer != me {
@@ -246,7 +252,7 @@ fn abort_peers(transport: &dyn Transport, me: PartyId, session: u64, e: &Protoco
                 key: ABORT_KEY.into(),
                 depth: 0,
                 arrival: 0,
-                payload: e.to_string().into_bytes(),
+                payload: reason.as_bytes().to_vec(),
             });
         }
     }

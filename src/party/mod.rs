@@ -8,7 +8,9 @@ mod cluster;
 mod mailbox;
 mod setup;
 
-pub use actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup, thread_cpu_time};
+pub use actor::{
+    JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup, send_abort, thread_cpu_time,
+};
 pub use cluster::{LocalCluster, Network, RunReport, process_cpu_time, spmd};
 pub use mailbox::Mailbox;
 pub use setup::{SeedSource, agree_seeds};

@@ -36,9 +36,9 @@ const ALPN: &[u8] = b"securenn/1";
 const STREAM_WINDOW: u32 = 8 << 20;
 /// Per-connection receive window.
 const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Idle timeout, with keep-alives well below it on both sides.
-const IDLE: Duration = Duration::from_secs(15);
-const KEEP_ALIVE: Duration = Duration::from_secs(3);
+/// How many keep-alives fit in the dead-peer timeout: a peer is declared dead only after this
+/// many in a row went unanswered (a keep-alive interval of 1 s under the default 5 s).
+const KEEP_ALIVES_PER_TIMEOUT: u32 = 5;
 /// Longest peer-sent text (a close reason) kept in an error message.
 const MAX_PEER_TEXT: usize = 200;
 
@@ -67,6 +67,12 @@ pub struct QuicLimits {
     /// Default 64: two peers are expected; a caller must first answer a retry from its real
     /// address, and each handshake's state (a few KiB) lives at most the handshake timeout.
     pub max_pending_handshakes: usize,
+    /// How long a connected peer may stay silent before it is declared dead (QUIC's idle
+    /// timeout); keep-alives go out five times as often, from the endpoint's own runtime, so a
+    /// peer that is alive but busy computing keeps answering. Default 5 s: a killed party is
+    /// reported within seconds, and on the paper's WAN (58 ms round trips) four keep-alives in
+    /// a row would have to be lost first.
+    pub dead_peer_timeout: Duration,
 }
 
 impl Default for QuicLimits {
@@ -76,6 +82,7 @@ impl Default for QuicLimits {
             max_queued_bytes: 512 << 20,
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 64,
+            dead_peer_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -117,12 +124,40 @@ pub fn generate_identity(party: PartyId) -> Result<Identity, TransportError> {
     })
 }
 
+/// Whether `identity`'s key is the key of its certificate: `Err` says why not (a key of
+/// another identity, or bytes that are no key or no certificate). The TLS layer would refuse a
+/// mismatch too, but only as "keys may not be consistent".
+pub fn check_identity(identity: &Identity) -> Result<(), String> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.to_vec()));
+    let cert = vec![CertificateDer::from(identity.cert.clone())];
+    match rustls::sign::CertifiedKey::from_der(cert, key, &provider()) {
+        Ok(_) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            Err("the key is not the key of the certificate".into())
+        }
+        Err(e) => Err(format!("not a usable key and certificate: {e}")),
+    }
+}
+
+/// Called once per peer as its connection is established, with the peer's address.
+#[derive(Clone)]
+pub struct OnConnect(pub Arc<dyn Fn(PartyId, SocketAddr) + Send + Sync>);
+
+impl std::fmt::Debug for OnConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnConnect")
+    }
+}
+
 /// Where the parties are and who they are.
 #[derive(Clone, Debug)]
 pub struct QuicConfig {
     pub me: PartyId,
-    /// Every party's address, by id.
+    /// Every party's address, by id: where its peers dial it.
     pub addrs: Vec<SocketAddr>,
+    /// Where this party listens, if not at its own entry of `addrs` (a wildcard address behind
+    /// a NAT or a load balancer, say).
+    pub listen: Option<SocketAddr>,
     /// Every party's certificate (DER), by id.
     pub certs: Vec<Vec<u8>>,
     /// This party's certificate and key.
@@ -130,6 +165,8 @@ pub struct QuicConfig {
     /// How long to wait for every peer to connect.
     pub connect_timeout: Duration,
     pub limits: QuicLimits,
+    /// Told of each peer as it connects.
+    pub on_connect: Option<OnConnect>,
 }
 
 /// A running QUIC endpoint: keep it alive for the session, then [`QuicNode::shutdown`].
@@ -140,6 +177,8 @@ pub struct QuicNode {
     writers: Vec<tokio::task::JoinHandle<()>>,
     backlog: Arc<Backlog>,
     me: PartyId,
+    /// How long shutdown waits for a peer to acknowledge the end of a stream.
+    linger: Duration,
 }
 
 struct QuicTransport {
@@ -164,13 +203,23 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
+/// The dead-peer timeout as QUIC's idle timeout (at least 100 ms, at most a day).
+fn idle_timeout(limits: &QuicLimits) -> Duration {
+    limits
+        .dead_peer_timeout
+        .clamp(Duration::from_millis(100), Duration::from_secs(86_400))
+}
+
+fn transport_config(limits: &QuicLimits) -> Arc<quinn::TransportConfig> {
+    let idle = idle_timeout(limits);
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
     t.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
     t.send_window(u64::from(CONNECTION_WINDOW));
-    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(IDLE).expect("15 s fits")));
-    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(idle).expect("at most a day fits"),
+    ));
+    t.keep_alive_interval(Some(idle / KEEP_ALIVES_PER_TIMEOUT));
     // One unidirectional stream per direction carries everything; nothing else is opened.
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(1));
@@ -358,7 +407,7 @@ fn tls_client(cfg: &QuicConfig, peer: PartyId) -> Result<rustls::ClientConfig, T
 fn server_config(cfg: &QuicConfig) -> Result<quinn::ServerConfig, TransportError> {
     let tls = QuicServerConfig::try_from(tls_server(cfg)?).map_err(|e| tls_err(cfg.me, e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls));
-    server.transport_config(transport_config());
+    server.transport_config(transport_config(&cfg.limits));
     server.max_incoming(cfg.limits.max_pending_handshakes.max(1));
     Ok(server)
 }
@@ -367,7 +416,7 @@ fn server_config(cfg: &QuicConfig) -> Result<quinn::ServerConfig, TransportError
 fn client_config(cfg: &QuicConfig, peer: PartyId) -> Result<quinn::ClientConfig, TransportError> {
     let tls = QuicClientConfig::try_from(tls_client(cfg, peer)?).map_err(|e| tls_err(cfg.me, e))?;
     let mut client = quinn::ClientConfig::new(Arc::new(tls));
-    client.transport_config(transport_config());
+    client.transport_config(transport_config(&cfg.limits));
     Ok(client)
 }
 
@@ -410,27 +459,15 @@ impl QuicNode {
             .map_err(|e| conn_err(me, e))?;
         let server = server_config(&cfg)?;
         let (in_tx, incoming) = unbounded_channel::<Delivery>();
+        let bind = cfg.listen.unwrap_or(cfg.addrs[me.index()]);
         let (endpoint, connections) = runtime.block_on(async {
-            let endpoint = quinn::Endpoint::server(server, cfg.addrs[me.index()])
-                .map_err(|e| conn_err(me, format!("cannot bind {}: {e}", cfg.addrs[me.index()])))?;
-            let connected = std::sync::Mutex::new(Vec::new());
-            let wait = connect_all(&endpoint, &cfg, &connected);
-            let connections = tokio::time::timeout(cfg.connect_timeout, wait).await.map_err(|_| {
-                let have = connected.lock().map(|c| c.clone()).unwrap_or_default();
-                let missing: Vec<PartyId> =
-                    (0..n as u8).map(PartyId).filter(|p| *p != me && !have.contains(p)).collect();
-                let names: Vec<String> =
-                    missing.iter().map(|p| format!("{p} at {}", cfg.addrs[p.index()])).collect();
-                conn_err(
-                    missing.first().copied().unwrap_or(me),
-                    format!(
-                        "{me} waited {:?} and never connected to {} (not running, unreachable, or \
-                         presenting another certificate)",
-                        cfg.connect_timeout,
-                        names.join(", ")
-                    ),
-                )
-            })??;
+            let endpoint = quinn::Endpoint::server(server, bind)
+                .map_err(|e| conn_err(me, format!("cannot listen on {bind}: {e}")))?;
+            let seen = Arc::new(Seen::default());
+            let wait = connect_all(&endpoint, &cfg, &seen);
+            let connections = tokio::time::timeout(cfg.connect_timeout, wait)
+                .await
+                .map_err(|_| seen.never_connected(&cfg))??;
             Ok::<_, TransportError>((endpoint, connections))
         })?;
         // One stream per direction: open ours, accept theirs.
@@ -442,13 +479,22 @@ impl QuicNode {
             let (q_tx, q_rx) = unbounded_channel::<Envelope>();
             queues[peer.index()] = Some(q_tx);
             conns[peer.index()] = Some(conn.clone());
-            writers.push(runtime.spawn(write_frames(*peer, conn.clone(), q_rx, in_tx.clone(), me)));
+            let idle = idle_timeout(&cfg.limits);
+            writers.push(runtime.spawn(write_frames(
+                *peer,
+                conn.clone(),
+                q_rx,
+                in_tx.clone(),
+                me,
+                idle,
+            )));
             let reader = Reader {
                 peer: *peer,
                 conn: conn.clone(),
                 incoming: in_tx.clone(),
                 backlog: backlog.clone(),
                 max_frame: cfg.limits.max_frame_bytes,
+                idle,
             };
             runtime.spawn(reader.run());
         }
@@ -472,6 +518,7 @@ impl QuicNode {
                 writers,
                 backlog,
                 me,
+                linger: idle_timeout(&cfg.limits),
             },
         ))
     }
@@ -494,18 +541,25 @@ impl QuicNode {
     /// close the connections and wait until the endpoint is idle: nothing in flight is lost.
     /// Drop the party's transport first so the writers see the end of their queues.
     /// May be called from inside another async runtime (it blocks on a thread of its own).
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
+        self.shutdown_with("done");
+    }
+
+    /// [`QuicNode::shutdown`], closing the connections with `reason` (why this party ends, so
+    /// that a peer that has not yet read everything still learns it; at most 200 bytes kept).
+    pub fn shutdown_with(mut self, reason: &str) {
+        let reason: Vec<u8> = reason.bytes().take(MAX_PEER_TEXT).collect();
         let Some(rt) = self.runtime.take() else {
             return;
         };
         let writers = std::mem::take(&mut self.writers);
-        let (endpoint, me) = (self.endpoint.clone(), self.me);
+        let (endpoint, me, linger) = (self.endpoint.clone(), self.me, self.linger);
         let closer = std::thread::spawn(move || {
             rt.block_on(async {
                 for w in writers {
-                    let _ = tokio::time::timeout(IDLE, w).await;
+                    let _ = tokio::time::timeout(linger, w).await;
                 }
-                endpoint.close(0u32.into(), b"done");
+                endpoint.close(0u32.into(), &reason);
                 let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
             });
             rt.shutdown_timeout(Duration::from_secs(1));
@@ -537,8 +591,10 @@ pub fn localhost(
                 addrs: addrs.clone(),
                 certs: certs.clone(),
                 identity,
+                listen: None,
                 connect_timeout: Duration::from_secs(10),
                 limits,
+                on_connect: None,
             };
             let meter = meter.clone();
             std::thread::spawn(move || QuicNode::start(cfg, &meter))
@@ -566,29 +622,162 @@ pub fn free_addrs(n: usize) -> Result<Vec<SocketAddr>, TransportError> {
         .collect()
 }
 
-/// Dial every higher party (retrying until it is up), accept every lower one.
+/// A connection error in this party's own words (not escaped or capped: no peer chose it).
+fn own_err(peer: PartyId, reason: String) -> TransportError {
+    TransportError::Connection { peer, reason }
+}
+
+/// What the start-up learnt: who is connected, and why the others are not yet.
+#[derive(Default)]
+struct Seen {
+    inner: std::sync::Mutex<SeenInner>,
+}
+
+#[derive(Default)]
+struct SeenInner {
+    connected: Vec<PartyId>,
+    /// Why a peer is not connected, as far as this party can tell (the latest reason).
+    why: std::collections::BTreeMap<PartyId, String>,
+    /// Warnings already logged: each is logged once, however often a peer retries.
+    logged: std::collections::HashSet<String>,
+}
+
+impl Seen {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeenInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self, peer: PartyId, addr: SocketAddr, cfg: &QuicConfig) {
+        self.lock().connected.push(peer);
+        tracing::info!(party = %cfg.me, peer = %peer, %addr, "connected");
+        if let Some(hook) = &cfg.on_connect {
+            (hook.0)(peer, addr);
+        }
+    }
+
+    /// Log `warning` once (however often it recurs), and keep it as why `peer` (if known) is
+    /// not connected.
+    fn note(&self, me: PartyId, peer: Option<PartyId>, warning: String) {
+        let mut s = self.lock();
+        if let Some(p) = peer {
+            s.why.insert(p, warning.clone());
+        }
+        if s.logged.insert(warning.clone()) {
+            tracing::warn!(party = %me, "{warning}");
+        }
+    }
+
+    /// The error when the connect timeout passed: who is missing, and why if known.
+    fn never_connected(&self, cfg: &QuicConfig) -> TransportError {
+        let me = cfg.me;
+        let s = self.lock();
+        let missing: Vec<PartyId> = (0..cfg.addrs.len() as u8)
+            .map(PartyId)
+            .filter(|p| *p != me && !s.connected.contains(p))
+            .collect();
+        let names: Vec<String> = missing
+            .iter()
+            .map(|p| match s.why.get(p) {
+                Some(why) => format!("{p} at {} ({why})", cfg.addrs[p.index()]),
+                None => format!(
+                    "{p} at {} (not running, unreachable, or presenting another certificate)",
+                    cfg.addrs[p.index()]
+                ),
+            })
+            .collect();
+        own_err(
+            missing.first().copied().unwrap_or(me),
+            format!(
+                "{me} waited {:?} and never connected to {}",
+                cfg.connect_timeout,
+                names.join("; ")
+            ),
+        )
+    }
+}
+
+/// How a handshake failed, as far as certificates go.
+enum Refused {
+    /// This party refused the certificate the peer presented.
+    TheirCertificate,
+    /// The peer refused this party's certificate (its TLS alert says so).
+    OurCertificate,
+    /// Anything else (not up yet, timed out, ...).
+    Other,
+}
+
+/// TLS alerts that refuse a certificate: bad_certificate, unsupported_certificate,
+/// certificate_unknown, unknown_ca, access_denied, certificate_required.
+const CERTIFICATE_ALERTS: [u64; 6] = [42, 43, 46, 48, 49, 116];
+
+fn refused(e: &quinn::ConnectionError) -> Refused {
+    let alert = |code: quinn::TransportErrorCode| {
+        let c = u64::from(code);
+        (0x100..0x200).contains(&c) && CERTIFICATE_ALERTS.contains(&(c - 0x100))
+    };
+    match e {
+        // Raised here: our verifier refused what the peer presented.
+        quinn::ConnectionError::TransportError(t)
+            if alert(t.code) && t.reason.contains("invalid peer certificate") =>
+        {
+            Refused::TheirCertificate
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if alert(c.error_code) => {
+            Refused::OurCertificate
+        }
+        _ => Refused::Other,
+    }
+}
+
+/// The party whose configured address `addr` is, if any.
+fn party_at(cfg: &QuicConfig, addr: SocketAddr) -> Option<PartyId> {
+    cfg.addrs
+        .iter()
+        .position(|a| *a == addr)
+        .map(|i| PartyId(i as u8))
+}
+
+fn their_certificate(peer: PartyId) -> String {
+    format!(
+        "{peer} presented a certificate that does not match the deployment's certificate for \
+         {peer}: {peer} runs with another key than the deployment names (its operator may have \
+         made a new one), or another program answers at its address"
+    )
+}
+
+fn our_certificate(me: PartyId, peer: PartyId) -> String {
+    format!(
+        "{peer} refused {me}'s certificate: the deployment {peer} runs names another \
+         certificate for {me} (send {peer}'s operator {me}'s current certificate), or {me} runs \
+         with another key than its certificate's"
+    )
+}
+
+/// Dial every higher party (retrying until it is up), accept every lower one; a dialled party
+/// presenting another certificate fails the start-up at once.
 async fn connect_all(
     endpoint: &quinn::Endpoint,
     cfg: &QuicConfig,
-    connected: &std::sync::Mutex<Vec<PartyId>>,
+    seen: &Arc<Seen>,
 ) -> Result<Vec<(PartyId, quinn::Connection)>, TransportError> {
-    let (a, d) = tokio::join!(
-        accept_lower(endpoint, cfg, connected),
-        dial_higher(endpoint, cfg, connected)
-    );
-    let mut out = a?;
-    out.extend(d?);
+    let (mut out, d) = tokio::try_join!(
+        accept_lower(endpoint, cfg, seen),
+        dial_higher(endpoint, cfg, seen)
+    )?;
+    out.extend(d);
     out.sort_by_key(|(p, _)| *p);
     Ok(out)
 }
 
 /// Accept a connection from every lower party. Handshakes run concurrently, each for at most
 /// the handshake timeout, and only from an address that answered a retry (so a replayed or
-/// spoofed Initial costs one stateless packet, and never holds up a real peer).
+/// spoofed Initial costs one stateless packet, and never holds up a real peer). A failed
+/// handshake is logged once per caller and kind, and never fails the start-up: any caller can
+/// make one fail.
 async fn accept_lower(
     endpoint: &quinn::Endpoint,
     cfg: &QuicConfig,
-    connected: &std::sync::Mutex<Vec<PartyId>>,
+    seen: &Seen,
 ) -> Result<Vec<(PartyId, quinn::Connection)>, TransportError> {
     let me = cfg.me;
     let lower = me.index();
@@ -608,35 +797,46 @@ async fn accept_lower(
                 }
                 let addr = incoming.remote_address();
                 if pending.len() >= limits.max_pending_handshakes {
-                    tracing::warn!(party = %me, %addr, "refused a connection: {} handshakes already in progress", pending.len());
+                    seen.note(me, None, format!("refused connections from {addr}: {} handshakes already in progress", pending.len()));
                     incoming.refuse();
                     continue;
                 }
                 pending.spawn(async move {
                     let shake = async { incoming.accept()?.await };
                     let res = match tokio::time::timeout(limits.handshake_timeout, shake).await {
-                        Ok(r) => r.map_err(|e| printable(&e.to_string(), MAX_PEER_TEXT)),
-                        Err(_) => Err(format!("handshake took over {:?}", limits.handshake_timeout)),
+                        Ok(r) => r.map_err(Some),
+                        Err(_) => Err(None),
                     };
                     (addr, res)
                 });
             }
             Some(done) = pending.join_next(), if !pending.is_empty() => {
                 let Ok((addr, res)) = done else { continue };
+                // Who the caller is, by its address (it could not be told by a certificate).
+                let by_addr = party_at(cfg, addr).filter(|p| *p < me);
+                let caller = match by_addr {
+                    Some(p) => format!("a caller at {addr} ({p}'s address)"),
+                    None => format!("a caller at {addr}"),
+                };
                 match res {
                     Ok(conn) => match identify(&conn, &cfg.certs).filter(|p| *p < me) {
                         Some(p) if !got.iter().any(|(q, _)| *q == p) => {
-                            if let Ok(mut c) = connected.lock() {
-                                c.push(p);
-                            }
+                            seen.connected(p, addr, cfg);
                             got.push((p, conn));
                         }
                         _ => {
-                            tracing::warn!(party = %me, %addr, "refused a connection: not a lower party's certificate, or a second connection");
+                            seen.note(me, None, format!("refused {caller}: not a lower party's certificate, or a second connection"));
                             conn.close(1u32.into(), b"unknown party");
                         }
                     },
-                    Err(e) => tracing::warn!(party = %me, %addr, error = %e, "refused a connection"),
+                    Err(Some(e)) => match (refused(&e), by_addr) {
+                        (Refused::TheirCertificate, Some(p)) => seen.note(me, Some(p), format!("{caller} presented a certificate that does not match the deployment's certificate for {p}")),
+                        (Refused::TheirCertificate, None) => seen.note(me, None, format!("refused {caller}: its certificate is none of the deployment's")),
+                        (Refused::OurCertificate, Some(p)) => seen.note(me, Some(p), our_certificate(me, p)),
+                        (Refused::OurCertificate, None) => seen.note(me, None, format!("{caller} refused {me}'s certificate")),
+                        (Refused::Other, _) => tracing::debug!(party = %me, %addr, error = %printable(&e.to_string(), MAX_PEER_TEXT), "a handshake failed"),
+                    },
+                    Err(None) => tracing::debug!(party = %me, %addr, "a handshake took over {:?}", limits.handshake_timeout),
                 }
             }
         }
@@ -645,45 +845,120 @@ async fn accept_lower(
     Ok(got)
 }
 
-/// Dial every higher party, retrying until it answers with its certificate.
+/// Dial every higher party at once, each retrying until it answers with its certificate. A
+/// dialled party that presents another certificate fails the start-up at once, naming it (the
+/// answer came from its configured address); one that refuses this party's certificate is
+/// named once, and called again until the connect timeout.
 async fn dial_higher(
     endpoint: &quinn::Endpoint,
     cfg: &QuicConfig,
-    connected: &std::sync::Mutex<Vec<PartyId>>,
+    seen: &Arc<Seen>,
 ) -> Result<Vec<(PartyId, quinn::Connection)>, TransportError> {
-    let me = cfg.me;
+    let mut dials = tokio::task::JoinSet::new();
+    for p in (cfg.me.0 + 1)..cfg.addrs.len() as u8 {
+        let (endpoint, cfg, seen) = (endpoint.clone(), cfg.clone(), seen.clone());
+        dials.spawn(async move { dial(&endpoint, &cfg, &seen, PartyId(p)).await });
+    }
     let mut got = Vec::new();
-    for p in (me.0 + 1)..cfg.addrs.len() as u8 {
-        let peer = PartyId(p);
-        let client = client_config(cfg, peer)?;
-        loop {
-            let attempt = endpoint
-                .connect_with(client.clone(), cfg.addrs[peer.index()], &server_name(peer))
-                .map_err(|e| conn_err(peer, e))?;
-            match tokio::time::timeout(cfg.limits.handshake_timeout, attempt).await {
-                Ok(Ok(conn)) if identify(&conn, &cfg.certs) == Some(peer) => {
-                    if let Ok(mut c) = connected.lock() {
-                        c.push(peer);
+    while let Some(done) = dials.join_next().await {
+        // The first failure ends the start-up (dropping the set aborts the other dials).
+        got.push(done.map_err(|e| conn_err(cfg.me, format!("a dial task failed: {e}")))??);
+    }
+    Ok(got)
+}
+
+/// How long a dialler waits before calling again a peer that refused its certificate.
+const REFUSED_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Dial `peer` until it answers with its certificate.
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    cfg: &QuicConfig,
+    seen: &Seen,
+    peer: PartyId,
+) -> Result<(PartyId, quinn::Connection), TransportError> {
+    let me = cfg.me;
+    let addr = cfg.addrs[peer.index()];
+    let client = client_config(cfg, peer)?;
+    loop {
+        let attempt = endpoint
+            .connect_with(client.clone(), addr, &server_name(peer))
+            .map_err(|e| conn_err(peer, e))?;
+        match tokio::time::timeout(cfg.limits.handshake_timeout, attempt).await {
+            Ok(Ok(conn)) if identify(&conn, &cfg.certs) == Some(peer) => {
+                // In TLS 1.3 the caller finishes first: only the peer's HANDSHAKE_DONE says it
+                // accepted this party's certificate.
+                match confirmed(&conn, cfg.limits.handshake_timeout).await {
+                    Ok(()) => {
+                        seen.connected(peer, addr, cfg);
+                        return Ok((peer, conn));
                     }
-                    got.push((peer, conn));
-                    break;
+                    Err(Some(e)) if matches!(refused(&e), Refused::OurCertificate) => {
+                        // Said once; kept trying (the peer may be told of the right
+                        // certificate), so that the peer sees this party's certificate too.
+                        seen.note(me, Some(peer), our_certificate(me, peer));
+                        tokio::time::sleep(REFUSED_BACKOFF).await;
+                    }
+                    Err(_) => {
+                        tracing::debug!(party = %me, peer = %peer, "the handshake was not confirmed, retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
-                Ok(Ok(conn)) => {
-                    conn.close(1u32.into(), b"wrong party");
-                    return Err(conn_err(peer, "answered with another party's certificate"));
+            }
+            Ok(Ok(conn)) => {
+                conn.close(1u32.into(), b"wrong party");
+                return Err(own_err(
+                    peer,
+                    format!("{peer} at {addr} answered with another party's certificate"),
+                ));
+            }
+            Ok(Err(e)) => match refused(&e) {
+                Refused::TheirCertificate => {
+                    return Err(own_err(
+                        peer,
+                        format!("{peer} at {addr}: {}", their_certificate(peer)),
+                    ));
                 }
-                // Not up yet (or refusing us): try again until the connect timeout.
-                Ok(Err(e)) => {
+                Refused::OurCertificate => {
+                    seen.note(me, Some(peer), our_certificate(me, peer));
+                    tokio::time::sleep(REFUSED_BACKOFF).await;
+                }
+                // Not up yet: try again until the connect timeout.
+                Refused::Other => {
                     tracing::debug!(party = %me, peer = %peer, error = %printable(&e.to_string(), MAX_PEER_TEXT), "connect failed, retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(_) => {
-                    tracing::debug!(party = %me, peer = %peer, "handshake timed out, retrying");
-                }
+            },
+            Err(_) => {
+                tracing::debug!(party = %me, peer = %peer, "handshake timed out, retrying");
             }
         }
     }
-    Ok(got)
+}
+
+/// Wait until the dialled peer confirms the handshake (its HANDSHAKE_DONE frame, sent once it
+/// has checked this party's certificate), for at most `limit`; `Err` with the close reason if
+/// the connection closed first.
+async fn confirmed(
+    conn: &quinn::Connection,
+    limit: Duration,
+) -> Result<(), Option<quinn::ConnectionError>> {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        if let Some(e) = conn.close_reason() {
+            return Err(Some(e));
+        }
+        if conn.stats().frame_rx.handshake_done > 0 {
+            return Ok(());
+        }
+        if t0.elapsed() > limit {
+            return Err(None);
+        }
+        tokio::select! {
+            _ = conn.closed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
 }
 
 /// Write this party's envelopes to `peer` on one stream, in order; finish it when the queue ends.
@@ -693,6 +968,7 @@ async fn write_frames(
     mut queue: UnboundedReceiver<Envelope>,
     errors: UnboundedSender<Delivery>,
     me: PartyId,
+    idle: Duration,
 ) {
     let result = async {
         let mut s = conn.open_uni().await.map_err(|e| conn_err(peer, e))?;
@@ -713,7 +989,33 @@ async fn write_frames(
     }
     .await;
     if let Err(e) = result {
-        let _ = errors.send(Err(e));
+        let _ = errors.send(Err(broken(peer, &conn, e, idle)));
+    }
+}
+
+/// The error for a broken connection to `peer`: said plainly when the peer fell silent.
+fn broken(
+    peer: PartyId,
+    conn: &quinn::Connection,
+    e: TransportError,
+    idle: Duration,
+) -> TransportError {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if &c.reason[..] != b"done" => conn_err(
+            peer,
+            format!(
+                "{peer} closed the connection: {}",
+                String::from_utf8_lossy(&c.reason)
+            ),
+        ),
+        Some(quinn::ConnectionError::TimedOut) => own_err(
+            peer,
+            format!(
+                "{peer} stopped answering: nothing heard from it for {idle:?} (dead_peer_timeout): \
+                 its process ended, its machine is down, or the network between is cut"
+            ),
+        ),
+        _ => e,
     }
 }
 
@@ -724,6 +1026,8 @@ struct Reader {
     incoming: UnboundedSender<Delivery>,
     backlog: Arc<Backlog>,
     max_frame: u64,
+    /// The dead-peer timeout, for the error when the peer falls silent.
+    idle: Duration,
 }
 
 /// Bytes read from a stream per step: a frame's buffer grows as its data arrives, never ahead
@@ -740,7 +1044,9 @@ impl Reader {
             if matches!(e, TransportError::Malformed { .. }) {
                 self.conn.close(2u32.into(), b"malformed frame");
             }
-            let _ = self.incoming.send(Err(e));
+            let _ = self
+                .incoming
+                .send(Err(broken(self.peer, &self.conn, e, self.idle)));
         }
     }
 
@@ -879,10 +1185,12 @@ mod tests {
         [0, 1].map(|me: u8| QuicConfig {
             me: PartyId(me),
             addrs: addrs.clone(),
+            listen: None,
             certs: certs.clone(),
             identity: ids[me as usize].clone(),
             connect_timeout: Duration::from_secs(8),
             limits,
+            on_connect: None,
         })
     }
 
@@ -1146,10 +1454,12 @@ mod tests {
         let cfg = |me: u8, identity: Identity| QuicConfig {
             me: PartyId(me),
             addrs: addrs.clone(),
+            listen: None,
             certs: certs.clone(),
             identity,
             connect_timeout: Duration::from_secs(1),
             limits: QuicLimits::default(),
+            on_connect: None,
         };
         let genuine = |me: u8| cfg(me, ids[me as usize].clone());
         // The honest handshakes succeed: P0 dials P1, P1 dials P2.
