@@ -464,6 +464,8 @@ impl Run {
         let j = &self.job;
         let model = crate::models::by_name(&j.model).expect("validated");
         let (weights, _) = weights_file::load_or_bundled(j.weights.as_deref(), &j.model, &model)?;
+        let label = weights_file::label(j.weights.as_deref(), &j.model);
+        weights_file::check_fixed(&label, &weights, FixedPoint::default())?;
         let data = Mnist::load(DataSource::Bundled, Split::Test, j.offset, j.samples)?;
         Ok(InferSpec {
             protocol: match j.protocol {

@@ -201,6 +201,29 @@ fn plot_costs_from_a_report() {
         text.contains("1.dense") && text.contains("virtual time"),
         "the bars are labelled by layer"
     );
+    // The array `securenn run --json` writes: one run is drawn as is, several need --run.
+    let one = std::fs::read_to_string(&json).unwrap();
+    let runs = dir.join("runs.json");
+    std::fs::write(&runs, format!("[{one}, {one}]")).unwrap();
+    let (ok, _, err) = securenn(&[
+        "plot",
+        "costs",
+        runs.to_str().unwrap(),
+        "--run",
+        "2",
+        "--out",
+        dir.join("run2.svg").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    std::fs::write(&runs, format!("[{one}]")).unwrap();
+    let (ok, _, err) = securenn(&[
+        "plot",
+        "costs",
+        runs.to_str().unwrap(),
+        "--out",
+        dir.join("run1.svg").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
     std::fs::write(&json, "{}").unwrap();
     let (ok, _, err) = securenn(&[
         "plot",
