@@ -82,8 +82,9 @@ impl Split {
     }
 }
 
-/// Which column of a CSV line holds the label.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which column of a CSV line holds the label (`first` or `last` in scenario files).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LabelColumn {
     /// The label, then the 784 pixels (Kaggle's and many other MNIST CSVs).
     First,

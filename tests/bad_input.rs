@@ -363,3 +363,34 @@ fn every_bad_input_fails_cleanly_with_a_clear_message() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Errors wrapped the way the binary meets them print each cause once in `{e:#}` (anyhow's
+/// chain): a message that holds its cause does not also chain it as a `source`.
+#[test]
+fn error_chains_print_each_cause_once() {
+    use securenn::data::{DataSource, Mnist};
+    use securenn_transports::{PartyId, TransportError};
+    fn once(e: impl std::error::Error + Send + Sync + 'static, cause: &str) {
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches(cause).count(), 1, "{text}");
+    }
+    let dir = Scratch::new("chains");
+    // A weight file for another model, through the scenario's transparent wrapper.
+    let a = securenn::models::by_name("a").unwrap();
+    let d = securenn::models::by_name("d").unwrap();
+    let (w, meta) = weights_file::load_bundled("a", &a).unwrap();
+    let file = dir.0.join("a.safetensors");
+    weights_file::save(&file, &w, meta, true).unwrap();
+    let e = weights_file::load(&file, &d).unwrap_err();
+    once(securenn::scenario::ScenarioError::from(e), "expected shape");
+    // A missing data file, through the same wrapper.
+    let e = Mnist::read(DataSource::File(dir.0.join("none.csv"))).unwrap_err();
+    once(securenn::scenario::ScenarioError::from(e), "No such file");
+    // A transport error inside a protocol error inside an inference error.
+    let t = TransportError::PeerGone {
+        peer: PartyId(2),
+        key: "infer/weights".into(),
+    };
+    let e = securenn::channel::ProtocolError::from(t);
+    once(securenn::infer::InferError::from(e), "is gone");
+}

@@ -94,3 +94,29 @@ fn small_csv_and_npy_agree() {
         from_csv["predictions"].as_array().unwrap()[..4]
     );
 }
+
+/// A scenario's `[job] data` and `label_column`: the file is relative to the scenario and read
+/// whole, in file order.
+#[test]
+fn scenario_job_reads_a_data_file() {
+    let dir = Scratch::new("data-scenario");
+    let m = bundled_test(12);
+    std::fs::write(dir.0.join("twelve.csv"), csv(&m, true, ",")).unwrap();
+    let scenario = dir.path("s.toml");
+    std::fs::write(
+        &scenario,
+        "description = \"mine\"\n[job]\nprotocol = \"plaintext\"\ndata = \"twelve.csv\"\n\
+         label_column = \"first\"\nsamples = 5\noffset = 7\n",
+    )
+    .unwrap();
+    let json = dir.path("s.json");
+    let out = run_guarded(&["run", &scenario, "--json", &json], 600);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r[0]["labels"], serde_json::json!(m.labels[7..12]));
+}
