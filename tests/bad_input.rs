@@ -333,6 +333,22 @@ fn every_bad_input_fails_cleanly_with_a_clear_message() {
             ],
             vec!["tab.csv line 1: has no commas"],
         ),
+        (
+            vec![
+                "train",
+                "--model",
+                "a",
+                "--data",
+                &small,
+                "--out",
+                p("w.safetensors"),
+            ],
+            vec!["small.csv", "too few images to train on"],
+        ),
+        (
+            vec!["train", "--model", "a", "--label-column", "first"],
+            vec!["--data"],
+        ),
     ];
     let mut failures = Vec::new();
     for (args, needles) in &cases {
