@@ -284,7 +284,18 @@ impl Mnist {
                 line: i + 1,
                 reason,
             };
-            let line = String::from_utf8(line.map_err(io)?)
+            let line = line.map_err(|cause| match &path {
+                DataSource::File(p) if p.extension().is_some_and(|e| e == "gz") => {
+                    DataError::File {
+                        path: path.clone(),
+                        reason: format!(
+                            "cannot decompress it (the name ends in .gz: is it gzip?): {cause}"
+                        ),
+                    }
+                }
+                _ => io(cause),
+            })?;
+            let line = String::from_utf8(line)
                 .map_err(|_| parse("is not UTF-8 text: is this a CSV file?".into()))?;
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() {

@@ -35,6 +35,7 @@ fn every_bad_input_fails_cleanly_with_a_clear_message() {
     std::fs::write(p("first.csv"), csv(&ten, true, ",")).unwrap();
     std::fs::write(p("small.csv"), csv(&bundled_test(10), false, ",")).unwrap();
     std::fs::write(p("empty.csv"), "").unwrap();
+    std::fs::write(p("not-gzip.csv.gz"), "hello").unwrap();
     std::fs::write(p("header-only.csv"), "label,1x1,1x2\n").unwrap();
     std::fs::write(p("binary.csv"), [0xff, 0xfe, 0x00, b',', 0x80, b'\n']).unwrap();
     std::fs::write(
@@ -112,6 +113,10 @@ fn every_bad_input_fails_cleanly_with_a_clear_message() {
             vec!["semi.csv line 1", "semicolon-separated?"],
         ),
         (
+            vec!["infer", "--data", p("not-gzip.csv.gz")],
+            vec!["not-gzip.csv.gz", "is it gzip?"],
+        ),
+        (
             vec!["infer", "--data", p("empty.csv")],
             vec!["empty.csv", "no images (empty file)"],
         ),
@@ -174,6 +179,20 @@ fn every_bad_input_fails_cleanly_with_a_clear_message() {
             vec!["2000 images", "test split"],
         ),
         (vec!["infer", "--label-column", "first"], vec!["--data"]),
+        // --- other flags
+        (vec!["infer", "--frac-bits", "40"], vec!["fractional bits"]),
+        (
+            vec!["infer", "--protocol", "pond", "--model", "b"],
+            vec!["maxpool"],
+        ),
+        (vec!["infer", "--model", "z"], vec!["invalid value"]),
+        (vec!["infer", "--data-owner", "3"], vec!["invalid value"]),
+        (
+            vec!["infer", "--network", "mars"],
+            vec!["unknown network preset \"mars\""],
+        ),
+        (vec!["bench", "--models", "z"], vec!["unknown model \"z\""]),
+        (vec!["bench", "--batches", "0"], vec!["--batches"]),
         // --- CLI numbers
         (vec!["infer", "--samples", "0"], vec!["--samples"]),
         (vec!["infer", "--batch", "0"], vec!["--batch"]),

@@ -45,7 +45,8 @@ pub(crate) struct InferArgs {
     #[arg(long, default_value_t = 0)]
     offset: usize,
     /// MNIST CSV of your own (gzipped if it ends in .gz): 785 comma-separated columns per line,
-    /// 784 pixels 0-255 and the label (see --label-column); a header row is skipped.
+    /// 784 pixels 0-255 and the label (see --label-column); a header row is skipped. A file of 10
+    /// or more images all labelled alike is refused (its label is likely in the other column).
     #[arg(long, conflicts_with = "input")]
     data: Option<PathBuf>,
     /// Where the label is in each line of the --data file [default: last, as in the bundled
@@ -270,8 +271,12 @@ fn load_data(a: &InferArgs, input_shape: &[usize], fixed: FixedPoint) -> Result<
     let n = file.data.images.len();
     let what = match &source {
         DataSource::Bundled => format!(
-            "{n} images of the {:?} split of the bundled sample from offset {}",
-            a.split.unwrap_or(SplitArg::Test),
+            "{n} images of the {} of the bundled sample from offset {}",
+            match a.split.unwrap_or(SplitArg::Test) {
+                SplitArg::Test => "test split",
+                SplitArg::Train => "training split",
+                SplitArg::All => "whole file",
+            },
             a.offset
         ),
         DataSource::File(p) => format!(
