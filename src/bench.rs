@@ -73,12 +73,9 @@ pub enum BenchError {
     Data(#[from] DataError),
     #[error(transparent)]
     Sim(#[from] SimError),
-    #[error("{cell}: {source}")]
-    Run {
-        cell: String,
-        #[source]
-        source: InferError,
-    },
+    /// The message holds the run's error (not chained as a `source`: `{e:#}` prints it once).
+    #[error("{cell}: {error}")]
+    Run { cell: String, error: InferError },
     #[error("{cell}: {reason}")]
     Inconsistent { cell: String, reason: String },
 }
@@ -447,10 +444,10 @@ fn run_cell(
     on_run: &mut dyn FnMut(usize),
 ) -> Result<BenchRow, BenchError> {
     let run_queries = |compute, queries| -> Result<InferReport, BenchError> {
-        run_inference(&inputs.spec(cell, seed, compute, queries)?, None).map_err(|source| {
+        run_inference(&inputs.spec(cell, seed, compute, queries)?, None).map_err(|error| {
             BenchError::Run {
                 cell: cell.to_string(),
-                source,
+                error,
             }
         })
     };

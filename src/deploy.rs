@@ -11,7 +11,7 @@
 //! closes its connections.
 
 use crate::channel::{Ctx, PartyId, ProtocolError, Wire};
-use crate::data::{DataSource, Mnist, Split};
+use crate::data::{DataSource, Mnist};
 use crate::fixed::FixedPoint;
 use crate::infer::{Outputs, accuracy, infer_job};
 use crate::nn::weights_file;
@@ -132,8 +132,13 @@ pub struct JobEntry {
     pub model: String,
     /// Weight file (model owner only; default: the bundled one).
     pub weights: Option<PathBuf>,
-    /// MNIST CSV (data owner only; default: the bundled one).
+    /// MNIST CSV (data owner only; default: the bundled one's test split). A file is read
+    /// whole, in file order, from `offset`.
     pub data: Option<PathBuf>,
+    /// Where the label is in each line of `data`: `last` (default, as the bundled file) or
+    /// `first`.
+    #[serde(default)]
+    pub label_column: crate::data::LabelColumn,
     pub samples: usize,
     pub batch: usize,
     pub offset: Option<usize>,
@@ -642,7 +647,9 @@ model = "a"
 # Relative paths are relative to this file. Both default to what is built into the binary, so a
 # copied binary needs no source tree.
 # weights = "a.safetensors"   # model owner only: its weight file (default: model a's trained weights)
-# data = "mnist.csv.gz"       # data owner only: MNIST CSV, 784 pixels 0-255 then the label (default: the bundled sample)
+# data = "mnist.csv.gz"       # data owner only: MNIST CSV, 784 pixels 0-255 then the label, read whole in
+#                             # file order from `offset` (default: the bundled sample's test split)
+# label_column = "last"       # where `data` has the label: "last" (default) or "first"
 samples = 20
 batch = 10
 data_owner = 0
@@ -891,12 +898,17 @@ pub fn run_party(
     let fp = FixedPoint::default();
     let data = if id == data_owner {
         let path = job.data.as_ref().map(|p| resolve(p));
-        Some(Mnist::load(
-            DataSource::file_or_bundled(path.as_deref()),
-            Split::Test,
-            job.offset.unwrap_or(0),
-            job.samples,
-        )?)
+        let source = DataSource::file_or_bundled(path.as_deref());
+        Some(
+            Mnist::select(
+                &source,
+                None,
+                job.label_column,
+                job.offset.unwrap_or(0),
+                Some(job.samples),
+            )?
+            .data,
+        )
     } else {
         None
     };

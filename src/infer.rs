@@ -131,14 +131,16 @@ pub struct InferReport {
     pub batch: usize,
     pub seed: u64,
     pub frac_bits: u32,
-    /// Accuracy of the secure predictions against the labels.
-    pub accuracy: f64,
+    /// Accuracy of the secure predictions against the labels; `null` when the inputs came
+    /// without labels (`labels` is then empty).
+    pub accuracy: Option<f64>,
     /// Fraction of samples where the secure prediction equals the plaintext fixed-point one.
     pub plaintext_agreement: f64,
     /// Fraction of samples where the secure prediction equals the float model's (exact ReLU).
     pub float_agreement: f64,
-    pub plaintext_accuracy: f64,
-    pub float_accuracy: f64,
+    /// As `accuracy`, for the plaintext fixed-point and the float predictions.
+    pub plaintext_accuracy: Option<f64>,
+    pub float_accuracy: Option<f64>,
     /// Largest |secure logit - plaintext logit| (only when the logits are revealed).
     pub max_logit_error: Option<f64>,
     /// Payload bytes of the job, all links summed (session setup excluded).
@@ -210,6 +212,12 @@ impl InferSpec {
         if self.data.images.is_empty() {
             return Err(InferError::Spec("--samples must be at least 1".into()));
         }
+        let (images, labels) = (self.data.images.len(), self.data.labels.len());
+        if labels != 0 && labels != images {
+            return Err(InferError::Spec(format!(
+                "{images} images but {labels} labels"
+            )));
+        }
         if self
             .data
             .images
@@ -259,7 +267,9 @@ impl InferSpec {
             .map(|chunk| {
                 let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
                 fp.encode_tensor(&self.batch_shape(chunk.len()), &flat)
-                    .map_err(|e| InferError::Spec(format!("input image: {e}")))
+                    .map_err(|e| {
+                        InferError::Spec(format!("an input image {}", crate::nn::unencodable(&e)))
+                    })
             })
             .collect()
     }
@@ -566,6 +576,8 @@ pub fn run_inference(
             .fold(0.0, f64::max)
     });
     let labels = spec.data.labels.clone();
+    // No labels, no accuracy (rather than a made-up 0%).
+    let scored = |p: &[usize]| (!labels.is_empty()).then(|| accuracy(p, &labels));
     Ok(InferReport {
         protocol: spec.protocol,
         model: spec.model_name.clone(),
@@ -581,11 +593,11 @@ pub fn run_inference(
         batch: spec.batch,
         seed: spec.seed,
         frac_bits: fp.frac_bits,
-        accuracy: accuracy(&predictions, &labels),
+        accuracy: scored(&predictions),
         plaintext_agreement: agreement(&predictions, &plaintext_predictions),
         float_agreement: agreement(&predictions, &float_predictions),
-        plaintext_accuracy: accuracy(&plaintext_predictions, &labels),
-        float_accuracy: accuracy(&float_predictions, &labels),
+        plaintext_accuracy: scored(&plaintext_predictions),
+        float_accuracy: scored(&float_predictions),
         max_logit_error,
         bytes_total: secure.traffic.total_bytes(),
         messages: secure.traffic.total_messages(),

@@ -4,7 +4,7 @@
 //! positions).
 
 use crate::channel::PartyId;
-use crate::data::{DataSource, Mnist, Split};
+use crate::data::{DataSource, LabelColumn, Mnist};
 use crate::fixed::FixedPoint;
 use crate::infer::{InferSpec, Layout, ProtocolKind};
 use crate::nn::weights_file;
@@ -61,8 +61,13 @@ pub struct Job {
     pub layout: LayoutName,
     pub samples: usize,
     pub batch: usize,
-    /// First image of the test split.
+    /// First image: of the bundled sample's test split, or of the `data` file in file order.
     pub offset: usize,
+    /// MNIST CSV of one's own (relative to the scenario file), read whole in file order;
+    /// default: the bundled sample's test split.
+    pub data: Option<PathBuf>,
+    /// Where the label is in each line of `data`.
+    pub label_column: LabelColumn,
     /// Session seed: the same seed gives the same shares, bytes, rounds and virtual network time.
     pub seed: u64,
     /// Pond's ReLU fit: 9 (tf-encrypted's shipped [-9, 9]) or 3.
@@ -77,6 +82,8 @@ impl Default for Job {
             protocol: ProtocolName::Securenn,
             model: "a".into(),
             weights: None,
+            data: None,
+            label_column: LabelColumn::Last,
             layout: LayoutName::Default,
             samples: 10,
             batch: 10,
@@ -308,13 +315,8 @@ impl Scenario {
             job: Job {
                 protocol,
                 model,
-                weights: j.weights.as_ref().map(|w| {
-                    if w.is_absolute() {
-                        w.clone()
-                    } else {
-                        path.parent().unwrap_or(Path::new(".")).join(w)
-                    }
-                }),
+                weights: j.weights.as_ref().map(|w| beside(path, w)),
+                data: j.data.as_ref().map(|d| beside(path, d)),
                 layout: v.layout.unwrap_or(j.layout),
                 samples,
                 batch,
@@ -457,6 +459,15 @@ pub struct Run {
     pub network_name: String,
 }
 
+/// `p` as written in the scenario file `file`: relative paths are relative to the file.
+fn beside(file: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        file.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
 impl Run {
     /// The inference job of this run, with the model owner's weights and the data owner's
     /// images loaded.
@@ -464,7 +475,10 @@ impl Run {
         let j = &self.job;
         let model = crate::models::by_name(&j.model).expect("validated");
         let (weights, _) = weights_file::load_or_bundled(j.weights.as_deref(), &j.model, &model)?;
-        let data = Mnist::load(DataSource::Bundled, Split::Test, j.offset, j.samples)?;
+        let label = weights_file::label(j.weights.as_deref(), &j.model);
+        weights_file::check_fixed(&label, &weights, FixedPoint::default())?;
+        let source = DataSource::file_or_bundled(j.data.as_deref());
+        let data = Mnist::select(&source, None, j.label_column, j.offset, Some(j.samples))?.data;
         Ok(InferSpec {
             protocol: match j.protocol {
                 ProtocolName::Securenn => ProtocolKind::SecureNn,

@@ -31,21 +31,19 @@ fn check(name: &str) {
     };
     let r = run_inference(&spec, None).unwrap();
     assert_eq!(r.samples, 1000);
+    let (accuracy, float_accuracy) = (r.accuracy.unwrap(), r.float_accuracy.unwrap());
     assert!(
         r.plaintext_agreement >= 0.999,
         "{name}: agreement {}",
         r.plaintext_agreement
     );
     assert!(
-        (r.accuracy - r.float_accuracy).abs() <= 0.005,
-        "{name}: {} vs float {}",
-        r.accuracy,
-        r.float_accuracy
+        (accuracy - float_accuracy).abs() <= 0.005,
+        "{name}: {accuracy} vs float {float_accuracy}"
     );
     assert!(
-        r.accuracy > 0.9,
-        "{name}: the bundled weights are trained ({})",
-        r.accuracy
+        accuracy > 0.9,
+        "{name}: the bundled weights are trained ({accuracy})"
     );
 }
 

@@ -28,12 +28,20 @@ pub enum ProtocolError {
         key: String,
         reason: String,
     },
+    /// The message holds the transport's error; it is not chained as a `source` too (that would
+    /// print it twice in `{e:#}`).
     #[error("transport error: {0}")]
-    Transport(#[from] TransportError),
+    Transport(TransportError),
     #[error("{op}: not supported: {reason}")]
     Unsupported { op: String, reason: String },
     #[error("{op}: bad input: {reason}")]
     Input { op: String, reason: String },
     #[error("{op}: session not set up: run the seed agreement before jobs")]
     NoSession { op: String },
+}
+
+impl From<TransportError> for ProtocolError {
+    fn from(e: TransportError) -> Self {
+        Self::Transport(e)
+    }
 }

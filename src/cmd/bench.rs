@@ -37,8 +37,8 @@ pub(crate) struct BenchArgs {
 
 pub(crate) fn run(a: BenchArgs) -> Result<()> {
     use securenn::bench::{BenchEvent, BenchPlan, run_bench, table};
-    if let Some(path) = a.json.as_ref().filter(|p| p.exists() && !a.force) {
-        bail!("{} exists; pass --force to overwrite it", path.display());
+    if let Some(path) = &a.json {
+        check_output(path, a.force)?;
     }
     let mut plan = if a.quick {
         BenchPlan::quick()

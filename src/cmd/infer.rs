@@ -2,7 +2,7 @@
 
 use super::*;
 use securenn::channel::PartyId;
-use securenn::data::{DataSource, Mnist, Split};
+use securenn::data::{DataSource, LabelColumn, Mnist};
 use securenn::fixed::FixedPoint;
 use securenn::infer::{InferSpec, Layout, ProtocolKind, Reveal, run_inference};
 use securenn::nn::weights_file;
@@ -29,22 +29,38 @@ pub(crate) struct InferArgs {
     /// What the data owner learns; default: the class where the protocol has a secure argmax.
     #[arg(long, value_enum)]
     reveal: Option<RevealArg>,
-    /// Number of images to classify.
-    #[arg(long, default_value_t = 100)]
-    samples: usize,
+    /// Number of images to classify; default: 100 of the bundled sample, every image of a
+    /// --data or --input file from --offset on.
+    #[arg(long, value_parser = at_least_one)]
+    samples: Option<usize>,
     /// Images per secure forward pass.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     batch: usize,
-    /// Which images: the test split (the last fifth of each digit, ordered round-robin over the
-    /// digits), the training split, or the whole file in file order.
-    #[arg(long, value_enum, default_value = "test")]
-    split: SplitArg,
-    /// First image within the split.
+    /// Which images of the bundled sample: its test split (the default: the last fifth of each
+    /// digit, ordered round-robin over the digits), its training split, or all in file order. A
+    /// --data file is always read whole, in file order (test and train are refused for it).
+    #[arg(long, value_enum, conflicts_with = "input")]
+    split: Option<SplitArg>,
+    /// First image (within the split of the bundled sample; within a file, in file order).
     #[arg(long, default_value_t = 0)]
     offset: usize,
-    /// MNIST CSV (gzipped or plain): 784 pixel columns 0-255, then the label.
-    #[arg(long)]
+    /// MNIST CSV of your own (gzipped if it ends in .gz): 785 comma-separated columns per line,
+    /// 784 pixels 0-255 and the label (see --label-column); a header row is skipped. A file of 10
+    /// or more images all labelled alike is refused (its label is likely in the other column).
+    #[arg(long, conflicts_with = "input")]
     data: Option<PathBuf>,
+    /// Where the label is in each line of the --data file [default: last, as in the bundled
+    /// sample].
+    #[arg(long, value_enum, requires = "data")]
+    label_column: Option<LabelColumnArg>,
+    /// Inputs as a float32 .npy tensor of shape N × the model's input shape (or N × its number
+    /// of elements), used as given: no scaling.
+    #[arg(long, value_name = "FILE.npy")]
+    input: Option<PathBuf>,
+    /// Labels of the --input tensor: a .npy vector of N integers 0-9 (int64, int32 or uint8);
+    /// without it no accuracy is reported.
+    #[arg(long, value_name = "FILE.npy", requires = "input")]
+    labels: Option<PathBuf>,
     /// Seed of the session's randomness; a random one is drawn (and printed) if absent. The same
     /// seed gives the same shares, bytes and results.
     #[arg(long)]
@@ -127,13 +143,12 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
         .weights
         .as_ref()
         .map_or_else(|| "bundled".to_string(), |p| p.display().to_string());
-    let path = DataSource::file_or_bundled(a.data.as_deref());
-    let split = match a.split {
-        SplitArg::Test => Split::Test,
-        SplitArg::Train => Split::Train,
-        SplitArg::All => Split::All,
-    };
-    let data = Mnist::load(path, split, a.offset, a.samples)?;
+    weights_file::check_fixed(
+        &weights_file::label(a.weights.as_deref(), &a.model),
+        &weights,
+        fixed,
+    )?;
+    let (data, images) = load_data(&a, &model.input, fixed)?;
     let (network, network_name) = network_of(&a, seed)?;
     let spec = InferSpec {
         protocol: match a.protocol {
@@ -169,7 +184,7 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
         network_name,
     };
     eprintln!(
-        "securenn infer: {} on network {} ({} layout, weights {}), {} images of the {:?} split from offset {}, batch {}, seed {seed}",
+        "securenn infer: {} on network {} ({} layout, weights {}), {images}, batch {}, seed {seed}",
         spec.protocol.name(),
         a.model,
         match a.layout {
@@ -177,13 +192,10 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
             LayoutArg::Paper => "paper",
         },
         weights_name,
-        a.samples,
-        a.split,
-        a.offset,
         a.batch
     );
     let bar = progress_bar(
-        a.samples.div_ceil(a.batch.max(1)),
+        spec.data.images.len().div_ceil(a.batch.max(1)),
         "  {bar:40} {pos}/{len} batches, {elapsed_precise} (eta {eta})",
     );
     let b = bar.clone();
@@ -204,4 +216,79 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
         write_trace(path, &[("infer".to_string(), &report)])?;
     }
     Ok(())
+}
+
+/// The images the flags choose (`--input`, `--data` or the bundled sample; `--split`,
+/// `--offset`, `--samples`), and how to describe them.
+fn load_data(a: &InferArgs, input_shape: &[usize], fixed: FixedPoint) -> Result<(Mnist, String)> {
+    if let Some(npy) = &a.input {
+        let all = Mnist::read_npy(npy, a.labels.as_deref(), input_shape)?;
+        let data = all.take(&DataSource::from(npy), a.offset, a.samples)?;
+        if let Some(k) = data
+            .images
+            .iter()
+            .position(|im| im.iter().any(|&v| fixed.encode(v).is_err()))
+        {
+            bail!(
+                "{}: input {} holds a value outside the fixed-point range ±{} at {} fractional bits",
+                npy.display(),
+                a.offset + k,
+                fixed.max_value(),
+                fixed.frac_bits
+            );
+        }
+        let what = format!(
+            "{} inputs of {} from offset {}{}",
+            data.images.len(),
+            npy.display(),
+            a.offset,
+            if data.labels.is_empty() {
+                " (no labels: no accuracy)"
+            } else {
+                ""
+            }
+        );
+        return Ok((data, what));
+    }
+    let source = DataSource::file_or_bundled(a.data.as_deref());
+    let column = a
+        .label_column
+        .map_or(LabelColumn::Last, LabelColumnArg::column);
+    let count = match source {
+        DataSource::Bundled => Some(a.samples.unwrap_or(100)),
+        DataSource::File(_) => a.samples,
+    };
+    let file = Mnist::select(
+        &source,
+        a.split.map(SplitArg::split),
+        column,
+        a.offset,
+        count,
+    )?;
+    if let Some(h) = &file.header {
+        eprintln!("{source}: the first line is not numbers: skipped it as a header row ({h})");
+    }
+    let n = file.data.images.len();
+    let what = match &source {
+        DataSource::Bundled => format!(
+            "{n} images of the {} of the bundled sample from offset {}",
+            match a.split.unwrap_or(SplitArg::Test) {
+                SplitArg::Test => "test split",
+                SplitArg::Train => "training split",
+                SplitArg::All => "whole file",
+            },
+            a.offset
+        ),
+        DataSource::File(p) => format!(
+            "{n} images of {} (label {}) from offset {} in file order",
+            p.display(),
+            if column == LabelColumn::First {
+                "first"
+            } else {
+                "last"
+            },
+            a.offset
+        ),
+    };
+    Ok((file.data, what))
 }

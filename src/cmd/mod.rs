@@ -26,9 +26,40 @@ pub(crate) enum ProtocolArg {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(crate) enum SplitArg {
+    /// The bundled sample's test split.
     Test,
+    /// The bundled sample's training split.
     Train,
+    /// Every image, in file order.
     All,
+}
+
+impl SplitArg {
+    pub(crate) fn split(self) -> securenn::data::Split {
+        use securenn::data::Split;
+        match self {
+            Self::Test => Split::Test,
+            Self::Train => Split::Train,
+            Self::All => Split::All,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LabelColumnArg {
+    /// The label, then the 784 pixels.
+    First,
+    /// The 784 pixels, then the label (the bundled sample's layout).
+    Last,
+}
+
+impl LabelColumnArg {
+    pub(crate) fn column(self) -> securenn::data::LabelColumn {
+        match self {
+            Self::First => securenn::data::LabelColumn::First,
+            Self::Last => securenn::data::LabelColumn::Last,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,6 +141,16 @@ pub(crate) struct ReportArgs {
     force: bool,
 }
 
+/// A count flag's value: a whole number of at least 1 (clap's own range message would print
+/// `1..18446744073709551615`).
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (expected a whole number of at least 1)")),
+    }
+}
+
 /// [`ReportArgs`] checked: `--report table`, or `--report json FILE` (the same as `--json FILE`).
 pub(crate) struct Outputs {
     json: Option<PathBuf>,
@@ -155,15 +196,55 @@ impl ReportArgs {
 }
 
 impl Outputs {
-    /// Nothing a user wrote is overwritten without `--force`: the JSON file `json` (resolved
-    /// by the caller) and the trace.
+    /// Before anything runs: nothing a user wrote is overwritten without `--force`, and every
+    /// output can be written (see [`check_output`]): the JSON file `json` (resolved by the
+    /// caller) and the trace.
     fn refuse_overwrite(&self, json: Option<&std::path::Path>) -> Result<()> {
         for path in json.into_iter().chain(self.trace.as_deref()) {
-            if path.exists() && !self.force {
-                bail!("{} exists; pass --force to overwrite it", path.display());
-            }
+            check_output(path, self.force)?;
         }
         Ok(())
+    }
+}
+
+/// An output file, checked before the job runs (so a typo does not cost the whole run): it is
+/// refused if it exists (unless `force`) or is a directory, or if its directory does not exist
+/// or is read-only.
+pub(crate) fn check_output(path: &std::path::Path, force: bool) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{} is a directory; give a file name to write",
+            path.display()
+        );
+    }
+    if path.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", path.display());
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            bail!(
+                "cannot write {}: {} is not a directory",
+                path.display(),
+                dir.display()
+            )
+        }
+        Ok(m) if m.permissions().readonly() => {
+            bail!(
+                "cannot write {}: directory {} is read-only",
+                path.display(),
+                dir.display()
+            )
+        }
+        Ok(_) => Ok(()),
+        Err(_) => bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ),
     }
 }
 
@@ -239,24 +320,39 @@ pub(crate) fn print_op_table(label: &str, r: &InferReport, depth: Option<usize>)
     );
 }
 
+/// A fraction as a percentage, `-` if absent (no labels).
+pub(crate) fn percent(f: Option<f64>) -> String {
+    f.map_or_else(|| "-".into(), |f| format!("{:.2}%", 100.0 * f))
+}
+
 pub(crate) fn print_report(r: &InferReport) {
     if r.samples <= 20 {
         println!("sample  label  secure  plaintext  float");
         for i in 0..r.samples {
             println!(
                 "{i:>6}  {:>5}  {:>6}  {:>9}  {:>5}",
-                r.labels[i], r.predictions[i], r.plaintext_predictions[i], r.float_predictions[i]
+                r.labels.get(i).map_or("-".into(), u8::to_string),
+                r.predictions[i],
+                r.plaintext_predictions[i],
+                r.float_predictions[i]
             );
         }
         println!();
     }
-    println!(
-        "accuracy            {:.2}% on {} images (plaintext fixed-point {:.2}%, float {:.2}%)",
-        100.0 * r.accuracy,
-        r.samples,
-        100.0 * r.plaintext_accuracy,
-        100.0 * r.float_accuracy
-    );
+    if r.accuracy.is_some() {
+        println!(
+            "accuracy            {} on {} images (plaintext fixed-point {}, float {})",
+            percent(r.accuracy),
+            r.samples,
+            percent(r.plaintext_accuracy),
+            percent(r.float_accuracy)
+        );
+    } else {
+        println!(
+            "accuracy            not measured: no labels were given ({} images)",
+            r.samples
+        );
+    }
     println!(
         "agreement           {:.2}% with plaintext fixed-point, {:.2}% with float",
         100.0 * r.plaintext_agreement,

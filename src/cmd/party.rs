@@ -32,6 +32,10 @@ pub(crate) struct PartyArgs {
 }
 
 pub(crate) fn run(a: PartyArgs) -> Result<()> {
+    if let Some(json) = &a.json {
+        // Its directory must exist before the job runs (an existing file is still replaced).
+        check_output(json, true)?;
+    }
     party(
         &a.config,
         a.id,

@@ -17,8 +17,13 @@ pub(crate) enum PlotCommand {
     /// Bytes and rounds per layer of an `infer --json` report, and its time split into compute
     /// and network.
     Costs {
-        /// The report (JSON written by `securenn infer --json`).
+        /// The report: JSON written by `securenn infer --json` (one report), or by `securenn run
+        /// --json` (an array, one report per run: choose one with --run unless there is one).
         report: PathBuf,
+        /// Which run of a `securenn run --json` array to draw: 1 for the first (the order of
+        /// `run`'s table).
+        #[arg(long, value_parser = at_least_one)]
+        run: Option<usize>,
         /// The SVG file to write (refused if it exists, unless --force).
         #[arg(long)]
         out: PathBuf,
@@ -29,11 +34,14 @@ pub(crate) enum PlotCommand {
 
 pub(crate) fn run(c: PlotCommand) -> Result<()> {
     match c {
-        PlotCommand::Costs { report, out, force } => plot_costs(&report, &out, force),
+        PlotCommand::Costs {
+            report,
+            run,
+            out,
+            force,
+        } => plot_costs(&report, run, &out, force),
         PlotCommand::Relu { out, force } => {
-            if out.exists() && !force {
-                bail!("{} exists; pass --force to overwrite it", out.display());
-            }
+            check_output(&out, force)?;
             securenn::plot::relu_figure(&out)?;
             eprintln!("figure written to {}", out.display());
             Ok(())
@@ -41,18 +49,49 @@ pub(crate) fn run(c: PlotCommand) -> Result<()> {
     }
 }
 
-fn plot_costs(report: &std::path::Path, out: &std::path::Path, force: bool) -> Result<()> {
-    if out.exists() && !force {
-        bail!("{} exists; pass --force to overwrite it", out.display());
-    }
+fn plot_costs(
+    report: &std::path::Path,
+    run: Option<usize>,
+    out: &std::path::Path,
+    force: bool,
+) -> Result<()> {
+    check_output(out, force)?;
     let text =
         std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
-    let r: InferReport = serde_json::from_str(&text).with_context(|| {
+    let not_a_report = || {
         format!(
-            "{} is not a report written by `securenn infer --json`",
+            "{} is not a report: expected the JSON of `securenn infer --json` (one report) or of \
+             `securenn run --json` (an array of reports)",
             report.display()
         )
-    })?;
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text).with_context(not_a_report)?;
+    let doc = match (doc, run) {
+        (serde_json::Value::Array(mut runs), run) => {
+            let n = runs.len();
+            let k = match run {
+                Some(k) if k <= n => k,
+                None if n == 1 => 1,
+                _ if n == 0 => bail!("{} holds an empty array of runs", report.display()),
+                Some(k) => bail!(
+                    "--run {k}: {} holds {n} run{}",
+                    report.display(),
+                    if n == 1 { "" } else { "s" }
+                ),
+                None => bail!(
+                    "{} holds {n} runs (from `securenn run --json`); choose one with --run 1..{n}",
+                    report.display()
+                ),
+            };
+            runs.swap_remove(k - 1)
+        }
+        (_, Some(_)) => bail!(
+            "--run picks a run of a `securenn run --json` array; {} holds one report",
+            report.display()
+        ),
+        (doc, None) => doc,
+    };
+    let r: InferReport = serde_json::from_value(doc).with_context(not_a_report)?;
     securenn::plot::costs_figure(&r, out)?;
     eprintln!("figure written to {}", out.display());
     Ok(())

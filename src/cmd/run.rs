@@ -10,7 +10,7 @@ pub(crate) struct RunArgs {
     /// The scenario file.
     file: PathBuf,
     /// Override every run's number of images (CI runs long scenarios short).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     samples: Option<usize>,
     #[command(flatten)]
     outputs: ReportArgs,
@@ -69,9 +69,9 @@ fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Output
         );
         for (label, r) in &reports {
             println!(
-                "{:<28} {:>8.2}% {:>9.2}% {:>14} {:>7} {:>10} {:>9.3}",
+                "{:<28} {:>9} {:>9.2}% {:>14} {:>7} {:>10} {:>9.3}",
                 label,
-                100.0 * r.accuracy,
+                percent(r.accuracy),
                 100.0 * r.plaintext_agreement,
                 r.bytes_total,
                 r.rounds,

@@ -22,9 +22,14 @@ pub(crate) struct TrainArgs {
     /// Seed of the initial weights and the shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// MNIST CSV (gzipped or plain); default: the bundled sample.
+    /// MNIST CSV (gzipped if it ends in .gz; 785 comma-separated columns, a header row skipped);
+    /// default: the bundled sample. Split as the bundled sample is: the last fifth of each
+    /// digit's images is held out for the test accuracy, the rest trains.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Where the label is in each line of the --data file [default: last].
+    #[arg(long, value_enum, requires = "data")]
+    label_column: Option<LabelColumnArg>,
     /// Output file; default: models/<model>.safetensors in the source tree the binary was built from.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -63,7 +68,14 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         cfg.learning_rate = lr;
     }
     let path = DataSource::file_or_bundled(a.data.as_deref());
-    let all = Mnist::read(path.clone())?;
+    let column = a
+        .label_column
+        .map_or(securenn::data::LabelColumn::Last, LabelColumnArg::column);
+    let file = Mnist::read_csv(path.clone(), column)?;
+    if let Some(h) = &file.header {
+        eprintln!("{path}: the first line is not numbers: skipped it as a header row ({h})");
+    }
+    let all = file.data;
     let pick = |split| {
         let idx = all.split_order(split);
         Mnist {
@@ -72,6 +84,14 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         }
     };
     let (train_set, test_set) = (pick(Split::Train), pick(Split::Test));
+    if train_set.images.is_empty() || test_set.images.is_empty() {
+        bail!(
+            "{path}: too few images to train on: {} in the training split, {} held out for the \
+             test (the last fifth of each digit's images)",
+            train_set.images.len(),
+            test_set.images.len()
+        );
+    }
     eprintln!(
         "securenn train: network {} on {} training images of {}, {} epochs, batch {}, Adam lr {}, seed {}",
         a.model,

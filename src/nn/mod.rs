@@ -8,4 +8,5 @@ pub mod train;
 pub mod weights_file;
 
 pub use float::forward_float;
+pub(crate) use model::unencodable;
 pub use model::{Layer, LayerInfo, ModelError, Sequential, Weights, forward, input_params};

@@ -401,6 +401,18 @@ impl Sequential {
 
 /// Bring the model's parameters into the computation from `owner` (who passes `Some(weights)`),
 /// in `param_shapes` order.
+/// Why a value does not encode, without the value (weights and inputs are secret).
+pub(crate) fn unencodable(e: &crate::fixed::FixedError) -> String {
+    use crate::fixed::FixedError;
+    match e {
+        FixedError::OutOfRange { max, frac_bits, .. } => format!(
+            "holds a value outside the fixed-point range ±{max} at {frac_bits} fractional bits"
+        ),
+        FixedError::NotFinite { .. } => "holds a value that is not a finite number".into(),
+        e => e.to_string(),
+    }
+}
+
 pub async fn input_params<P: Protocol>(
     p: &P,
     ctx: &Ctx,
@@ -427,7 +439,7 @@ pub async fn input_params<P: Protocol>(
                 Some(fp.encode_tensor(&shape, &data).map_err(|e| {
                     model_err(ModelError::WeightValue {
                         tensor: name.clone(),
-                        reason: e.to_string(),
+                        reason: unencodable(&e),
                     })
                 })?)
             }

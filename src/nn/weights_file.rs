@@ -2,19 +2,18 @@
 //! shapes, with the training facts in the header's metadata.
 
 use super::model::{ModelError, Sequential, Weights};
+use crate::fixed::FixedPoint;
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Problems with a weight file, naming the file and the tensor.
+/// Problems with a weight file, naming the file and the tensor. Each message holds its cause:
+/// none is chained as a `source` too (that would print it twice in `{e:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum WeightFileError {
-    #[error("cannot read weights from {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read weights from {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("{path} is not a safetensors file: {reason}")]
     Format { path: String, reason: String },
     #[error("{path}: tensor {tensor} has dtype {dtype}, expected F32")]
@@ -23,8 +22,19 @@ pub enum WeightFileError {
         tensor: String,
         dtype: String,
     },
-    #[error("{path}: {source}")]
-    Model { path: String, source: ModelError },
+    #[error("{path}: {error}")]
+    Model { path: String, error: ModelError },
+    /// A weight too large for the fixed-point encoding (the value itself is not shown).
+    #[error(
+        "{path}: tensor {tensor} holds a value outside the fixed-point range ±{max} at \
+         {frac_bits} fractional bits"
+    )]
+    Range {
+        path: String,
+        tensor: String,
+        max: f64,
+        frac_bits: u32,
+    },
     #[error("{path} exists; pass --force to overwrite it")]
     Exists { path: String },
 }
@@ -62,12 +72,12 @@ pub fn save(
             reason: e.to_string(),
         })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| WeightFileError::Io {
+        std::fs::create_dir_all(dir).map_err(|cause| WeightFileError::Io {
             path: p.clone(),
-            source,
+            cause,
         })?;
     }
-    std::fs::write(path, buf).map_err(|source| WeightFileError::Io { path: p, source })
+    std::fs::write(path, buf).map_err(|cause| WeightFileError::Io { path: p, cause })
 }
 
 /// Read a weight file and check it against `model`: every tensor the model needs, with its shape,
@@ -77,9 +87,15 @@ pub fn load(
     model: &Sequential,
 ) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
     let p = path.display().to_string();
-    let buf = std::fs::read(path).map_err(|source| WeightFileError::Io {
+    if path.is_dir() {
+        return Err(WeightFileError::Format {
+            path: p,
+            reason: "it is a directory".into(),
+        });
+    }
+    let buf = std::fs::read(path).map_err(|cause| WeightFileError::Io {
         path: p.clone(),
-        source,
+        cause,
     })?;
     parse(p, &buf, model)
 }
@@ -90,7 +106,7 @@ pub fn load_bundled(
     name: &str,
     model: &Sequential,
 ) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
-    let label = format!("the bundled weights of model {name}");
+    let label = label(None, name);
     let buf = crate::models::bundled_weights(name).ok_or_else(|| WeightFileError::Format {
         path: label.clone(),
         reason: format!("model {name} has no bundled weights; give a weight file"),
@@ -118,7 +134,7 @@ fn parse(
 ) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
     let st = SafeTensors::deserialize(buf).map_err(|e| WeightFileError::Format {
         path: p.clone(),
-        reason: e.to_string(),
+        reason: diagnose(buf, &e),
     })?;
     let (_, meta) = SafeTensors::read_metadata(buf).map_err(|e| WeightFileError::Format {
         path: p.clone(),
@@ -153,9 +169,9 @@ fn parse(
         tensors.push((name, a));
     }
     let mut weights = Weights { tensors };
-    let model_err = |source| WeightFileError::Model {
+    let model_err = |error| WeightFileError::Model {
         path: p.clone(),
-        source,
+        error,
     };
     model.validate(&weights).map_err(model_err)?;
     // The model's order (kernel, bias, layer by layer), whatever the file's.
@@ -164,6 +180,66 @@ fn parse(
         .tensors
         .sort_by_key(|(n, _)| order.iter().position(|(o, _)| o == n));
     Ok((weights, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// Why safetensors refused `buf`, in words where its own error is vague: the file's length
+/// against its header's length and the tensors' data offsets (trailing bytes are reported by the
+/// safetensors crate as "incomplete metadata").
+fn diagnose(buf: &[u8], e: &safetensors::SafeTensorError) -> String {
+    let Some(len) = buf.get(..8) else {
+        return format!("{} bytes, shorter than the 8-byte header length", buf.len());
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    let rest = (buf.len() - 8) as u64;
+    if n > rest {
+        return format!("the header length says {n} bytes but only {rest} bytes follow it");
+    }
+    let Ok(serde_json::Value::Object(header)) = serde_json::from_slice(&buf[8..8 + n as usize])
+    else {
+        return format!("the {n}-byte header is not a JSON object ({e})");
+    };
+    let end = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let data = rest - n;
+    if data > end {
+        format!("{} trailing bytes after the last tensor", data - end)
+    } else if data < end {
+        format!("truncated: the tensors need {end} bytes of data, the file has {data}")
+    } else {
+        e.to_string()
+    }
+}
+
+/// Check that every weight encodes in `fixed` (|value| below 2^(63 - frac_bits)); `label` names
+/// the file (or the bundled weights) in the error, which names the tensor, not the value.
+pub fn check_fixed(
+    label: &str,
+    weights: &Weights,
+    fixed: FixedPoint,
+) -> Result<(), WeightFileError> {
+    for (name, t) in &weights.tensors {
+        if t.iter().any(|&v| fixed.encode(v).is_err()) {
+            return Err(WeightFileError::Range {
+                path: label.to_string(),
+                tensor: name.clone(),
+                max: fixed.max_value(),
+                frac_bits: fixed.frac_bits,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What names weights in messages: the file, or the bundled weights of model `name`.
+pub fn label(path: Option<&Path>, name: &str) -> String {
+    path.map_or_else(
+        || format!("the bundled weights of model {name}"),
+        |p| p.display().to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -221,6 +297,12 @@ mod tests {
         std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
         let e = load(&path, &a).unwrap_err().to_string();
         assert!(e.contains("dtype F64") && e.contains(".dense."), "{e}");
+        // Trailing bytes after a valid file.
+        let mut good = std::fs::read(&path).unwrap();
+        good.extend([0u8; 7]);
+        std::fs::write(&path, &good).unwrap();
+        let e = load(&path, &a).unwrap_err().to_string();
+        assert!(e.contains("7 trailing bytes after the last tensor"), "{e}");
         // Not a safetensors file at all.
         std::fs::write(&path, b"hello").unwrap();
         assert!(matches!(
