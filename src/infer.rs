@@ -250,6 +250,7 @@ impl InferSpec {
     /// the weights (and, for the observed figures, the images), which meet only here, where all
     /// parties share a process; in a deployment only the model owner can compute the worst case.
     pub fn range(&self) -> Result<RangeReport, InferError> {
+        self.check()?;
         let fp = self.config.fixed;
         let model = self.run_model();
         let relu = self.relu_kind();
@@ -505,8 +506,7 @@ pub fn run_inference(
     spec: &InferSpec,
     progress: Option<Progress>,
 ) -> Result<InferReport, InferError> {
-    spec.check()?;
-    let range = spec.range()?;
+    let range = spec.range()?; // checks the spec first
     if !spec.allow_range_risk {
         range.check()?;
     }

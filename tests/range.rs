@@ -80,11 +80,11 @@ fn weights_scaled_by_1e5_are_refused_unless_the_risk_is_accepted() {
 }
 
 #[test]
-fn frac_bits_beyond_20_are_refused_naming_the_safe_range() {
-    assert!(FixedPoint::new(20).is_ok());
-    for f in [21, 24, 28, 30] {
+fn frac_bits_beyond_18_are_refused_naming_the_safe_range() {
+    assert!(FixedPoint::new(18).is_ok());
+    for f in [19, 20, 24, 28, 30] {
         let e = FixedPoint::new(f).unwrap_err().to_string();
-        assert!(e.contains("1 to 20") && e.contains("truncation"), "{e}");
+        assert!(e.contains("1 to 18") && e.contains("truncation"), "{e}");
     }
 }
 
@@ -213,7 +213,7 @@ fn cli_refuses_scaled_weights_and_warns_about_vanishing_ones() {
 fn cli_refuses_frac_bits_28_and_reports_the_range() {
     let (ok, _, err) = cli(&["infer", "--samples", "1", "--frac-bits", "28"]);
     assert!(!ok);
-    assert!(err.contains("1 to 20"), "{err}");
+    assert!(err.contains("1 to 18"), "{err}");
     let (ok, out, err) = cli(&[
         "infer",
         "--samples",

@@ -49,11 +49,11 @@ pub(crate) struct InferArgs {
     /// seed gives the same shares, bytes and results.
     #[arg(long)]
     seed: Option<u64>,
-    /// Fractional bits of the fixed-point encoding, 1 to 20. A product carries twice as many
+    /// Fractional bits of the fixed-point encoding, 1 to 18. A product carries twice as many
     /// before it is truncated, and the local truncation of a shared product x fails with
-    /// probability about |x|/2^64: beyond 20 bits the trained networks start to disagree with the
-    /// plaintext reference (network A: 99.8% agreement at 23 bits, 62% at 28). The run also
-    /// checks the model's worst-case range at this precision (see --allow-range-risk).
+    /// probability about |x|/2^64: from 20 bits the trained networks start to disagree with the
+    /// plaintext reference (network C: 99.9% agreement at 20 bits; A: 62% at 28). The run also
+    /// checks the model's own range at this precision (see --allow-range-risk).
     #[arg(long, default_value_t = securenn::fixed::DEFAULT_FRAC_BITS)]
     frac_bits: u32,
     /// Run even if the fixed-point range analysis finds that a worst-case product, value or

@@ -162,10 +162,12 @@ pub struct RangeReport {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RangeError {
     #[error(
-        "fixed-point range: layer {layer}: the worst-case {quantity} reaches 2^{ring_bits:.1} in the ring at {frac_bits} fractional bits, beyond 2^63{more}; inputs in [{lo}, {hi}]. Scale the weights down, lower the fractional bits, or accept the risk (--allow-range-risk)"
+        "fixed-point range: layer {layer}: the {basis} {quantity} reaches 2^{ring_bits:.1} in the ring at {frac_bits} fractional bits, beyond 2^63{more}; inputs in [{lo}, {hi}]. Scale the weights down, lower the fractional bits, or accept the risk (--allow-range-risk)"
     )]
     Overflow {
         layer: String,
+        /// `worst-case`, or `observed` (Pond: cut to the values seen on the job's images).
+        basis: String,
         quantity: Quantity,
         ring_bits: f64,
         frac_bits: u32,
@@ -347,7 +349,7 @@ pub fn analyse(
     }
     for v in &violations {
         warnings.push(format!(
-            "layer {}: the {what}: {} reaches 2^{:.1} in the ring",
+            "layer {}: the {} reaches 2^{:.1} in the ring ({what})",
             v.layer, v.quantity, v.ring_bits
         ));
     }
@@ -713,6 +715,10 @@ impl RangeReport {
         };
         Err(RangeError::Overflow {
             layer: v.layer.clone(),
+            basis: match self.basis {
+                Basis::WorstCase => "worst-case".into(),
+                Basis::Observed => "observed".into(),
+            },
             quantity: v.quantity,
             ring_bits: v.ring_bits,
             frac_bits: self.frac_bits,
@@ -944,7 +950,8 @@ mod tests {
 
     #[test]
     fn vanished_weights_are_counted_and_warned() {
-        let (m, w) = tiny(1e-6);
+        // 4e-6 (and its half, the smallest entry) is below half an ulp at 13 bits, not at 18.
+        let (m, w) = tiny(4e-6);
         let r = analyse(
             &m,
             &w,
@@ -964,11 +971,10 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("every nonzero weight"))
         );
-        // At 20 bits 1e-6 = 1.05 ulp survives.
         let r = analyse(
             &m,
             &w,
-            FixedPoint::new(20).unwrap(),
+            FixedPoint::new(18).unwrap(),
             (0.0, 1.0),
             &ReluKind::Exact,
             1,
