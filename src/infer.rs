@@ -98,10 +98,17 @@ pub enum InferError {
     Protocol(#[from] ProtocolError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Boxed: the refusal carries the layer and its figures.
     #[error(transparent)]
-    Range(#[from] RangeError),
+    Range(Box<RangeError>),
     #[error("{0}")]
     Spec(String),
+}
+
+impl From<RangeError> for InferError {
+    fn from(e: RangeError) -> Self {
+        Self::Range(Box::new(e))
+    }
 }
 
 /// Traffic on one directed link.

@@ -56,12 +56,15 @@ fn weights_scaled_by_1e5_are_refused_unless_the_risk_is_accepted() {
     let (_, w) = shipped("a");
     let mut s = spec("a", Some(scaled(&w, 1e5)), 5);
     match run_inference(&s, None) {
-        Err(InferError::Range(RangeError::Overflow {
-            layer, quantity, ..
-        })) => {
-            assert_eq!(layer, "3.dense");
-            assert_eq!(quantity, Quantity::Product);
-        }
+        Err(InferError::Range(e)) => match *e {
+            RangeError::Overflow {
+                layer, quantity, ..
+            } => {
+                assert_eq!(layer, "3.dense");
+                assert_eq!(quantity, Quantity::Product);
+            }
+            e => panic!("wrong range error: {e}"),
+        },
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("ran with weights scaled by 1e5"),
     }
