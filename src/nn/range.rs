@@ -1051,6 +1051,32 @@ mod tests {
         assert!(r.violations.is_empty(), "{:?}", r.violations);
     }
 
+    #[test]
+    fn values_beyond_the_ring_are_refused() {
+        // The bias (just under 2^50) and the product (2^36.5 · 2^26 < 2^63) each fit; their sum,
+        // at 13 fractional bits, does not.
+        let m = Sequential::new(&[1]).dense(1);
+        let w = Weights {
+            tensors: vec![
+                (
+                    "0.dense.kernel".into(),
+                    ArrayD::from_elem(IxDyn(&[1, 1]), 2f64.powf(36.5)),
+                ),
+                (
+                    "0.dense.bias".into(),
+                    ArrayD::from_elem(IxDyn(&[1]), 2f64.powi(50) - 2f64.powi(36)),
+                ),
+            ],
+        };
+        let fp = FixedPoint::default();
+        let r = analyse(&m, &w, fp, (0.0, 1.0), &ReluKind::Exact, 1, None).unwrap();
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert_eq!(r.violations[0].quantity, Quantity::Value);
+        assert!(r.layers[0].ring_bits >= 63.0);
+        let r = analyse(&m, &w, fp, (0.0, 0.0), &ReluKind::Exact, 1, None).unwrap();
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+    }
+
     fn scale_bias(w: &Weights, s: f64) -> Weights {
         Weights {
             tensors: w
