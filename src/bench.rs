@@ -424,6 +424,7 @@ impl Inputs {
             reveal: None,
             network: Network::Sim(sim),
             network_name: cell.network.clone(),
+            allow_range_risk: false,
         })
     }
 }

@@ -7,6 +7,7 @@ use crate::channel::{Ctx, P0, PartyId, ProtocolError};
 use crate::data::Mnist;
 use crate::fixed::FixedPoint;
 use crate::metrics::{OpReport, SessionTrace, op_reports};
+use crate::nn::range::{MNIST_INPUT_RANGE, RangeError, RangeReport, analyse, observe};
 use crate::nn::{ModelError, Sequential, Weights, forward, forward_float, input_params};
 use crate::party::{JobFn, LocalCluster, Network, PartyConfig, SeedSource};
 use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
@@ -85,6 +86,10 @@ pub struct InferSpec {
     pub network: Network,
     /// How the network is described in reports (`memory`, or the simulator's preset).
     pub network_name: String,
+    /// Run even when the fixed-point range analysis ([`crate::nn::range`]) finds a worst-case
+    /// product or comparison beyond the ring; otherwise such a job is refused with
+    /// [`InferError::Range`].
+    pub allow_range_risk: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +98,17 @@ pub enum InferError {
     Protocol(#[from] ProtocolError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Boxed: the refusal carries the layer and its figures.
+    #[error(transparent)]
+    Range(Box<RangeError>),
     #[error("{0}")]
     Spec(String),
+}
+
+impl From<RangeError> for InferError {
+    fn from(e: RangeError) -> Self {
+        Self::Range(Box::new(e))
+    }
 }
 
 /// Traffic on one directed link.
@@ -131,6 +145,11 @@ pub struct InferReport {
     pub batch: usize,
     pub seed: u64,
     pub frac_bits: u32,
+    /// The fixed-point range analysis: worst-case bounds per layer from the weights, the
+    /// plaintext reference's observed maxima, headroom, expected truncation failures, vanished
+    /// weights and warnings.
+    #[serde(default)]
+    pub range: RangeReport,
     /// Accuracy of the secure predictions against the labels; `null` when the inputs came
     /// without labels (`labels` is then empty).
     pub accuracy: Option<f64>,
@@ -238,6 +257,28 @@ impl InferSpec {
             ));
         }
         Ok(())
+    }
+
+    /// The fixed-point range analysis of this job ([`crate::nn::range`]): the model as it runs,
+    /// the model owner's weights, MNIST's input range [0, 1] and the protocol's ReLU, with the
+    /// values the plaintext reference sees on the job's images beside the worst case. It needs
+    /// the weights (and, for the observed figures, the images), which meet only here, where all
+    /// parties share a process; in a deployment only the model owner can compute the worst case.
+    pub fn range(&self) -> Result<RangeReport, InferError> {
+        self.check()?;
+        let fp = self.config.fixed;
+        let model = self.run_model();
+        let relu = self.relu_kind();
+        let observed = observe(&model, &self.weights, fp, &relu, &self.batches(fp)?)?;
+        Ok(analyse(
+            &model,
+            &self.weights,
+            fp,
+            MNIST_INPUT_RANGE,
+            &relu,
+            self.data.images.len(),
+            Some(&observed),
+        )?)
     }
 
     fn reveal(&self) -> Reveal {
@@ -482,7 +523,10 @@ pub fn run_inference(
     spec: &InferSpec,
     progress: Option<Progress>,
 ) -> Result<InferReport, InferError> {
-    spec.check()?;
+    let range = spec.range()?; // checks the spec first
+    if !spec.allow_range_risk {
+        range.check()?;
+    }
     let fp = spec.config.fixed;
     let batches = spec.batches(fp)?;
     let model = spec.run_model();
@@ -593,6 +637,7 @@ pub fn run_inference(
         batch: spec.batch,
         seed: spec.seed,
         frac_bits: fp.frac_bits,
+        range,
         accuracy: scored(&predictions),
         plaintext_agreement: agreement(&predictions, &plaintext_predictions),
         float_agreement: agreement(&predictions, &float_predictions),

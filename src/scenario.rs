@@ -509,6 +509,7 @@ impl Run {
             reveal: None,
             network: self.network.clone(),
             network_name: self.network_name.clone(),
+            allow_range_risk: false,
         })
     }
 }

@@ -28,6 +28,7 @@ fn check(name: &str) {
         reveal: None,
         network: securenn::party::Network::Memory,
         network_name: "none".into(),
+        allow_range_risk: false,
     };
     let r = run_inference(&spec, None).unwrap();
     assert_eq!(r.samples, 1000);

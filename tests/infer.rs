@@ -25,6 +25,7 @@ fn spec(protocol: ProtocolKind, samples: usize, batch: usize, seed: u64) -> Infe
         reveal: None,
         network: securenn::party::Network::Memory,
         network_name: "none".into(),
+        allow_range_risk: false,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod float;
 mod model;
+pub mod range;
 pub mod train;
 pub mod weights_file;
 
