@@ -42,6 +42,13 @@ fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Output
     let mut reports = Vec::new();
     for run in &runs {
         let spec = run.spec()?;
+        // The range analysis refuses inside the run; its warnings are said here, before it.
+        let range = spec
+            .range()
+            .with_context(|| format!("scenario {} run {:?}", file.display(), run.label))?;
+        for w in &range.warnings {
+            eprintln!("warning: run {:?}: fixed-point range: {w}", run.label);
+        }
         let bar = progress_bar(
             run.job.samples.div_ceil(run.job.batch),
             "  {msg} {bar:30} {pos}/{len} batches, {elapsed_precise}",
