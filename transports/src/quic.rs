@@ -1001,13 +1001,12 @@ fn broken(
     idle: Duration,
 ) -> TransportError {
     match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c)) if &c.reason[..] != b"done" => conn_err(
-            peer,
-            format!(
-                "{peer} closed the connection: {}",
-                String::from_utf8_lossy(&c.reason)
-            ),
-        ),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if &c.reason[..] != b"done" => {
+            TransportError::Closed {
+                peer,
+                reason: printable(&String::from_utf8_lossy(&c.reason), MAX_PEER_TEXT),
+            }
+        }
         Some(quinn::ConnectionError::TimedOut) => own_err(
             peer,
             format!(
