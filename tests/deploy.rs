@@ -141,7 +141,15 @@ fn three_processes_over_quic() {
         };
         let p2 = party_with(&dir, 2, None, flags);
         let p1 = party_with(&dir, 1, None, flags);
-        let p0 = party_with(&dir, 0, None, flags);
+        // Party 0 writes its report; the second run overwrites it, with --force.
+        let report = dir.join("report0.json");
+        let mut flags0 = flags.to_vec();
+        flags0.extend(["--json", report.to_str().unwrap()]);
+        if seeded {
+            std::fs::write(&report, "old").unwrap();
+            flags0.push("--force");
+        }
+        let p0 = party_with(&dir, 0, None, &flags0);
         let (ok0, out0, err0) = finish(p0);
         let (ok1, _, err1) = finish(p1);
         let (ok2, _, err2) = finish(p2);
@@ -149,6 +157,11 @@ fn three_processes_over_quic() {
         assert!(
             out0.contains("accuracy") && out0.contains("on 10 images"),
             "{out0}"
+        );
+        let json = std::fs::read_to_string(&report).unwrap();
+        assert!(
+            json.contains("\"party\": 0") && json.contains("\"accuracy\""),
+            "{json}"
         );
         // Each party shows its peers as they connect, the job starting and its end.
         for (i, err) in [&err0, &err1, &err2].into_iter().enumerate() {
@@ -496,6 +509,45 @@ fn fixed_seed_is_refused_without_the_flag() {
     ] {
         assert!(err.contains(needle), "no {needle:?} in {err}");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--json FILE` is checked before any peer is contacted (the connect timeout is a minute;
+/// nobody else runs): an existing FILE is kept without `--force`, and a FILE in a directory
+/// that does not exist is refused, naming both.
+#[test]
+fn report_file_is_checked_before_connecting() {
+    let dir = tmp("json");
+    deployment(&dir);
+    edit(&dir, |t| {
+        t.replace("connect_timeout = 4", "connect_timeout = 60")
+    });
+    let existing = dir.join("report.json");
+    std::fs::write(&existing, "keep me").unwrap();
+    let missing = dir.join("no-such-dir").join("report.json");
+    let cases = [
+        (
+            &existing,
+            format!("{} exists; pass --force", existing.display()),
+        ),
+        (
+            &missing,
+            format!(
+                "the directory {} does not exist",
+                dir.join("no-such-dir").display()
+            ),
+        ),
+    ];
+    for (path, want) in cases {
+        let p = party_with(&dir, 0, None, &["--json", path.to_str().unwrap()]);
+        let (ok, _, err) = finish_within(p, Duration::from_secs(10));
+        assert!(!ok);
+        assert!(err.contains(&want), "no {want:?} in {err}");
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        assert!(!err.contains("connected to"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+    assert!(!missing.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -21,9 +21,13 @@ pub(crate) struct PartyArgs {
     /// This party's private key (default: party<ID>.key.der beside the deployment file).
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Write this party's report as JSON.
+    /// Write this party's report as JSON to this file (refuses to overwrite it without
+    /// --force; its directory must exist: both checked before any peer is contacted).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Overwrite the --json file if it exists.
+    #[arg(long, requires = "json")]
+    force: bool,
     /// Run a deployment whose [job] has a `seed`: every pair seed, mask and share then
     /// derives from it, and everyone who has the file knows it, so the run has no privacy.
     /// For reproducing an experiment, never with real data.
@@ -32,6 +36,9 @@ pub(crate) struct PartyArgs {
 }
 
 pub(crate) fn run(a: PartyArgs) -> Result<()> {
+    if let Some(path) = &a.json {
+        check_report_path(path, a.force)?;
+    }
     party(
         &a.config,
         a.id,
@@ -39,6 +46,29 @@ pub(crate) fn run(a: PartyArgs) -> Result<()> {
         a.json.as_deref(),
         a.insecure_reproducible,
     )
+}
+
+/// Refuse a report file that could not be written, or would overwrite one without `--force`,
+/// before the party contacts anyone: finding out after the job would waste the whole run.
+fn check_report_path(path: &std::path::Path, force: bool) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "--json {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        bail!("--json {}: is a directory", path.display());
+    }
+    if path.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", path.display());
+    }
+    Ok(())
 }
 
 /// The exit status of a party stopped by a signal: 128 + its number, as shells report it
