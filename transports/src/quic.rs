@@ -547,7 +547,7 @@ impl QuicNode {
 
     /// [`QuicNode::shutdown`], closing the connections with `reason` (why this party ends, so
     /// that a peer that has not yet read everything still learns it; at most 200 bytes kept).
-    /// With a reason other than "done" (a failure), it first waits up to [`CLOSE_GRACE`] for
+    /// With a reason other than "done" (a failure), it first waits up to a second for
     /// the peers to close: they read what this party sent last (its abort notice) meanwhile.
     pub fn shutdown_with(mut self, reason: &str) {
         let reason: Vec<u8> = reason.bytes().take(MAX_PEER_TEXT).collect();
