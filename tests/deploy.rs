@@ -330,6 +330,7 @@ fn error_line(stderr: &str) -> &str {
 /// transport failure came before P2's notice), none for the connections closing after it.
 fn names_p2_first(i: usize, stderr: &str, what: &str) {
     let line = error_line(stderr);
+    eprintln!("P{i}: {line}");
     assert!(line.starts_with("error: P2 "), "P{i}: {line}");
     assert!(line.contains(what), "P{i}: {line}");
     assert!(
