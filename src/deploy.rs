@@ -364,6 +364,8 @@ pub enum DeployError {
     Protocol(#[from] crate::channel::ProtocolError),
     #[error(transparent)]
     Weights(#[from] weights_file::WeightFileError),
+    #[error("the model owner's weights: {0}")]
+    Range(#[from] crate::nn::range::RangeError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error("{path} exists; pass --force to overwrite it")]
@@ -831,6 +833,46 @@ impl Deployment {
     }
 }
 
+/// The model owner's fixed-point range check, before any peer is contacted: SecureNN's worst
+/// case from the weights alone (the model owner has no images here), its warnings logged, a
+/// bound beyond the ring refused unless `allow`. Pond's polynomial ReLU has a worst case beyond
+/// the ring for every trained model and can only be judged on images (`securenn infer` does),
+/// which a deployment's model owner does not have: it is logged, not refused.
+fn check_range(
+    protocol: &str,
+    model: &crate::nn::Sequential,
+    weights: &crate::nn::Weights,
+    fp: FixedPoint,
+    samples: usize,
+    allow: bool,
+) -> Result<(), DeployError> {
+    use crate::nn::range::{MNIST_INPUT_RANGE, analyse};
+    if protocol == "pond" {
+        tracing::warn!(
+            "fixed-point range: Pond's polynomial ReLU is judged on images (securenn infer \
+             --protocol pond), which the model owner does not have here; not checked"
+        );
+        return Ok(());
+    }
+    let range = analyse(
+        &model.pool_before_relu(),
+        weights,
+        fp,
+        MNIST_INPUT_RANGE,
+        &crate::protocol::ReluKind::Exact,
+        samples,
+        None,
+    )?;
+    for w in &range.warnings {
+        tracing::warn!("fixed-point range: {w}");
+    }
+    tracing::info!("fixed-point range: {}", range.summary());
+    if !allow {
+        range.check()?;
+    }
+    Ok(())
+}
+
 /// Run party `id` of the deployment at `config` with its identity's key at `key` (default:
 /// `party<ID>.key.der` beside `config`), telling `watch` what it does. A job with a fixed
 /// seed is refused unless `seed` is [`FixedSeed::AllowInsecure`]; like every other check of
@@ -842,6 +884,7 @@ pub fn run_party(
     key: Option<&Path>,
     seed: FixedSeed,
     watch: Watch,
+    allow_range_risk: bool,
 ) -> Result<PartyReport, DeployError> {
     let dep = Deployment::load(config)?;
     if id.0 > 2 {
@@ -889,13 +932,15 @@ pub fn run_party(
     let model = crate::models::by_name(&job.model).expect("checked");
     let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
     // What this party owns.
+    let fp = FixedPoint::default();
     let weights = if id == model_owner {
         let path = job.weights.as_ref().map(|p| resolve(p));
-        Some(weights_file::load_or_bundled(path.as_deref(), &job.model, &model)?.0)
+        let (w, _) = weights_file::load_or_bundled(path.as_deref(), &job.model, &model)?;
+        check_range(&job.protocol, &model, &w, fp, job.samples, allow_range_risk)?;
+        Some(w)
     } else {
         None
     };
-    let fp = FixedPoint::default();
     let data = if id == data_owner {
         let path = job.data.as_ref().map(|p| resolve(p));
         let source = DataSource::file_or_bundled(path.as_deref());

@@ -141,7 +141,15 @@ fn three_processes_over_quic() {
         };
         let p2 = party_with(&dir, 2, None, flags);
         let p1 = party_with(&dir, 1, None, flags);
-        let p0 = party_with(&dir, 0, None, flags);
+        // Party 0 writes its report; the second run overwrites it, with --force.
+        let report = dir.join("report0.json");
+        let mut flags0 = flags.to_vec();
+        flags0.extend(["--json", report.to_str().unwrap()]);
+        if seeded {
+            std::fs::write(&report, "old").unwrap();
+            flags0.push("--force");
+        }
+        let p0 = party_with(&dir, 0, None, &flags0);
         let (ok0, out0, err0) = finish(p0);
         let (ok1, _, err1) = finish(p1);
         let (ok2, _, err2) = finish(p2);
@@ -149,6 +157,11 @@ fn three_processes_over_quic() {
         assert!(
             out0.contains("accuracy") && out0.contains("on 10 images"),
             "{out0}"
+        );
+        let json = std::fs::read_to_string(&report).unwrap();
+        assert!(
+            json.contains("\"party\": 0") && json.contains("\"accuracy\""),
+            "{json}"
         );
         // Each party shows its peers as they connect, the job starting and its end.
         for (i, err) in [&err0, &err1, &err2].into_iter().enumerate() {
@@ -304,6 +317,30 @@ impl Running {
     }
 }
 
+/// The line a failed party ended with ("error: ...").
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"))
+}
+
+/// A peer of P2's failure names P2 first, as the one that stopped, not the peer it happened to
+/// wait on ("P1 gave up: P2 ..."), and logs at most one error (the failure itself, when a
+/// transport failure came before P2's notice), none for the connections closing after it.
+fn names_p2_first(i: usize, stderr: &str, what: &str) {
+    let line = error_line(stderr);
+    eprintln!("P{i}: {line}");
+    assert!(line.starts_with("error: P2 "), "P{i}: {line}");
+    assert!(line.contains(what), "P{i}: {line}");
+    assert!(
+        !line.contains("P0 gave up") && !line.contains("P1 gave up"),
+        "P{i}: {line}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.len() <= 1, "P{i}: {errors:#?}");
+}
+
 /// A job long enough to stop in the middle: 1,000 images of network A in batches of 100.
 fn long_job(dir: &Path) {
     deployment(dir);
@@ -348,8 +385,8 @@ fn mismatched_jobs_fail_every_party_naming_the_field() {
     std::fs::remove_dir_all(&other).ok();
 }
 
-/// Party 2 killed (SIGKILL) mid-job: both peers fail within 10 s, naming it (the default
-/// dead-peer timeout is 5 s).
+/// Party 2 killed (SIGKILL) mid-job: both peers fail within 10 s, naming it first, whichever
+/// peer they waited on (the default dead-peer timeout is 5 s).
 #[test]
 fn killed_party_is_named_within_seconds() {
     let dir = tmp("killed");
@@ -363,18 +400,19 @@ fn killed_party_is_named_within_seconds() {
     std::thread::sleep(Duration::from_millis(300));
     p2.child.kill().unwrap();
     let t0 = Instant::now();
-    for p in [p0, p1] {
+    for (i, p) in [p0, p1].into_iter().enumerate() {
         let (code, err) = p.end(Duration::from_secs(10));
-        eprintln!("a peer failed {:?} after P2 was killed", t0.elapsed());
+        eprintln!("P{i} failed {:?} after P2 was killed", t0.elapsed());
         assert_ne!(code, Some(0));
-        assert!(err.contains("P2 stopped answering"), "{err}");
+        names_p2_first(i, &err, "P2 stopped answering");
     }
     p2.child.wait().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
 
 /// SIGTERM to party 2 mid-job: it tells its peers and exits with 143; both peers fail at once
-/// naming it.
+/// naming it first, whichever peer they waited on, and without logging errors as the
+/// connections close.
 #[cfg(unix)]
 #[test]
 fn sigterm_stops_every_party_naming_who_stopped() {
@@ -396,6 +434,12 @@ fn sigterm_stops_every_party_naming_who_stopped() {
         eprintln!("P{i} ended {:?} after SIGTERM to P2", t0.elapsed());
         assert!(err.contains("P2 stopped (SIGTERM)"), "P{i}: {err}");
         assert_eq!(code, Some(if i == 2 { 143 } else { 1 }), "P{i}: {err}");
+        if i < 2 {
+            names_p2_first(i, &err, "P2 stopped (SIGTERM)");
+        } else {
+            let errors = err.lines().filter(|l| l.contains(" ERROR ")).count();
+            assert_eq!(errors, 0, "P2: {err}");
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -423,6 +467,38 @@ fn busy_parties_are_not_declared_dead() {
         let (ok, _, err) = finish(p);
         assert!(ok, "{err}");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The model owner checks its weights' fixed-point range before contacting anyone: weights
+/// scaled by 10^5 are refused, naming the layer; `--allow-range-risk` goes on to connect.
+#[test]
+fn model_owner_refuses_weights_beyond_the_ring() {
+    use securenn::nn::weights_file;
+    let dir = tmp("range");
+    deployment(&dir);
+    let model = securenn::models::by_name("a").unwrap();
+    let (mut w, meta) = weights_file::load_bundled("a", &model).unwrap();
+    for (_, t) in &mut w.tensors {
+        t.mapv_inplace(|v| v * 1e5);
+    }
+    weights_file::save(&dir.join("big.safetensors"), &w, meta, true).unwrap();
+    edit(&dir, |t| {
+        t.replace("[job]\n", "[job]\nweights = \"big.safetensors\"\n")
+    });
+    let (ok, _, err) = finish_within(party(&dir, 1, None), Duration::from_secs(10));
+    assert!(!ok);
+    assert!(
+        err.contains("the model owner's weights: fixed-point range: layer")
+            && err.contains("beyond 2^63")
+            && !err.contains("connected to"),
+        "{err}"
+    );
+    // Accepted: it gets as far as waiting for its peers (none run here).
+    let p = party_with(&dir, 1, None, &["--allow-range-risk"]);
+    let (ok, _, err) = finish_within(p, Duration::from_secs(20));
+    assert!(!ok);
+    assert!(!err.contains("beyond 2^63"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -466,6 +542,45 @@ fn fixed_seed_is_refused_without_the_flag() {
     ] {
         assert!(err.contains(needle), "no {needle:?} in {err}");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--json FILE` is checked before any peer is contacted (the connect timeout is a minute;
+/// nobody else runs): an existing FILE is kept without `--force`, and a FILE in a directory
+/// that does not exist is refused, naming both.
+#[test]
+fn report_file_is_checked_before_connecting() {
+    let dir = tmp("json");
+    deployment(&dir);
+    edit(&dir, |t| {
+        t.replace("connect_timeout = 4", "connect_timeout = 60")
+    });
+    let existing = dir.join("report.json");
+    std::fs::write(&existing, "keep me").unwrap();
+    let missing = dir.join("no-such-dir").join("report.json");
+    let cases = [
+        (
+            &existing,
+            format!("{} exists; pass --force", existing.display()),
+        ),
+        (
+            &missing,
+            format!(
+                "directory {} does not exist",
+                dir.join("no-such-dir").display()
+            ),
+        ),
+    ];
+    for (path, want) in cases {
+        let p = party_with(&dir, 0, None, &["--json", path.to_str().unwrap()]);
+        let (ok, _, err) = finish_within(p, Duration::from_secs(10));
+        assert!(!ok);
+        assert!(err.contains(&want), "no {want:?} in {err}");
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        assert!(!err.contains("connected to"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+    assert!(!missing.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

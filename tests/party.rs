@@ -6,6 +6,7 @@ use common::*;
 use securenn::channel::{Ctx, P0, P1, P2, ProtocolError};
 use securenn::party::{LocalCluster, PartyConfig, SeedSource, spmd};
 use securenn::ring::{RingTensor, Z67Vec};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A payload of the wrong length, or with values outside its ring, is a typed error that names
@@ -114,6 +115,63 @@ fn root_cause_is_reported() {
     )
     .unwrap_err();
     assert!(matches!(err, ProtocolError::Unsupported { .. }), "{err}");
+}
+
+/// A party that gives up fails every other party at once, whoever they wait on: P0 and P1
+/// wait on each other, P2 fails, and both name P2 (not each other), long before their timeouts.
+#[test]
+fn an_abort_fails_every_party_naming_who_failed() {
+    let config = PartyConfig {
+        recv_timeout: Duration::from_secs(30),
+        ..PartyConfig::default()
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let t0 = Instant::now();
+    let err = LocalCluster::run_once(
+        config,
+        SeedSource::Fixed(5),
+        "test",
+        spmd(move |ctx: Ctx| {
+            let seen = s.clone();
+            async move {
+                let me = ctx.me();
+                if me == P2 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return Err(ProtocolError::Input {
+                        op: ctx.path().into(),
+                        reason: "boom".into(),
+                    });
+                }
+                let other = if me == P0 { P1 } else { P0 };
+                let r = ctx.recv::<RingTensor>(other, &vec![1]).await;
+                if let Err(e) = &r {
+                    seen.lock().unwrap().push((me, e.clone()));
+                }
+                r.map(|_| ())
+            }
+        }),
+    )
+    .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(matches!(err, ProtocolError::Input { .. }), "{err}");
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|(p, _)| p.0);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for ((party, e), want) in seen.iter().zip([P0, P1]) {
+        assert_eq!(*party, want);
+        let msg = e.to_string();
+        assert!(
+            matches!(e, ProtocolError::Aborted { by, .. } if *by == P2),
+            "{party}: {msg}"
+        );
+        assert!(msg.starts_with("P2 gave up: test"), "{party}: {msg}");
+        assert!(msg.contains("bad input: boom"), "{party}: {msg}");
+        assert!(
+            !msg.contains("P0 gave up") && !msg.contains("P1 gave up"),
+            "{msg}"
+        );
+    }
 }
 
 /// Rounds are causal: a chain of k messages gives k rounds; independent operations run

@@ -28,6 +28,14 @@ pub enum ProtocolError {
         key: String,
         reason: String,
     },
+    /// Another party failed or stopped first (`by`): every receive of `party`, from any peer,
+    /// failed with its reason, which names `by` first ("P2 stopped (SIGTERM)").
+    #[error("{reason}")]
+    Aborted {
+        party: PartyId,
+        by: PartyId,
+        reason: String,
+    },
     /// The message holds the transport's error; it is not chained as a `source` too (that would
     /// print it twice in `{e:#}`).
     #[error("transport error: {0}")]

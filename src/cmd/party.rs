@@ -21,20 +21,28 @@ pub(crate) struct PartyArgs {
     /// This party's private key (default: party<ID>.key.der beside the deployment file).
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Write this party's report as JSON.
+    /// Write this party's report as JSON to this file (refuses to overwrite it without
+    /// --force; its directory must exist: both checked before any peer is contacted).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Overwrite the --json file if it exists.
+    #[arg(long, requires = "json")]
+    force: bool,
     /// Run a deployment whose [job] has a `seed`: every pair seed, mask and share then
     /// derives from it, and everyone who has the file knows it, so the run has no privacy.
     /// For reproducing an experiment, never with real data.
     #[arg(long)]
     insecure_reproducible: bool,
+    /// As the model owner, run even if the fixed-point range analysis of the weights finds a
+    /// worst-case value, product or compared difference beyond 2^63 (refused otherwise, before
+    /// any peer is contacted); its warnings are logged either way.
+    #[arg(long)]
+    allow_range_risk: bool,
 }
 
 pub(crate) fn run(a: PartyArgs) -> Result<()> {
-    if let Some(json) = &a.json {
-        // Its directory must exist before the job runs (an existing file is still replaced).
-        check_output(json, true)?;
+    if let Some(path) = &a.json {
+        check_output(path, a.force)?;
     }
     party(
         &a.config,
@@ -42,6 +50,7 @@ pub(crate) fn run(a: PartyArgs) -> Result<()> {
         a.key.as_deref(),
         a.json.as_deref(),
         a.insecure_reproducible,
+        a.allow_range_risk,
     )
 }
 
@@ -184,6 +193,7 @@ fn party(
     key: Option<&std::path::Path>,
     json: Option<&std::path::Path>,
     insecure_reproducible: bool,
+    allow_range_risk: bool,
 ) -> Result<()> {
     use securenn::deploy::{Deployment, FixedSeed};
     eprintln!("securenn party {id}: deployment {}", config.display());
@@ -208,7 +218,7 @@ fn party(
         events: Some(Arc::new(move |e| display.show(e))),
         stop,
     };
-    let r = securenn::deploy::run_party(config, PartyId(id), key, seed, watch)?;
+    let r = securenn::deploy::run_party(config, PartyId(id), key, seed, watch, allow_range_risk)?;
     println!(
         "job                 {} on model {}, {} images in batches of {}",
         r.protocol, r.model, r.samples, r.batch

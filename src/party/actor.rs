@@ -85,6 +85,24 @@ pub struct PartyActor {
     /// finished job's root never comes back. Every party runs the same setups and jobs in the
     /// same order, so they agree on the roots.
     jobs: HashMap<String, u32>,
+    /// Jobs (and setups) running now: a transport failure outside them is no news.
+    running: Rc<Cell<usize>>,
+}
+
+/// Counts a running job while it lives.
+struct Running(Rc<Cell<usize>>);
+
+impl Running {
+    fn new(count: &Rc<Cell<usize>>) -> Self {
+        count.set(count.get() + 1);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl PartyActor {
@@ -108,6 +126,7 @@ impl PartyActor {
             session: Rc::default(),
             depth: Rc::default(),
             jobs: HashMap::new(),
+            running: Rc::default(),
         }
     }
 }
@@ -133,6 +152,12 @@ impl StreamHandler<Delivery> for PartyActor {
             Ok(env) if env.to == self.me && env.key == ABORT_KEY => mb.gave_up(env),
             Ok(env) => mb.deliver(env),
             Err(TransportError::Backlog { peer, .. }) => mb.backlogged(peer),
+            // Once the job has ended, or failed already, peers closing their connections are
+            // no news: only the first failure during a job is an error.
+            Err(e) if self.running.get() == 0 || mb.is_aborted() => {
+                tracing::debug!(party = %self.me, error = %e, "transport failure after the job");
+                mb.fail_peer(&e);
+            }
             Err(e) => {
                 tracing::error!(party = %self.me, error = %e, "transport failure");
                 mb.fail_peer(&e);
@@ -161,7 +186,9 @@ impl Handler<Setup> for PartyActor {
         let (transport, me) = (self.endpoint.transport.clone(), self.me);
         let mailbox = self.endpoint.mailbox.clone();
         mailbox.borrow_mut().set_session(msg.session);
+        let running = Running::new(&self.running);
         Box::pin(async move {
+            let _running = running;
             let seeds = agree_seeds(&ctx, msg.source).await;
             mailbox.borrow_mut().finish(ctx.path());
             if let Err(e) = &seeds {
@@ -197,8 +224,10 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
         transport.virtual_now();
         let job = (msg.job)(ctx);
         let (me, mailbox) = (self.me, self.endpoint.mailbox.clone());
+        let running = Running::new(&self.running);
         Box::pin(async move {
             let out = job.await;
+            drop(running);
             transport.virtual_now();
             let left = mailbox.borrow_mut().finish(root.path());
             if left > 0 && out.is_ok() {

@@ -279,9 +279,10 @@ fn pick_error<R>(
         return Ok(outs);
     }
     // A party's own failure explains the rest; a lost peer (with its reason) explains more than
-    // a timeout.
+    // another party's abort, and that more than a timeout.
     let rank = |e: &ProtocolError| match e {
-        ProtocolError::Timeout { .. } => 2,
+        ProtocolError::Timeout { .. } => 3,
+        ProtocolError::Aborted { .. } => 2,
         ProtocolError::PeerGone { .. } => 1,
         _ => 0,
     };

@@ -12,6 +12,11 @@
 //! delivered is released to the transport's [`Backlog`] once it is consumed or dropped; a
 //! peer whose backlog is full while this party waits for its next message is flooding, and is
 //! cut off too.
+//!
+//! A peer's abort notice, or a transport failure naming a peer, ends the session: every
+//! receive, from any peer, fails at once with [`ProtocolError::Aborted`], naming the party that
+//! failed or stopped first (not the peer this party happened to wait on, which would only
+//! report the same failure later and second-hand).
 
 use crate::channel::ProtocolError;
 use futures::channel::oneshot;
@@ -49,12 +54,37 @@ pub struct Mailbox {
     session: Option<u64>,
     /// Root paths of the jobs (and the setup) that have finished.
     finished: HashSet<String>,
+    /// The session was aborted: by whom, and why (the reason names that party first).
+    aborted: Option<(PartyId, String)>,
 }
 
 /// The job an envelope belongs to: its key's first path segment.
 fn root(key: &str) -> &str {
     let end = key.find(['/', '#']).unwrap_or(key.len());
     &key[..end]
+}
+
+/// Whether `text` begins with `party`'s name as a word ("P2 stopped ...").
+fn names_first(text: &str, party: PartyId) -> bool {
+    text.strip_prefix(&party.to_string())
+        .is_some_and(|rest| rest.starts_with([' ', ':']))
+}
+
+/// Who a peer's abort notice blames, and the reason to report, naming that party first. The
+/// notice is `from`'s own error: when it names `from` first ("P2 stopped (SIGTERM)") it is
+/// quoted as is; when it names another party first, `from` relays that party's failure (it
+/// heard of it before this party did), quoted as `from`'s report; otherwise `from` gave up.
+fn blame(from: PartyId, text: &str, parties: usize) -> (PartyId, String) {
+    if names_first(text, from) {
+        return (from, text.to_string());
+    }
+    match (0..parties)
+        .map(|p| PartyId(p as u8))
+        .find(|&p| names_first(text, p))
+    {
+        Some(first) => (first, format!("{text} (as {from} reports)")),
+        None => (from, format!("{from} gave up: {text}")),
+    }
 }
 
 /// Why `key` is not a rendezvous key, if it is not.
@@ -95,6 +125,7 @@ impl Mailbox {
             gone: HashMap::new(),
             session: None,
             finished: HashSet::new(),
+            aborted: None,
         }
     }
 
@@ -159,8 +190,8 @@ impl Mailbox {
     /// its sender off) if it cannot belong to the running job.
     pub fn deliver(&mut self, env: Envelope) {
         let (from, bytes) = (env.from, env.payload.len() as u64);
-        if self.gone.contains_key(&from) {
-            // Already cut off or failed: nothing of it is kept.
+        if self.gone.contains_key(&from) || self.aborted.is_some() {
+            // Already cut off or failed, or the session aborted: nothing of it is kept.
             self.backlog.release(from, bytes);
             return;
         }
@@ -197,11 +228,34 @@ impl Mailbox {
     }
 
     /// `env` is a peer's notice that it gave up (its payload the reason, as the peer wrote it):
-    /// fail every receive from it, with the reason escaped and capped.
+    /// fail every receive, from any peer, naming the party that failed first, with the reason
+    /// escaped and capped.
     pub fn gave_up(&mut self, env: Envelope) {
         self.backlog.release(env.from, env.payload.len() as u64);
-        let reason = printable(&String::from_utf8_lossy(&env.payload), MAX_PEER_TEXT);
-        self.fail(env.from, format!("{} gave up: {reason}", env.from));
+        let text = printable(&String::from_utf8_lossy(&env.payload), MAX_PEER_TEXT);
+        let (by, reason) = blame(env.from, &text, self.transport.parties());
+        self.abort(by, reason);
+    }
+
+    /// The session is over, because of `by`: fail every receive waiting, and later ones, with
+    /// `reason`, and drop everything kept. The first abort heard is the one reported.
+    fn abort(&mut self, by: PartyId, reason: String) {
+        let (by, reason) = self.aborted.get_or_insert((by, reason)).clone();
+        for (_, tx) in self.waiting.drain() {
+            let _ = tx.send(Err(ProtocolError::Aborted {
+                party: self.me,
+                by,
+                reason: reason.clone(),
+            }));
+        }
+        for slot in &self.arrived_where(|_| true) {
+            self.take_arrived(slot);
+        }
+    }
+
+    /// Whether the session was aborted (a peer gave up, or a peer's connection failed).
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.is_some()
     }
 
     /// The transport paused `peer`'s stream at the backlog's cap.
@@ -238,10 +292,17 @@ impl Mailbox {
 
     /// A peer's connection failed: fail every receive waiting on it, and later ones too.
     pub fn fail_peer(&mut self, err: &TransportError) {
+        if let TransportError::Closed { peer, reason } = err {
+            // The peer's last word: its abort notice, if that was not read before the close.
+            let (by, reason) = blame(*peer, reason, self.transport.parties());
+            self.abort(by, reason);
+            return;
+        }
         let peer = match err {
             TransportError::PeerGone { peer, .. }
             | TransportError::Malformed { peer, .. }
             | TransportError::Connection { peer, .. }
+            | TransportError::Closed { peer, .. }
             | TransportError::Backlog { peer, .. } => *peer,
             TransportError::NoSuchParty { to, .. } => *to,
             // Both ends of a cut link learn of it; each loses the other end.
@@ -254,7 +315,15 @@ impl Mailbox {
             }
             TransportError::SelfSend { from, .. } => *from,
         };
-        self.fail(peer, err.to_string());
+        let reason = err.to_string();
+        // Receives from `peer` say it disconnected; those from the others name it too.
+        self.fail(peer, reason.clone());
+        let reason = if names_first(&reason, peer) {
+            reason
+        } else {
+            format!("{peer} disconnected: {reason}")
+        };
+        self.abort(peer, reason);
     }
 
     /// `peer` can no longer be heard from: fail every receive waiting on it, and later ones,
@@ -310,6 +379,12 @@ impl Mailbox {
             let _ = tx.send(Ok(env));
         } else if let Some(reason) = self.gone.get(&from) {
             let _ = tx.send(Err(self.gone_error(from, &slot.2, reason)));
+        } else if let Some((by, reason)) = &self.aborted {
+            let _ = tx.send(Err(ProtocolError::Aborted {
+                party: self.me,
+                by: *by,
+                reason: reason.clone(),
+            }));
         } else {
             self.waiting.insert(slot, tx);
             self.check_flood(from);
@@ -411,7 +486,8 @@ mod tests {
         mb.gave_up(abort);
         let rx = mb.expect(7, PartyId(0), "job/a#0".into());
         match futures::executor::block_on(rx).unwrap() {
-            Err(ProtocolError::PeerGone { reason, .. }) => {
+            Err(ProtocolError::Aborted { reason, by, .. }) => {
+                assert_eq!(by, PartyId(0));
                 assert!(
                     reason.starts_with("P0 gave up: \\u{1b}[2J\\r\\nFAKE"),
                     "{reason}"
@@ -420,6 +496,41 @@ mod tests {
                 assert!(reason.len() < MAX_PEER_TEXT + 100, "{} bytes", reason.len());
             }
             other => panic!("expected the peer's abort, got {other:?}"),
+        }
+    }
+
+    /// An abort notice fails every receive waiting, from any peer, and later ones, naming the
+    /// party that failed first: the sender, or the party whose failure it relays.
+    #[test]
+    fn an_abort_fails_every_receive_naming_who_failed_first() {
+        assert_eq!(
+            blame(PartyId(2), "P2 stopped (SIGTERM)", 3),
+            (PartyId(2), "P2 stopped (SIGTERM)".into())
+        );
+        assert_eq!(
+            blame(PartyId(0), "P2 stopped (SIGTERM)", 3),
+            (PartyId(2), "P2 stopped (SIGTERM) (as P0 reports)".into())
+        );
+        assert_eq!(
+            blame(PartyId(0), "bad input", 3),
+            (PartyId(0), "P0 gave up: bad input".into())
+        );
+        assert_eq!(blame(PartyId(0), "P20 x", 3).0, PartyId(0));
+        let (mut mb, _) = mailbox(u64::MAX);
+        let from_p0 = mb.expect(7, PartyId(0), "job/a#0".into());
+        let from_p2 = mb.expect(7, PartyId(2), "job/b#0".into());
+        let mut abort = env(2, "!abort", 0);
+        abort.payload = b"P2 stopped (SIGTERM)".to_vec();
+        mb.gave_up(abort);
+        let later = mb.expect(7, PartyId(0), "job/c#0".into());
+        for rx in [from_p0, from_p2, later] {
+            match futures::executor::block_on(rx).unwrap() {
+                Err(e @ ProtocolError::Aborted { by, .. }) => {
+                    assert_eq!(by, PartyId(2));
+                    assert_eq!(e.to_string(), "P2 stopped (SIGTERM)");
+                }
+                other => panic!("expected P2's abort, got {other:?}"),
+            }
         }
     }
 

@@ -18,6 +18,10 @@ pub enum TransportError {
     Malformed { peer: PartyId, reason: String },
     #[error("connection to {peer} failed: {reason}")]
     Connection { peer: PartyId, reason: String },
+    /// The peer closed the connection saying why (its own error, escaped and capped): what its
+    /// abort notice said, in case the notice was not read before the close.
+    #[error("{peer} closed the connection: {reason}")]
+    Closed { peer: PartyId, reason: String },
     /// Not fatal by itself: the peer's stream is paused because the party holds `queued` bytes
     /// of it unclaimed, at the cap. The party decides whether that is a flood (it waits for a
     /// message from the peer that can only come after what is queued) or a peer running ahead.

@@ -547,6 +547,8 @@ impl QuicNode {
 
     /// [`QuicNode::shutdown`], closing the connections with `reason` (why this party ends, so
     /// that a peer that has not yet read everything still learns it; at most 200 bytes kept).
+    /// With a reason other than "done" (a failure), it first waits up to a second for
+    /// the peers to close: they read what this party sent last (its abort notice) meanwhile.
     pub fn shutdown_with(mut self, reason: &str) {
         let reason: Vec<u8> = reason.bytes().take(MAX_PEER_TEXT).collect();
         let Some(rt) = self.runtime.take() else {
@@ -554,10 +556,22 @@ impl QuicNode {
         };
         let writers = std::mem::take(&mut self.writers);
         let (endpoint, me, linger) = (self.endpoint.clone(), self.me, self.linger);
+        let conns: Vec<quinn::Connection> =
+            self.connections.iter().map(|(_, c)| c.clone()).collect();
+        let failed = reason != b"done";
         let closer = std::thread::spawn(move || {
             rt.block_on(async {
                 for w in writers {
                     let _ = tokio::time::timeout(linger, w).await;
+                }
+                if failed {
+                    // A peer's stack has acknowledged this party's last envelopes (its abort
+                    // notice) but the peer may not have read them yet, and a close discards what
+                    // it has not read: give it a moment to read them and close first.
+                    let until = tokio::time::Instant::now() + CLOSE_GRACE;
+                    for c in &conns {
+                        let _ = tokio::time::timeout_at(until, c.closed()).await;
+                    }
                 }
                 endpoint.close(0u32.into(), &reason);
                 let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
@@ -568,6 +582,10 @@ impl QuicNode {
         tracing::debug!(party = %me, "QUIC endpoint closed");
     }
 }
+
+/// How long a failing party waits, after its peers acknowledged its last envelopes, for them
+/// to close their connections before it closes them itself.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// `n` parties on 127.0.0.1 with fresh identities and free ports, connected to each other
 /// (each endpoint started on a thread of its own, as separate processes would), all with
@@ -1001,13 +1019,12 @@ fn broken(
     idle: Duration,
 ) -> TransportError {
     match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c)) if &c.reason[..] != b"done" => conn_err(
-            peer,
-            format!(
-                "{peer} closed the connection: {}",
-                String::from_utf8_lossy(&c.reason)
-            ),
-        ),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if &c.reason[..] != b"done" => {
+            TransportError::Closed {
+                peer,
+                reason: printable(&String::from_utf8_lossy(&c.reason), MAX_PEER_TEXT),
+            }
+        }
         Some(quinn::ConnectionError::TimedOut) => own_err(
             peer,
             format!(
