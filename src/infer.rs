@@ -223,6 +223,40 @@ pub(crate) fn accuracy(p: &[usize], labels: &[u8]) -> f64 {
 }
 
 impl InferSpec {
+    /// A job on `data` with `model_name`'s `model` and `weights` and the session seed `seed`
+    /// (it decides every share, so it is never defaulted), and otherwise `securenn infer`'s
+    /// defaults: batch 10, P0 owns the images and P1 the weights, the default party
+    /// configuration (13 fractional bits), tf-encrypted's shipped [-9, 9] ReLU polynomial for
+    /// Pond, the default layout, the protocol's default reveal, the in-memory transport, and
+    /// the range check on. Change any field with struct update syntax.
+    pub fn new(
+        protocol: ProtocolKind,
+        model_name: &str,
+        model: Sequential,
+        weights: Weights,
+        data: Mnist,
+        seed: u64,
+    ) -> Self {
+        Self {
+            protocol,
+            model_name: model_name.to_string(),
+            model,
+            weights,
+            data,
+            batch: 10,
+            seed,
+            data_owner: PartyId(0),
+            model_owner: PartyId(1),
+            config: PartyConfig::default(),
+            relu_poly: crate::protocol::TFE_RELU_9.to_vec(),
+            layout: Layout::Default,
+            reveal: None,
+            network: Network::Memory,
+            network_name: "none".into(),
+            allow_range_risk: false,
+        }
+    }
+
     fn check(&self) -> Result<(), InferError> {
         self.model.validate(&self.weights)?;
         if self.batch == 0 {

@@ -2,33 +2,17 @@
 //! predictions agree with the plaintext fixed-point model's (≥ 99.9%) and its accuracy is within
 //! half a point of the float model's, on every network.
 
-use securenn::channel::{P0, P1};
 use securenn::data::{DataSource, Mnist, Split};
-use securenn::infer::{InferSpec, Layout, ProtocolKind, run_inference};
+use securenn::infer::{InferSpec, ProtocolKind, run_inference};
 use securenn::nn::weights_file;
-use securenn::party::PartyConfig;
-use securenn::protocol::TFE_RELU_9;
 
 fn check(name: &str) {
     let model = securenn::models::by_name(name).unwrap();
     let (weights, _) = weights_file::load_bundled(name, &model).unwrap();
+    let data = Mnist::load(DataSource::Bundled, Split::Test, 0, 1000).unwrap();
     let spec = InferSpec {
-        protocol: ProtocolKind::SecureNn,
-        model_name: name.into(),
-        model,
-        weights,
-        data: Mnist::load(DataSource::Bundled, Split::Test, 0, 1000).unwrap(),
         batch: 100,
-        seed: 1,
-        data_owner: P0,
-        model_owner: P1,
-        config: PartyConfig::default(),
-        relu_poly: TFE_RELU_9.to_vec(),
-        layout: Layout::Default,
-        reveal: None,
-        network: securenn::party::Network::Memory,
-        network_name: "none".into(),
-        allow_range_risk: false,
+        ..InferSpec::new(ProtocolKind::SecureNn, name, model, weights, data, 1)
     };
     let r = run_inference(&spec, None).unwrap();
     assert_eq!(r.samples, 1000);

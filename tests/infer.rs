@@ -1,31 +1,17 @@
 //! Secure inference end to end: input shared by the data owner, weights by the model owner,
 //! logits revealed to the data owner only; compared with the plaintext and float references.
 
-use securenn::channel::{P0, P1, P2};
+use securenn::channel::{P0, P2};
 use securenn::data::{DataSource, Mnist, Split};
-use securenn::infer::{InferSpec, Layout, ProtocolKind, run_inference};
-use securenn::party::PartyConfig;
-use securenn::protocol::TFE_RELU_9;
+use securenn::infer::{InferSpec, ProtocolKind, run_inference};
 
 fn spec(protocol: ProtocolKind, samples: usize, batch: usize, seed: u64) -> InferSpec {
     let model = securenn::models::network_a();
+    let weights = model.init_weights(seed).unwrap();
+    let data = Mnist::load(DataSource::Bundled, Split::Test, 0, samples).unwrap();
     InferSpec {
-        protocol,
-        model_name: "a".into(),
-        weights: model.init_weights(seed).unwrap(),
-        model,
-        data: Mnist::load(DataSource::Bundled, Split::Test, 0, samples).unwrap(),
         batch,
-        seed,
-        data_owner: P0,
-        model_owner: P1,
-        config: PartyConfig::default(),
-        relu_poly: TFE_RELU_9.to_vec(),
-        layout: Layout::Default,
-        reveal: None,
-        network: securenn::party::Network::Memory,
-        network_name: "none".into(),
-        allow_range_risk: false,
+        ..InferSpec::new(protocol, "a", model, weights, data, seed)
     }
 }
 

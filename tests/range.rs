@@ -2,13 +2,11 @@
 //! too many fractional bits are refused naming the safe range, weights that round to zero are
 //! warned about, the shipped models pass silently, and the worst-case bound is sound.
 
-use securenn::channel::{P0, P1};
 use securenn::data::{DataSource, Mnist, Split};
 use securenn::fixed::FixedPoint;
-use securenn::infer::{InferError, InferSpec, Layout, ProtocolKind, run_inference};
+use securenn::infer::{InferError, InferSpec, ProtocolKind, run_inference};
 use securenn::nn::range::{MNIST_INPUT_RANGE, Quantity, RangeError, analyse, observe};
 use securenn::nn::{Sequential, Weights, weights_file};
-use securenn::party::PartyConfig;
 use securenn::protocol::{ReluKind, TFE_RELU_9};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,23 +29,17 @@ fn scaled(w: &Weights, s: f64) -> Weights {
 
 fn spec(name: &str, weights: Option<Weights>, samples: usize) -> InferSpec {
     let (model, w) = shipped(name);
+    let data = Mnist::load(DataSource::Bundled, Split::Test, 0, samples).unwrap();
     InferSpec {
-        protocol: ProtocolKind::SecureNn,
-        model_name: name.into(),
-        model,
-        weights: weights.unwrap_or(w),
-        data: Mnist::load(DataSource::Bundled, Split::Test, 0, samples).unwrap(),
         batch: 5,
-        seed: 3,
-        data_owner: P0,
-        model_owner: P1,
-        config: PartyConfig::default(),
-        relu_poly: TFE_RELU_9.to_vec(),
-        layout: Layout::Default,
-        reveal: None,
-        network: securenn::party::Network::Memory,
-        network_name: "none".into(),
-        allow_range_risk: false,
+        ..InferSpec::new(
+            ProtocolKind::SecureNn,
+            name,
+            model,
+            weights.unwrap_or(w),
+            data,
+            3,
+        )
     }
 }
 
@@ -164,17 +156,8 @@ fn the_bound_is_sound_on_real_images() {
     }
 }
 
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_securenn"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::securenn_cli as cli;
 
 fn weights_file_scaled(dir: &std::path::Path, s: f64) -> PathBuf {
     let (_, w) = shipped("a");
