@@ -316,7 +316,10 @@ impl Mnist {
                 )));
             }
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            if is_first && fields.iter().any(|f| f.parse::<f64>().is_err()) {
+            // A header names its columns: most of its fields are not numbers. A data line with a
+            // typo in one field is not one, and is refused below naming the column.
+            let words = fields.iter().filter(|f| f.parse::<f64>().is_err()).count();
+            if is_first && 2 * words > fields.len() {
                 out.header = Some(quote(line));
                 continue;
             }

@@ -372,7 +372,7 @@ pub enum DeployError {
     Exists { path: String },
     /// `[job] seed` in a deployment run without [`FixedSeed::AllowInsecure`].
     #[error(
-        "{path}: [job] has `seed = {seed}`: every pair seed, and so every mask and share of the \
+        "{path}: [job] has a `seed`: every pair seed, and so every mask and share of the \
          run, would derive from this one number, which everyone who has this file knows, so the \
          run would keep nothing private from them; remove `seed` from [job] for a deployment, or \
          pass --insecure-reproducible to reproduce an experiment (never with real data)"
@@ -503,9 +503,9 @@ impl Deployment {
     /// What a user running this deployment (read from `path`) with
     /// [`FixedSeed::AllowInsecure`] must be told, if its job has a seed.
     pub fn insecure_seed_warning(&self, path: &Path) -> Option<String> {
-        self.job.seed.map(|seed| {
+        self.job.seed.map(|_| {
             format!(
-                "{}: [job] seed = {seed} with --insecure-reproducible: anyone who knows the seed \
+                "{}: [job] seed with --insecure-reproducible: anyone who knows the seed \
                  (everyone who has this file) can derive every pair seed, and thus every mask and \
                  share of this run, so the run has no privacy against them. It is for reproducing \
                  a run, never for real data.",
@@ -802,7 +802,7 @@ pub struct PartyReport {
     pub rounds: u64,
     /// UDP bytes this party's QUIC endpoint sent.
     pub quic_wire_bytes: u64,
-    /// From the start of the job agreement to the end of the job.
+    /// From the seed agreement to the end of the QUIC shutdown (teardown included).
     pub wall_seconds: f64,
 }
 
@@ -913,7 +913,7 @@ pub fn run_party(
     }
     let key_path = key
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.join(format!("party{}.key.der", id.0)));
+        .unwrap_or_else(|| key_path(dir, id.0));
     let identity = Identity {
         cert: certs[id.index()].clone(),
         key: read_key(&key_path, id)?,

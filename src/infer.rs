@@ -294,7 +294,8 @@ impl InferSpec {
     }
 
     /// The fixed-point range analysis of this job ([`crate::nn::range`]): the model as it runs,
-    /// the model owner's weights, MNIST's input range [0, 1] and the protocol's ReLU, with the
+    /// the model owner's weights, the inputs' range (MNIST's [0, 1], widened to the job's
+    /// images where they leave it, as `--input` tensors may) and the protocol's ReLU, with the
     /// values the plaintext reference sees on the job's images beside the worst case. It needs
     /// the weights (and, for the observed figures, the images), which meet only here, where all
     /// parties share a process; in a deployment only the model owner can compute the worst case.
@@ -304,11 +305,17 @@ impl InferSpec {
         let model = self.run_model();
         let relu = self.relu_kind();
         let observed = observe(&model, &self.weights, fp, &relu, &self.batches(fp)?)?;
+        let input = self
+            .data
+            .images
+            .iter()
+            .flatten()
+            .fold(MNIST_INPUT_RANGE, |(lo, hi), &v| (lo.min(v), hi.max(v)));
         Ok(analyse(
             &model,
             &self.weights,
             fp,
-            MNIST_INPUT_RANGE,
+            input,
             &relu,
             self.data.images.len(),
             Some(&observed),

@@ -56,6 +56,15 @@ fn every_bad_input_fails_cleanly_with_a_clear_message() {
     let mut huge_x = vec![0u8; 784 * 4];
     huge_x[..4].copy_from_slice(&1e30f32.to_le_bytes());
     std::fs::write(p("x-huge.npy"), npy("<f4", &[1, 784], &huge_x)).unwrap();
+    // Inputs far outside MNIST's [0, 1] that still encode: the range analysis must see them.
+    let big_x: Vec<u8> = (0..2 * 784).flat_map(|_| 1e9f32.to_le_bytes()).collect();
+    std::fs::write(p("x-big.npy"), npy("<f4", &[2, 784], &big_x)).unwrap();
+    // One mistyped pixel in the first line: data, not a header.
+    std::fs::write(
+        p("typo-first.csv"),
+        csv(&bundled_test(12), false, ",").replacen(",0,", ",12O,", 1),
+    )
+    .unwrap();
     let mut short = std::fs::read(p("x.npy")).unwrap();
     short.truncate(short.len() - 4);
     std::fs::write(p("x-short.npy"), short).unwrap();
@@ -123,6 +132,18 @@ fn every_bad_input_fails_cleanly_with_a_clear_message() {
         (
             vec!["infer", "--data", p("header-only.csv")],
             vec!["only a header row"],
+        ),
+        (
+            vec!["infer", "--data", p("typo-first.csv")],
+            vec!["typo-first.csv line 1", "\"12O\" is not a number"],
+        ),
+        (
+            vec!["infer", "--input", p("x-big.npy")],
+            vec![
+                "fixed-point range",
+                "beyond 2^63",
+                "inputs in [0, 1000000000]",
+            ],
         ),
         (
             vec!["infer", "--data", p("binary.csv")],

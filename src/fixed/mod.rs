@@ -35,9 +35,10 @@ pub const FRAC_BITS_WHY: &str = "a product carries twice the fractional bits bef
 /// Why a real number could not be encoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FixedError {
-    #[error("{value} is not a finite number")]
+    // The value is kept for callers but never printed: it may be a weight or a pixel.
+    #[error("a value is not a finite number")]
     NotFinite { value: f64 },
-    #[error("{value} is outside the representable range ±{max} at {frac_bits} fractional bits")]
+    #[error("a value is outside the representable range ±{max} at {frac_bits} fractional bits")]
     OutOfRange {
         value: f64,
         max: f64,

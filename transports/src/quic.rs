@@ -36,8 +36,8 @@ const ALPN: &[u8] = b"securenn/1";
 const STREAM_WINDOW: u32 = 8 << 20;
 /// Per-connection receive window.
 const CONNECTION_WINDOW: u32 = 16 << 20;
-/// How many keep-alives fit in the dead-peer timeout: a peer is declared dead only after this
-/// many in a row went unanswered (a keep-alive interval of 1 s under the default 5 s).
+/// Keep-alive intervals per dead-peer timeout (an interval of 1 s under the default 5 s): a
+/// peer is declared dead only after four keep-alives in a row went unanswered.
 const KEEP_ALIVES_PER_TIMEOUT: u32 = 5;
 /// Longest peer-sent text (a close reason) kept in an error message.
 const MAX_PEER_TEXT: usize = 200;
@@ -1586,6 +1586,8 @@ mod tests {
              started 1 s in)"
         );
         assert!(replayed >= 50);
+        // Party 0 starts 1 s in; the sequential accept loop this replaced failed after 8 s.
+        assert!(took < Duration::from_secs(5), "start-up took {took:?}");
         drop((e0, e1));
         node0.shutdown();
         node1.shutdown();
