@@ -187,7 +187,7 @@ impl Wire for JobParams {
 
 impl JobParams {
     /// The public parameters of `job` running `model` (as run: layout applied) with `fp`.
-    fn new(job: &JobEntry, model: &crate::nn::Sequential, fp: FixedPoint) -> Self {
+    fn new(job: &JobEntry, model: &crate::nn::Model, fp: FixedPoint) -> Self {
         let architecture = blake3::hash(format!("{model:?}").as_bytes()).to_hex();
         let relu = match job.protocol.as_str() {
             "pond" => format!("polynomial {:?}", TFE_RELU_9),
@@ -840,7 +840,7 @@ impl Deployment {
 /// which a deployment's model owner does not have: it is logged, not refused.
 fn check_range(
     protocol: &str,
-    model: &crate::nn::Sequential,
+    model: &crate::nn::Model,
     weights: &crate::nn::Weights,
     fp: FixedPoint,
     samples: usize,

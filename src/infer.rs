@@ -8,7 +8,7 @@ use crate::data::Mnist;
 use crate::fixed::FixedPoint;
 use crate::metrics::{OpReport, SessionTrace, op_reports};
 use crate::nn::range::{MNIST_INPUT_RANGE, RangeError, RangeReport, analyse, observe};
-use crate::nn::{ModelError, Sequential, Weights, forward, forward_float, input_params};
+use crate::nn::{Model, ModelError, Weights, forward, forward_float, input_params};
 use crate::party::{JobFn, LocalCluster, Network, PartyConfig, SeedSource};
 use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
 use crate::ring::RingTensor;
@@ -44,10 +44,10 @@ impl ProtocolKind {
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// The model as defined, run with max pooling before ReLU where one follows the other (the
-    /// same function: [`Sequential::pool_before_relu`]); SecureNN with reused masks, tree maxima
+    /// same function: [`Model::pool_before_relu`]); SecureNN with reused masks, tree maxima
     /// and masked images.
     Default,
-    /// The paper's cost layout ([`Sequential::paper_layout`]) and accounting
+    /// The paper's cost layout ([`Model::paper_layout`]) and accounting
     /// ([`SecureNn::paper`]): reproduces the paper's communication to the byte.
     Paper,
 }
@@ -69,7 +69,7 @@ pub struct InferSpec {
     pub protocol: ProtocolKind,
     pub model_name: String,
     /// The model in its default layout, ending with argmax.
-    pub model: Sequential,
+    pub model: Model,
     pub weights: Weights,
     pub data: Mnist,
     pub batch: usize,
@@ -232,7 +232,7 @@ impl InferSpec {
     pub fn new(
         protocol: ProtocolKind,
         model_name: &str,
-        model: Sequential,
+        model: Model,
         weights: Weights,
         data: Mnist,
         seed: u64,
@@ -330,7 +330,7 @@ impl InferSpec {
     }
 
     /// The model as run: layout applied; without the argmax when the logits are revealed.
-    fn run_model(&self) -> Sequential {
+    fn run_model(&self) -> Model {
         let m = match self.layout {
             Layout::Default => self.model.pool_before_relu(),
             Layout::Paper => self.model.paper_layout(),
@@ -379,7 +379,7 @@ pub(crate) type Outputs = Vec<(Option<Vec<f64>>, usize)>;
 pub(crate) async fn party_job<P: Protocol>(
     p: P,
     ctx: Ctx,
-    model: Sequential,
+    model: Model,
     weights: Option<Weights>,
     batches: Option<Vec<RingTensor>>,
     shapes: Vec<Vec<usize>>,
@@ -424,7 +424,7 @@ pub(crate) async fn party_job<P: Protocol>(
 /// One party's inference job (see [`party_job`]) as a job for a party actor.
 pub(crate) fn infer_job<P: Protocol + Send + 'static>(
     p: P,
-    model: Sequential,
+    model: Model,
     weights: Option<Weights>,
     batches: Option<Vec<RingTensor>>,
     shapes: Vec<Vec<usize>>,
@@ -455,7 +455,7 @@ struct Secure {
 /// job the images, every job the public shapes.
 fn run_parties<P: Protocol + Send + 'static>(
     spec: &InferSpec,
-    model: &Sequential,
+    model: &Model,
     batches: &[RingTensor],
     progress: Option<Progress>,
     backend: impl Fn() -> P,
@@ -503,11 +503,7 @@ fn run_parties<P: Protocol + Send + 'static>(
 /// Attribute the job's envelopes to `weights`, `input`, each layer and `reveal` by their
 /// rendezvous keys (`infer/batch~k/<layer>/...`); a layer's rounds are the depth it adds over
 /// everything before it (the job started at causal depth `start`).
-pub fn layer_costs(
-    model: &Sequential,
-    envelopes: &[EnvelopeRecord],
-    start: u64,
-) -> Vec<LayerReport> {
+pub fn layer_costs(model: &Model, envelopes: &[EnvelopeRecord], start: u64) -> Vec<LayerReport> {
     let mut order = vec!["weights".to_string(), "input".to_string()];
     order.extend(
         model

@@ -1,9 +1,9 @@
 //! Built-in model architectures: the SecureNN paper's networks A-D (reference §2.2 and
 //! Appendix A) and the variant of D the paper's code timed, in their default layout (ReLU before
 //! pooling, as the models define them, no ReLU after the last layer; see
-//! [`crate::nn::Sequential::paper_layout`] for the paper's cost layout).
+//! [`crate::nn::Model::paper_layout`] for the paper's cost layout).
 
-use crate::nn::Sequential;
+use crate::nn::Model;
 use crate::ring::Padding;
 
 /// Names accepted by `--model`.
@@ -19,8 +19,8 @@ pub const BUILTIN: &[&str] = &[
 ];
 
 /// Network A (SecureML): FC 784→128, ReLU, FC 128→128, ReLU, FC 128→10, argmax.
-pub fn network_a() -> Sequential {
-    Sequential::new(&[28, 28, 1])
+pub fn network_a() -> Model {
+    Model::new(&[28, 28, 1])
         .flatten()
         .dense(128)
         .relu()
@@ -32,8 +32,8 @@ pub fn network_a() -> Sequential {
 
 /// Network B (MiniONN): conv 16 5×5 → ReLU → maxpool 2 → conv 16 5×5 → ReLU → maxpool 2 →
 /// FC 256→100 → ReLU → FC 100→10 (stride 1, no padding: 28→24→12→8→4), argmax.
-pub fn network_b() -> Sequential {
-    Sequential::new(&[28, 28, 1])
+pub fn network_b() -> Model {
+    Model::new(&[28, 28, 1])
         .conv2d(16, 5, 1, Padding::Valid)
         .relu()
         .maxpool(2)
@@ -49,8 +49,8 @@ pub fn network_b() -> Sequential {
 
 /// Network C (LeNet): conv 20 5×5 → ReLU → maxpool 2 → conv 50 5×5 → ReLU → maxpool 2 →
 /// FC 800→500 → ReLU → FC 500→10, argmax.
-pub fn network_c() -> Sequential {
-    Sequential::new(&[28, 28, 1])
+pub fn network_c() -> Model {
+    Model::new(&[28, 28, 1])
         .conv2d(20, 5, 1, Padding::Valid)
         .relu()
         .maxpool(2)
@@ -66,8 +66,8 @@ pub fn network_c() -> Sequential {
 
 /// Network D (Chameleon) as the paper describes it: conv 5 filters 5×5 stride 2 SAME (14×14×5 =
 /// 980) → ReLU → FC 980→100 → ReLU → FC 100→10, argmax.
-pub fn network_d() -> Sequential {
-    Sequential::new(&[28, 28, 1])
+pub fn network_d() -> Model {
+    Model::new(&[28, 28, 1])
         .conv2d(5, 5, 2, Padding::Same)
         .relu()
         .flatten()
@@ -80,8 +80,8 @@ pub fn network_d() -> Sequential {
 /// Network D as the paper's code timed it (reference §2.2): conv 5 filters 5×5 stride 1 VALID →
 /// ReLU → 2×2 maxpool (24→12: 720 values) → FC "980"→100 (the code reads past the 720; here
 /// the 260 extra inputs are zeros) → ReLU → FC 100→10, argmax.
-pub fn network_d_as_benchmarked() -> Sequential {
-    Sequential::new(&[28, 28, 1])
+pub fn network_d_as_benchmarked() -> Model {
+    Model::new(&[28, 28, 1])
         .conv2d(5, 5, 1, Padding::Valid)
         .relu()
         .maxpool(2)
@@ -95,7 +95,7 @@ pub fn network_d_as_benchmarked() -> Sequential {
 
 /// The built-in model called `name` (a `-avg` suffix swaps max pooling for average pooling, for
 /// Pond).
-pub fn by_name(name: &str) -> Option<Sequential> {
+pub fn by_name(name: &str) -> Option<Model> {
     let (base, avg) = match name.strip_suffix("-avg") {
         Some(b) => (b, true),
         None => (name, false),
@@ -109,9 +109,8 @@ pub fn by_name(name: &str) -> Option<Sequential> {
         _ => return None,
     };
     if avg {
-        m.layers
-            .iter()
-            .any(|l| matches!(l, crate::nn::Layer::MaxPool { .. }))
+        m.layers()
+            .any(|l| l.is_max_pool())
             .then(|| m.with_avg_pooling())
     } else {
         Some(m)
@@ -151,7 +150,7 @@ mod tests {
     #[test]
     fn shapes_and_parameter_counts_match_the_paper() {
         // Weights only (Appendix A): A 118,016; B 33,400; C 430,500; D 99,125.
-        let weights = |m: Sequential| -> usize {
+        let weights = |m: Model| -> usize {
             m.param_shapes()
                 .unwrap()
                 .iter()
@@ -182,7 +181,9 @@ mod tests {
         // The paper's layout: maxpool before ReLU, a ReLU after the last dense layer.
         let p = network_b().paper_layout();
         use crate::nn::Layer::*;
-        assert!(matches!(p.layers[1], MaxPool { .. }) && p.layers[2] == Relu);
-        assert_eq!(&p.layers[p.layers.len() - 2..], &[Relu, Argmax]);
+        let layers: Vec<_> = p.layers().cloned().collect();
+        assert!(matches!(layers[1], MaxPool { .. }) && layers[2] == Relu);
+        assert_eq!(&layers[layers.len() - 2..], &[Relu, Argmax]);
+        assert!(p.is_chain(), "the swaps keep a chain");
     }
 }

@@ -8,14 +8,14 @@ mod common;
 
 use common::*;
 use securenn::channel::{Ctx, P0, P1};
-use securenn::nn::{Layer, Sequential, forward, input_params};
+use securenn::nn::{Layer, Model, forward, input_params};
 use securenn::protocol::{Protocol, SecureNn};
 use securenn::ring::kernels::conv_geometry;
 
 /// Bytes of one forward pass plus argmax of `model` (paper layout) at `batch`, run by the
 /// three parties: images from P0, weights from P1 (sharing either costs nothing: the owner and
 /// the other server derive the mask from their common seed), nothing revealed.
-fn run_paper(model: &Sequential, batch: usize) -> securenn_transports::MeterSnapshot {
+fn run_paper(model: &Model, batch: usize) -> securenn_transports::MeterSnapshot {
     let model = model.paper_layout();
     let weights = model.init_weights(1).unwrap();
     let mut shape = vec![batch];
@@ -41,11 +41,11 @@ fn run_paper(model: &Sequential, batch: usize) -> securenn_transports::MeterSnap
 
 /// The paper's closed-form cost model (reference §4.5): Linear/Conv = 8(2|X_im2col| + 2|W| +
 /// |Z|), ReLU 704 per element, maxpool 744(n - 1) per output, argmax 744·9 per image.
-fn cost_model(model: &Sequential, batch: usize) -> u64 {
+fn cost_model(model: &Model, batch: usize) -> u64 {
     let model = model.paper_layout();
     let b = batch as u64;
     let mut total = 0u64;
-    for (layer, info) in model.layers.iter().zip(model.describe().unwrap()) {
+    for (layer, info) in model.layers().zip(model.describe().unwrap()) {
         let inp: u64 = info.input.iter().product::<usize>() as u64;
         let out: u64 = info.output.iter().product::<usize>() as u64;
         total += match layer {
@@ -71,7 +71,7 @@ fn cost_model(model: &Sequential, batch: usize) -> u64 {
                 8 * (2 * rows * cols + 2 * cols * *filters as u64 + rows * *filters as u64)
             }
             Layer::Relu => 704 * b * inp,
-            Layer::MaxPool { k } => 744 * (k * k - 1) as u64 * b * out,
+            Layer::MaxPool { window } => 744 * (window.cells() - 1) as u64 * b * out,
             Layer::Argmax => 744 * (inp - 1) * b,
             _ => 0,
         };
@@ -79,7 +79,7 @@ fn cost_model(model: &Sequential, batch: usize) -> u64 {
     total
 }
 
-fn networks() -> [(&'static str, Sequential, u64, u64); 4] {
+fn networks() -> [(&'static str, Model, u64, u64); 4] {
     use securenn::models::*;
     [
         ("A", network_a(), 2_100_984, 29_117_440),

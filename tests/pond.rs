@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use securenn::channel::{P0, P1, P2};
 use securenn::protocol::{Pond, ProtocolError, ReluKind, TFE_RELU_9};
-use securenn::ring::{Padding, RingTensor};
+use securenn::ring::{Padding, RingTensor, Window};
 
 fn pond() -> Pond {
     Pond::default()
@@ -40,7 +40,7 @@ fn linear_ops_are_exact() {
             (Op::Add, y.clone()),
             (Op::Sub, y.clone()),
             (Op::AddBias, bias),
-            (Op::SumPool(2), y.clone()),
+            (Op::SumPool(Window::square(2)), y.clone()),
             (Op::AddPublic(-3.25), y.clone()),
             (Op::Reshape(vec![batch, 72]), y.clone()),
         ] {
@@ -149,7 +149,10 @@ fn average_pooling() {
     let mut g = rng(6);
     for batch in [1, 64] {
         let x = random_fixed(&[batch, 4, 6, 3], 20.0, &mut g);
-        let (s, p, r) = both(6, &Case::new(Op::AvgPool(2), x.clone(), x));
+        let (s, p, r) = both(
+            6,
+            &Case::new(Op::AvgPool(Window::square(2), false), x.clone(), x),
+        );
         assert!(max_ulp_diff(&s, &p) <= 1);
         assert_eq!(r.traffic.total_bytes(), 0);
     }
@@ -160,7 +163,12 @@ fn average_pooling() {
 fn max_pooling_is_refused_by_name() {
     let mut g = rng(7);
     let x = random_fixed(&[1, 4, 4, 1], 1.0, &mut g);
-    let err = run_case(7, &Case::new(Op::MaxPool(2), x.clone(), x), pond).unwrap_err();
+    let err = run_case(
+        7,
+        &Case::new(Op::MaxPool(Window::square(2)), x.clone(), x),
+        pond,
+    )
+    .unwrap_err();
     match err {
         ProtocolError::Unsupported { op, reason } => {
             assert!(op.contains("op"), "{op}");
@@ -308,7 +316,7 @@ fn bad_shapes_are_errors() {
             stride: 1,
             padding: Padding::Valid,
         },
-        Op::AvgPool(2),
+        Op::AvgPool(Window::square(2), false),
     ] {
         let err = run_case(13, &Case::new(op.clone(), x.clone(), x.clone()), pond).unwrap_err();
         assert!(matches!(err, ProtocolError::Input { .. }), "{op:?}: {err}");

@@ -6,12 +6,12 @@ use securenn::data::{DataSource, Mnist, Split};
 use securenn::fixed::FixedPoint;
 use securenn::infer::{InferError, InferSpec, ProtocolKind, run_inference};
 use securenn::nn::range::{MNIST_INPUT_RANGE, Quantity, RangeError, analyse, observe};
-use securenn::nn::{Sequential, Weights, weights_file};
+use securenn::nn::{Model, Weights, weights_file};
 use securenn::protocol::{ReluKind, TFE_RELU_9};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-fn shipped(name: &str) -> (Sequential, Weights) {
+fn shipped(name: &str) -> (Model, Weights) {
     let model = securenn::models::by_name(name).unwrap();
     let (w, _) = weights_file::load_bundled(name, &model).unwrap();
     (model, w)
@@ -145,7 +145,7 @@ fn the_bound_is_sound_on_real_images() {
             Some(&observed),
         )
         .unwrap();
-        assert_eq!(r.layers.len(), model.layers.len());
+        assert_eq!(r.layers.len(), model.nodes.len());
         for (l, o) in r.layers.iter().zip(&observed) {
             let max = o.iter().copied().fold(0.0, f64::max);
             assert!(max > 0.0, "{name} {}", l.name);

@@ -11,7 +11,7 @@ use securenn::protocol::securenn::private_compare::private_compare_view;
 use securenn::protocol::securenn::share_convert::{ScRandomness, share_convert_with};
 use securenn::protocol::securenn::{compute_msb, division, maxpool, relu};
 use securenn::protocol::{Costing, SecureNn, SharedTensor};
-use securenn::ring::{ODD_MODULUS, OddTensor, RingTensor, odd_reduce};
+use securenn::ring::{ODD_MODULUS, OddTensor, RingTensor, Window, odd_reduce};
 
 const FRESH: Costing = Costing::Paper;
 const REUSE: Costing = Costing::Optimised;
@@ -663,14 +663,21 @@ fn same_seed_same_shares_bytes_and_rounds() {
 
 #[test]
 fn bad_pool_shapes_are_errors() {
+    // A window larger than the input, and padding as wide as the kernel.
     let x = RingTensor::zeros(&[1, 3, 3, 1]);
-    let err = run_case(
-        19,
-        &Case::new(Op::MaxPool(2), x.clone(), x),
-        SecureNn::default,
-    )
-    .unwrap_err();
-    assert!(matches!(err, ProtocolError::Input { .. }), "{err}");
+    let too_wide = Window {
+        pads: [0, 2, 0, 0],
+        ..Window::square(2)
+    };
+    for w in [Window::square(4), too_wide] {
+        let err = run_case(
+            19,
+            &Case::new(Op::MaxPool(w), x.clone(), x.clone()),
+            SecureNn::default,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProtocolError::Input { .. }), "{err}");
+    }
 }
 
 // ---------------------------------------------------------------- Argmax, tree maxima, im2col conv
@@ -748,7 +755,7 @@ fn tree_maxpool_matches_sequential() {
         let (shares, shape) = (shares.clone(), shape.clone());
         async move {
             let t = mine(&ctx, &shares, &shape, 13);
-            let p = maxpool::maxpool(&ctx, &t, 2, FRESH, Tree).await?;
+            let p = maxpool::maxpool(&ctx, &t, &Window::square(2), FRESH, Tree).await?;
             Ok((p.max.share().cloned(), p.index.share().cloned()))
         }
     })

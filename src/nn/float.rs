@@ -1,14 +1,14 @@
 //! The float reference: the model evaluated in f64, with the exact ReLU or a polynomial.
 
-use super::model::{Layer, ModelError, Sequential, Weights};
+use super::model::{Layer, Model, ModelError, Weights, walk_graph};
 use crate::protocol::ReluKind;
 use crate::ring::kernels::im2col;
-use crate::ring::numel;
+use crate::ring::{Gather, PadCell, Window, numel};
 use ndarray::{Array2, ArrayD, Ix2, IxDyn};
 
 /// Logits of `model` on a batch `x` of shape [batch, ...input].
 pub fn forward_float(
-    model: &Sequential,
+    model: &Model,
     w: &Weights,
     x: &ArrayD<f64>,
     relu: &ReluKind,
@@ -16,16 +16,29 @@ pub fn forward_float(
     model.validate(w)?;
     let infos = model.describe()?;
     let batch = x.shape()[0];
-    let mut x = x.clone();
-    for (layer, info) in model.layers.iter().zip(&infos) {
+    let relu_of = |v: f64| match relu {
+        ReluKind::Exact => v.max(0.0),
+        ReluKind::Polynomial(terms) => terms.iter().map(|&(k, c)| c * v.powi(k as i32)).sum(),
+    };
+    let full = |s: &[usize]| {
+        let mut v = vec![batch];
+        v.extend_from_slice(s);
+        v
+    };
+    walk_graph(model, &infos, x.clone(), |_, node, info, ins| {
+        let x = ins[0];
         let param = |i: usize| w.get(&info.params[i].0).expect("validated");
-        x = match layer {
+        let gather = |x: &ArrayD<f64>, g: &Gather| {
+            let data: Vec<f64> = x.iter().copied().collect();
+            ArrayD::from_shape_vec(IxDyn(&g.shape), g.apply(&data, 0.0)).expect("gather shape")
+        };
+        Ok(match &node.layer {
             Layer::Dense { units } => {
                 let k = param(0)
                     .clone()
                     .into_dimensionality::<Ix2>()
                     .expect("2-D kernel");
-                let xm = x.into_dimensionality::<Ix2>().expect("flat input");
+                let xm = x.clone().into_dimensionality::<Ix2>().expect("flat input");
                 let y: Array2<f64> =
                     xm.dot(&k) + param(1).view().into_shape_with_order(*units).expect("bias");
                 y.into_dyn()
@@ -56,32 +69,50 @@ pub fn forward_float(
                 y.into_shape_with_order(IxDyn(&[s[0], g.out_h, g.out_w, *filters]))
                     .expect("conv out")
             }
-            Layer::Relu => match relu {
-                ReluKind::Exact => x.mapv(|v| v.max(0.0)),
-                ReluKind::Polynomial(terms) => {
-                    x.mapv(|v| terms.iter().map(|&(k, c)| c * v.powi(k as i32)).sum())
+            Layer::Relu => x.mapv(relu_of),
+            Layer::LeakyRelu { alpha } => x.mapv(|v| alpha * v + (1.0 - alpha) * relu_of(v)),
+            Layer::Clip { max } => x.mapv(|v| relu_of(v) - relu_of(v - max)),
+            Layer::AvgPool {
+                window,
+                count_padding,
+            } => {
+                let sum = window_cells(x, window, PadCell::Zero, gather)
+                    .into_iter()
+                    .reduce(|a, b| a + b)
+                    .expect("a window has cells");
+                let (h, w) = (x.shape()[1], x.shape()[2]);
+                let mut out = sum;
+                for (ix, v) in out.indexed_iter_mut() {
+                    let n = match count_padding {
+                        true => window.cells(),
+                        false => window.inside(h, w, ix[1], ix[2]),
+                    };
+                    *v /= n as f64;
                 }
-            },
-            Layer::AvgPool { k } | Layer::MaxPool { k } => {
-                let s = x.shape().to_vec();
-                let (oh, ow) = (s[1] / k, s[2] / k);
-                let is_max = matches!(layer, Layer::MaxPool { .. });
-                ArrayD::from_shape_fn(IxDyn(&[s[0], oh, ow, s[3]]), |ix| {
-                    let vals =
-                        (0..k * k).map(|t| x[[ix[0], ix[1] * k + t / k, ix[2] * k + t % k, ix[3]]]);
-                    if is_max {
-                        vals.fold(f64::NEG_INFINITY, f64::max)
-                    } else {
-                        vals.sum::<f64>() / (k * k) as f64
-                    }
-                })
+                out
             }
+            Layer::MaxPool { window } => window_cells(x, window, PadCell::Repeat, gather)
+                .into_iter()
+                .reduce(|a, b| {
+                    ndarray::Zip::from(&a)
+                        .and(&b)
+                        .map_collect(|&p, &q| p.max(q))
+                })
+                .expect("a window has cells"),
             Layer::PadTo { n } => {
                 let w = x.shape()[1];
                 ArrayD::from_shape_fn(IxDyn(&[batch, *n]), |ix| {
                     if ix[1] < w { x[[ix[0], ix[1]]] } else { 0.0 }
                 })
             }
+            Layer::Pad2d { pads } => gather(x, &Gather::pad2d(x.shape(), *pads)),
+            Layer::Add => x + ins[1],
+            Layer::Concat => {
+                let views: Vec<_> = ins.iter().map(|a| a.view()).collect();
+                ndarray::concatenate(ndarray::Axis(x.ndim() - 1), &views).expect("checked shapes")
+            }
+            Layer::Scale => x * &param(0).view(),
+            Layer::Bias => x + &param(0).view(),
             Layer::Argmax => ArrayD::from_shape_fn(IxDyn(&[batch]), |ix| {
                 let row = x.index_axis(ndarray::Axis(0), ix[0]);
                 let mut best = 0;
@@ -93,9 +124,21 @@ pub fn forward_float(
                 best as f64
             }),
             Layer::Flatten => x
-                .into_shape_with_order(IxDyn(&[batch, numel(&info.output)]))
+                .clone()
+                .into_shape_with_order(IxDyn(&full(&[numel(&info.output)])))
                 .expect("flatten"),
-        };
-    }
-    Ok(x)
+        })
+    })
+}
+
+/// Cell t of every window, one tensor per cell.
+fn window_cells(
+    x: &ArrayD<f64>,
+    window: &Window,
+    pad: PadCell,
+    gather: impl Fn(&ArrayD<f64>, &Gather) -> ArrayD<f64>,
+) -> Vec<ArrayD<f64>> {
+    (0..window.cells())
+        .map(|t| gather(x, &window.part(x.shape(), t, pad)))
+        .collect()
 }

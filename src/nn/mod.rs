@@ -1,4 +1,4 @@
-//! Neural-network layers and sequential models. The architecture is public; the weights belong
+//! Neural-network layers and models (graphs of layers). The architecture is public; the weights belong
 //! to the model owner. The same `forward` runs on the plaintext, Pond and SecureNN backends and a
 //! float reference runs the model in f64.
 
@@ -10,4 +10,6 @@ pub mod weights_file;
 
 pub use float::forward_float;
 pub(crate) use model::unencodable;
-pub use model::{Layer, LayerInfo, ModelError, Sequential, Weights, forward, input_params};
+pub use model::{
+    InputLayout, Layer, LayerInfo, Model, ModelError, Node, Weights, forward, input_params,
+};

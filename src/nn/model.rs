@@ -1,20 +1,30 @@
-//! Sequential models: a builder over layers, shape checking, weights and the protocol-generic
-//! forward pass.
+//! The model: a graph of layers over NHWC activations (a chain in the common case; residual Add
+//! and Concat make it a DAG), one type for every backend and every source (the built-in networks,
+//! weight files, ONNX), with shape checking, weights and the protocol-generic forward pass.
+//!
+//! Layout: activations are NHWC inside (channels last: a convolution's im2col rows are contiguous
+//! runs of the input, and a per-channel bias is a broadcast along the last axis). ONNX models are
+//! NCHW; the importer converts once ([`crate::onnx`]): kernels OIHW → HWIO, the rows of a dense
+//! layer after a flatten permuted from (c, h, w) to (h, w, c) order, inputs given as NCHW
+//! transposed on loading ([`InputLayout`]).
 
 use crate::channel::{Ctx, PartyId, ProtocolError};
 use crate::fixed::FixedPoint;
 use crate::protocol::{Protocol, avgpool};
-use crate::ring::{Padding, numel};
+use crate::ring::{Gather, Padding, Window, numel};
 use ndarray::{ArrayD, IxDyn};
 use rand::RngExt;
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
 /// One layer. Shapes exclude the batch axis; activations are NHWC.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Layer {
+    /// x·W + b (W: [inputs, units]).
     Dense {
         units: usize,
     },
+    /// Convolution with a square HWIO kernel, one stride for both axes, and a bias.
     Conv2d {
         filters: usize,
         kernel: usize,
@@ -22,6 +32,15 @@ pub enum Layer {
         padding: Padding,
     },
     Relu,
+    /// max(x, 0) + alpha·min(x, 0), computed as alpha·x + (1 - alpha)·ReLU(x): the exact ReLU
+    /// and two public scalings.
+    LeakyRelu {
+        alpha: f64,
+    },
+    /// min(max(x, 0), max) = ReLU(x) - ReLU(x - max): two exact ReLUs in one call.
+    Clip {
+        max: f64,
+    },
     /// Append zeros to a flat input: the public SecureNN code feeds network D's 720 activations
     /// to a 980-wide layer (it reads past the end); zeros are the defined version of that.
     PadTo {
@@ -29,13 +48,87 @@ pub enum Layer {
     },
     /// Index of the largest output (the prediction); a model's last layer.
     Argmax,
+    /// Average over windows; `count_padding` divides by the whole window where it overlaps the
+    /// padding (ONNX `count_include_pad`), else by the cells inside the input.
     AvgPool {
-        k: usize,
+        window: Window,
+        count_padding: bool,
     },
+    /// Maximum over windows (padding never wins).
     MaxPool {
-        k: usize,
+        window: Window,
     },
+    /// Flatten [h, w, c] to [h·w·c] in (h, w, c) order.
     Flatten,
+    /// Zero rows and columns around an [h, w, c] input: (top, left, bottom, right).
+    Pad2d {
+        pads: [usize; 4],
+    },
+    /// The sum of two inputs of one shape (a residual connection).
+    Add,
+    /// Inputs concatenated along the last axis (channels).
+    Concat,
+    /// x times a per-channel factor (a weight: batch normalisation left unfolded, or a constant
+    /// multiplier).
+    Scale,
+    /// x plus a per-channel term (a weight: batch normalisation's shift, a constant offset).
+    Bias,
+}
+
+impl Layer {
+    /// Short name of the kind, used in layer names (`3.conv2d`) and weight names.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Dense { .. } => "dense",
+            Layer::Conv2d { .. } => "conv2d",
+            Layer::Relu => "relu",
+            Layer::LeakyRelu { .. } => "leaky_relu",
+            Layer::Clip { .. } => "clip",
+            Layer::PadTo { .. } => "pad",
+            Layer::Argmax => "argmax",
+            Layer::AvgPool { .. } => "avgpool",
+            Layer::MaxPool { .. } => "maxpool",
+            Layer::Flatten => "flatten",
+            Layer::Pad2d { .. } => "pad2d",
+            Layer::Add => "add",
+            Layer::Concat => "concat",
+            Layer::Scale => "scale",
+            Layer::Bias => "bias",
+        }
+    }
+
+    /// Names of the layer's parameters, in the order `forward` consumes them.
+    pub fn param_names(&self) -> &'static [&'static str] {
+        match self {
+            Layer::Dense { .. } | Layer::Conv2d { .. } => &["kernel", "bias"],
+            Layer::Scale => &["scale"],
+            Layer::Bias => &["bias"],
+            _ => &[],
+        }
+    }
+
+    /// Whether the layer is a max pool.
+    pub fn is_max_pool(&self) -> bool {
+        matches!(self, Layer::MaxPool { .. })
+    }
+}
+
+/// How a caller gives the model's inputs: channels last (the built-in networks, whose single
+/// channel makes both orders the same) or channels first (an ONNX model's NCHW input).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputLayout {
+    #[default]
+    ChannelsLast,
+    ChannelsFirst,
+}
+
+/// One node: a layer and the values it reads. Value 0 is the model's input, value i + 1 the
+/// output of node i; a node reads only earlier values, so `nodes` is in topological order and
+/// the last node's output is the model's output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub layer: Layer,
+    pub inputs: Vec<usize>,
 }
 
 /// Errors in a model's definition or weights, naming the layer or tensor.
@@ -58,23 +151,34 @@ pub enum ModelError {
     ExtraWeight { tensor: String },
     #[error("weight tensor {tensor}: {reason}")]
     WeightValue { tensor: String, reason: String },
+    #[error("{what} is not supported by {by}: {reason}")]
+    Unsupported {
+        what: String,
+        by: String,
+        reason: String,
+    },
 }
 
 /// Static description of one layer: its name, shapes and parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerInfo {
     pub name: String,
+    /// Shape of the first input.
     pub input: Vec<usize>,
+    /// Shapes of every input, in order.
+    pub inputs: Vec<Vec<usize>>,
     pub output: Vec<usize>,
     /// (tensor name, shape) of the layer's parameters, kernel first.
     pub params: Vec<(String, Vec<usize>)>,
 }
 
-/// A sequential model: input shape [h, w, c] (or [n]) and layers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sequential {
+/// A model: input shape [h, w, c] (or [n]), the layers as a graph, and how inputs are given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
     pub input: Vec<usize>,
-    pub layers: Vec<Layer>,
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub input_layout: InputLayout,
 }
 
 /// Named float weight tensors, as the model owner holds them.
@@ -89,138 +193,221 @@ impl Weights {
     }
 }
 
-impl Sequential {
+impl Model {
     pub fn new(input: &[usize]) -> Self {
         Self {
             input: input.to_vec(),
-            layers: Vec::new(),
+            nodes: Vec::new(),
+            input_layout: InputLayout::ChannelsLast,
         }
     }
 
-    pub fn dense(mut self, units: usize) -> Self {
-        self.layers.push(Layer::Dense { units });
+    /// Append a node reading `inputs` (value ids: 0 the model's input, i + 1 node i's output);
+    /// returns the id of its output.
+    pub fn push(&mut self, layer: Layer, inputs: Vec<usize>) -> usize {
+        self.nodes.push(Node { layer, inputs });
+        self.nodes.len()
+    }
+
+    /// Append a layer reading the last value (a chain).
+    pub fn then(mut self, layer: Layer) -> Self {
+        let last = self.nodes.len();
+        self.push(layer, vec![last]);
         self
     }
 
-    pub fn conv2d(
-        mut self,
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-        padding: Padding,
-    ) -> Self {
-        self.layers.push(Layer::Conv2d {
+    pub fn dense(self, units: usize) -> Self {
+        self.then(Layer::Dense { units })
+    }
+
+    pub fn conv2d(self, filters: usize, kernel: usize, stride: usize, padding: Padding) -> Self {
+        self.then(Layer::Conv2d {
             filters,
             kernel,
             stride,
             padding,
-        });
-        self
+        })
     }
 
-    pub fn relu(mut self) -> Self {
-        self.layers.push(Layer::Relu);
-        self
+    pub fn relu(self) -> Self {
+        self.then(Layer::Relu)
     }
 
-    pub fn avgpool(mut self, k: usize) -> Self {
-        self.layers.push(Layer::AvgPool { k });
-        self
+    /// Non-overlapping k×k average pooling.
+    pub fn avgpool(self, k: usize) -> Self {
+        self.then(Layer::AvgPool {
+            window: Window::square(k),
+            count_padding: false,
+        })
     }
 
-    pub fn maxpool(mut self, k: usize) -> Self {
-        self.layers.push(Layer::MaxPool { k });
-        self
+    /// Non-overlapping k×k max pooling.
+    pub fn maxpool(self, k: usize) -> Self {
+        self.then(Layer::MaxPool {
+            window: Window::square(k),
+        })
     }
 
-    pub fn flatten(mut self) -> Self {
-        self.layers.push(Layer::Flatten);
-        self
+    pub fn flatten(self) -> Self {
+        self.then(Layer::Flatten)
     }
 
-    pub fn pad_to(mut self, n: usize) -> Self {
-        self.layers.push(Layer::PadTo { n });
-        self
+    pub fn pad_to(self, n: usize) -> Self {
+        self.then(Layer::PadTo { n })
     }
 
-    pub fn argmax(mut self) -> Self {
-        self.layers.push(Layer::Argmax);
-        self
+    pub fn argmax(self) -> Self {
+        self.then(Layer::Argmax)
     }
 
-    /// Max pooling before ReLU wherever a ReLU is followed by a max pool: the same function
-    /// (ReLU is monotone, so max(relu(x)) = relu(max(x)), exactly also in fixed point) with the
-    /// ReLU on a k² times smaller tensor (the paper's §9.2 swap).
-    pub fn pool_before_relu(&self) -> Self {
-        let mut layers = self.layers.clone();
-        for i in 0..layers.len().saturating_sub(1) {
-            if layers[i] == Layer::Relu && matches!(layers[i + 1], Layer::MaxPool { .. }) {
-                layers.swap(i, i + 1);
+    /// The layers in order (for chains and reports).
+    pub fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.nodes.iter().map(|n| &n.layer)
+    }
+
+    /// Whether every node reads only the one before it.
+    pub fn is_chain(&self) -> bool {
+        self.nodes.iter().enumerate().all(|(i, n)| n.inputs == [i])
+    }
+
+    /// How many nodes read each value (value ids as in [`Node`]).
+    pub fn readers(&self) -> Vec<usize> {
+        let mut r = vec![0; self.nodes.len() + 1];
+        for n in &self.nodes {
+            for &v in &n.inputs {
+                r[v] += 1;
             }
         }
-        Self {
-            input: self.input.clone(),
-            layers,
-        }
+        r
     }
 
-    /// The model in the paper's cost layout: [`Sequential::pool_before_relu`], and a ReLU after
-    /// the last dense layer (the ReLU of the paper's ASM output; it changes a prediction only
-    /// when every logit is negative).
+    /// Max pooling before ReLU wherever a ReLU read only by a max pool feeds it: the same
+    /// function (ReLU is monotone, so max(relu(x)) = relu(max(x)), exactly also in fixed point,
+    /// and a padded cell repeats a cell of its window) with the ReLU on a k² times smaller
+    /// tensor (the paper's §9.2 swap).
+    pub fn pool_before_relu(&self) -> Self {
+        let mut m = self.clone();
+        for i in 0..m.nodes.len().saturating_sub(1) {
+            let readers = m.readers();
+            if m.nodes[i].layer == Layer::Relu
+                && m.nodes[i + 1].layer.is_max_pool()
+                && m.nodes[i + 1].inputs == [i + 1]
+                && readers[i + 1] == 1
+            {
+                let relu_inputs = m.nodes[i].inputs.clone();
+                m.nodes.swap(i, i + 1);
+                m.nodes[i].inputs = relu_inputs;
+                m.nodes[i + 1].inputs = vec![i + 1];
+            }
+        }
+        m
+    }
+
+    /// Insert `layer` right after node `i`, reading its output; every later reader of node i's
+    /// output reads the new node's instead.
+    fn insert_after(&mut self, i: usize, layer: Layer) {
+        for n in &mut self.nodes[i + 1..] {
+            for v in &mut n.inputs {
+                if *v > i {
+                    *v += 1;
+                }
+            }
+        }
+        self.nodes.insert(
+            i + 1,
+            Node {
+                layer,
+                inputs: vec![i + 1],
+            },
+        );
+    }
+
+    /// The model in the paper's cost layout: [`Model::pool_before_relu`], and a ReLU after the
+    /// last dense layer (the ReLU of the paper's ASM output; it changes a prediction only when
+    /// every logit is negative).
     pub fn paper_layout(&self) -> Self {
-        let mut layers = self.pool_before_relu().layers;
-        let last_dense = layers
+        let mut m = self.pool_before_relu();
+        let last_dense = m
+            .nodes
             .iter()
-            .rposition(|l| matches!(l, Layer::Dense { .. }));
-        if let Some(last) = last_dense.filter(|&i| layers.get(i + 1) != Some(&Layer::Relu)) {
-            layers.insert(last + 1, Layer::Relu);
+            .rposition(|n| matches!(n.layer, Layer::Dense { .. }));
+        if let Some(last) = last_dense.filter(|&i| {
+            m.nodes
+                .get(i + 1)
+                .is_none_or(|n| n.layer != Layer::Relu || n.inputs != [i + 1])
+        }) {
+            m.insert_after(last, Layer::Relu);
         }
-        Self {
-            input: self.input.clone(),
-            layers,
-        }
+        m
     }
 
     /// The model without a final argmax: what the logits come out of.
     pub fn without_argmax(&self) -> Self {
-        let mut layers = self.layers.clone();
-        if layers.last() == Some(&Layer::Argmax) {
-            layers.pop();
+        let mut m = self.clone();
+        if m.nodes.last().map(|n| &n.layer) == Some(&Layer::Argmax) {
+            m.nodes.pop();
         }
-        Self {
-            input: self.input.clone(),
-            layers,
-        }
+        m
     }
 
     /// The same model with every max pool replaced by an average pool (for Pond).
     pub fn with_avg_pooling(&self) -> Self {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                Layer::MaxPool { k } => Layer::AvgPool { k: *k },
-                l => l.clone(),
-            })
-            .collect();
-        Self {
-            input: self.input.clone(),
-            layers,
+        let mut m = self.clone();
+        for n in &mut m.nodes {
+            if let Layer::MaxPool { window } = n.layer {
+                n.layer = Layer::AvgPool {
+                    window,
+                    count_padding: false,
+                };
+            }
         }
+        m
     }
 
     /// Names, shapes and parameters of every layer; an error names the first layer that does not
-    /// fit its input.
+    /// fit its inputs.
     pub fn describe(&self) -> Result<Vec<LayerInfo>, ModelError> {
-        let mut shape = self.input.clone();
+        let mut values: Vec<Vec<usize>> = vec![self.input.clone()];
         let mut out = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (kind, next, params) = match layer {
+        let last = self.nodes.len().saturating_sub(1);
+        for (i, node) in self.nodes.iter().enumerate() {
+            let layer = &node.layer;
+            let kind = layer.kind();
+            let name = format!("{i}.{kind}");
+            let err = |reason: String| ModelError::Shape {
+                layer: name.clone(),
+                reason,
+            };
+            let arity = match layer {
+                Layer::Add => 2..=2,
+                Layer::Concat => 1..=usize::MAX,
+                _ => 1..=1,
+            };
+            if !arity.contains(&node.inputs.len()) {
+                return Err(err(format!(
+                    "reads {} values, {kind} takes {}",
+                    node.inputs.len(),
+                    if *arity.end() == usize::MAX {
+                        "at least one".to_string()
+                    } else {
+                        arity.start().to_string()
+                    }
+                )));
+            }
+            if let Some(&v) = node.inputs.iter().find(|&&v| v > i) {
+                return Err(err(format!(
+                    "reads value {v}, which is not computed before it (nodes are in order;                      value 0 is the input, value j + 1 node j's output)"
+                )));
+            }
+            let ins: Vec<Vec<usize>> = node.inputs.iter().map(|&v| values[v].clone()).collect();
+            let shape = ins[0].clone();
+            let hwc = |what: &str| -> Result<[usize; 3], ModelError> {
+                <[usize; 3]>::try_from(shape.as_slice())
+                    .map_err(|_| err(format!("{what} needs an [h, w, c] input, got {shape:?}")))
+            };
+            let channels = || shape.last().copied().unwrap_or(0);
+            let (next, params): (Vec<usize>, Vec<Vec<usize>>) = match layer {
                 Layer::Dense { units } => {
-                    let err = |reason: String| ModelError::Shape {
-                        layer: format!("{i}.dense"),
-                        reason,
-                    };
                     if shape.len() != 1 {
                         return Err(err(format!(
                             "dense needs a flat input, got {shape:?}: add flatten() first"
@@ -229,8 +416,7 @@ impl Sequential {
                     if *units == 0 {
                         return Err(err("dense needs at least one unit".into()));
                     }
-                    let n = shape[0];
-                    ("dense", vec![*units], vec![vec![n, *units], vec![*units]])
+                    (vec![*units], vec![vec![shape[0], *units], vec![*units]])
                 }
                 Layer::Conv2d {
                     filters,
@@ -238,90 +424,109 @@ impl Sequential {
                     stride,
                     padding,
                 } => {
-                    let err = |reason: String| ModelError::Shape {
-                        layer: format!("{i}.conv2d"),
-                        reason,
-                    };
-                    if shape.len() != 3 {
-                        return Err(err(format!(
-                            "conv2d needs an [h, w, c] input, got {shape:?}"
-                        )));
-                    }
+                    let [h, w, c] = hwc("conv2d")?;
                     if *filters == 0 || *kernel == 0 || *stride == 0 {
                         return Err(err("filters, kernel and stride must be at least 1".into()));
                     }
-                    if *padding == Padding::Valid && (*kernel > shape[0] || *kernel > shape[1]) {
+                    let g = crate::ring::kernels::conv_geometry(
+                        h, w, *kernel, *kernel, *stride, *padding,
+                    );
+                    if g.out_h == 0 || g.out_w == 0 {
                         return Err(err(format!(
-                            "a {kernel}x{kernel} kernel does not fit {shape:?} without padding"
+                            "a {kernel}x{kernel} kernel does not fit {shape:?} with padding                              {padding:?}"
                         )));
                     }
-                    let g = crate::ring::kernels::conv_geometry(
-                        shape[0], shape[1], *kernel, *kernel, *stride, *padding,
-                    );
                     (
-                        "conv2d",
                         vec![g.out_h, g.out_w, *filters],
-                        vec![vec![*kernel, *kernel, shape[2], *filters], vec![*filters]],
+                        vec![vec![*kernel, *kernel, c, *filters], vec![*filters]],
                     )
                 }
-                Layer::Relu => ("relu", shape.clone(), vec![]),
-                Layer::AvgPool { k } | Layer::MaxPool { k } => {
-                    let kind = if matches!(layer, Layer::AvgPool { .. }) {
-                        "avgpool"
-                    } else {
-                        "maxpool"
-                    };
-                    if shape.len() != 3
-                        || *k == 0
-                        || !shape[0].is_multiple_of(*k)
-                        || !shape[1].is_multiple_of(*k)
+                Layer::Relu | Layer::LeakyRelu { .. } | Layer::Clip { .. } => {
+                    if let Layer::Clip { max } = layer
+                        && !(max.is_finite() && *max > 0.0)
                     {
-                        return Err(ModelError::Shape {
-                            layer: format!("{i}.{kind}"),
-                            reason: format!(
-                                "a {k}x{k} pool needs an [h, w, c] input divisible by {k}, got {shape:?}"
-                            ),
-                        });
+                        return Err(err(format!("clip's maximum must be positive, got {max}")));
                     }
-                    (kind, vec![shape[0] / k, shape[1] / k, shape[2]], vec![])
+                    if let Layer::LeakyRelu { alpha } = layer
+                        && !alpha.is_finite()
+                    {
+                        return Err(err("leaky ReLU's alpha must be finite".into()));
+                    }
+                    (shape.clone(), vec![])
                 }
-                Layer::Flatten => ("flatten", vec![numel(&shape)], vec![]),
+                Layer::AvgPool { window, .. } | Layer::MaxPool { window } => {
+                    let [h, w, c] = hwc(kind)?;
+                    let (oh, ow) = window.output(h, w).map_err(err)?;
+                    (vec![oh, ow, c], vec![])
+                }
+                Layer::Flatten => (vec![numel(&shape)], vec![]),
                 Layer::PadTo { n } => {
                     if shape.len() != 1 || shape[0] > *n {
-                        return Err(ModelError::Shape {
-                            layer: format!("{i}.pad"),
-                            reason: format!(
-                                "pads a flat input of at most {n} values, got {shape:?}"
-                            ),
-                        });
+                        return Err(err(format!(
+                            "pads a flat input of at most {n} values, got {shape:?}"
+                        )));
                     }
-                    ("pad", vec![*n], vec![])
+                    (vec![*n], vec![])
+                }
+                Layer::Pad2d { pads } => {
+                    let [h, w, c] = hwc("pad2d")?;
+                    (
+                        vec![h + pads[0] + pads[2], w + pads[1] + pads[3], c],
+                        vec![],
+                    )
+                }
+                Layer::Add => {
+                    if ins[1] != shape {
+                        return Err(err(format!(
+                            "adds values of shapes {shape:?} and {:?}",
+                            ins[1]
+                        )));
+                    }
+                    (shape.clone(), vec![])
+                }
+                Layer::Concat => {
+                    let lead = &shape[..shape.len().saturating_sub(1)];
+                    if shape.is_empty()
+                        || ins
+                            .iter()
+                            .any(|s| s.len() != shape.len() || &s[..s.len() - 1] != lead)
+                    {
+                        return Err(err(format!(
+                            "concatenates along the last axis values of shapes {ins:?}"
+                        )));
+                    }
+                    let mut next = lead.to_vec();
+                    next.push(ins.iter().map(|s| s[s.len() - 1]).sum());
+                    (next, vec![])
+                }
+                Layer::Scale | Layer::Bias => {
+                    if shape.is_empty() || channels() == 0 {
+                        return Err(err(format!("needs a non-empty input, got {shape:?}")));
+                    }
+                    (shape.clone(), vec![vec![channels()]])
                 }
                 Layer::Argmax => {
-                    if shape.len() != 1 || i + 1 != self.layers.len() {
-                        return Err(ModelError::Shape {
-                            layer: format!("{i}.argmax"),
-                            reason: format!(
-                                "argmax is the last layer, on a flat input; got {shape:?}"
-                            ),
-                        });
+                    if shape.len() != 1 || i != last {
+                        return Err(err(format!(
+                            "argmax is the last layer, on a flat input; got {shape:?}"
+                        )));
                     }
-                    ("argmax", vec![], vec![])
+                    (vec![], vec![])
                 }
             };
-            let name = format!("{i}.{kind}");
             let params = params
                 .into_iter()
-                .zip(["kernel", "bias"])
+                .zip(layer.param_names())
                 .map(|(s, p)| (format!("{name}.{p}"), s))
                 .collect();
             out.push(LayerInfo {
                 name,
                 input: shape,
+                inputs: ins,
                 output: next.clone(),
                 params,
             });
-            shape = next;
+            values.push(next);
         }
         Ok(out)
     }
@@ -343,14 +548,17 @@ impl Sequential {
             .map_or(self.input.clone(), |l| l.output.clone()))
     }
 
-    /// Glorot-uniform kernels and zero biases from a seed (untrained weights for tests and demos).
+    /// Glorot-uniform kernels, zero biases and unit scales from a seed (untrained weights for
+    /// tests and demos).
     pub fn init_weights(&self, seed: u64) -> Result<Weights, ModelError> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let tensors = self
             .param_shapes()?
             .into_iter()
             .map(|(name, shape)| {
-                let t = if shape.len() == 1 {
+                let t = if name.ends_with(".scale") {
+                    ArrayD::ones(IxDyn(&shape))
+                } else if shape.len() == 1 {
                     ArrayD::zeros(IxDyn(&shape))
                 } else {
                     let fan_out = *shape.last().expect("kernel has dims");
@@ -379,10 +587,10 @@ impl Sequential {
                     got: t.shape().to_vec(),
                 });
             }
-            if let Some(v) = t.iter().find(|v| !v.is_finite()) {
+            if t.iter().any(|v| !v.is_finite()) {
                 return Err(ModelError::WeightValue {
                     tensor: name.clone(),
-                    reason: format!("contains {v}"),
+                    reason: "holds a value that is not a finite number".into(),
                 });
             }
         }
@@ -397,6 +605,37 @@ impl Sequential {
         }
         Ok(())
     }
+}
+
+/// Walk a model's graph: `step(node index, node, info, input values)` computes each node's
+/// output; a value is dropped after its last reader. Returns the last node's output (the input
+/// if there are no nodes).
+pub(crate) fn walk_graph<T, E>(
+    model: &Model,
+    infos: &[LayerInfo],
+    input: T,
+    mut step: impl FnMut(usize, &Node, &LayerInfo, Vec<&T>) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut left = model.readers();
+    let mut values: Vec<Option<T>> = vec![Some(input)];
+    for (i, (node, info)) in model.nodes.iter().zip(infos).enumerate() {
+        let out = {
+            let ins: Vec<&T> = node
+                .inputs
+                .iter()
+                .map(|&v| values[v].as_ref().expect("value still read"))
+                .collect();
+            step(i, node, info, ins)?
+        };
+        for &v in &node.inputs {
+            left[v] -= 1;
+            if left[v] == 0 && v != i + 1 {
+                values[v] = None;
+            }
+        }
+        values.push(Some(out));
+    }
+    Ok(values.pop().flatten().expect("the last value"))
 }
 
 /// Bring the model's parameters into the computation from `owner` (who passes `Some(weights)`),
@@ -416,7 +655,7 @@ pub(crate) fn unencodable(e: &crate::fixed::FixedError) -> String {
 pub async fn input_params<P: Protocol>(
     p: &P,
     ctx: &Ctx,
-    model: &Sequential,
+    model: &Model,
     owner: PartyId,
     weights: Option<&Weights>,
 ) -> Result<Vec<P::Tensor>, ProtocolError> {
@@ -464,9 +703,25 @@ pub async fn input_params<P: Protocol>(
 pub async fn forward<P: Protocol>(
     p: &P,
     ctx: &Ctx,
-    model: &Sequential,
+    model: &Model,
     params: &[P::Tensor],
     x: P::Tensor,
+) -> Result<P::Tensor, ProtocolError> {
+    forward_inspect(p, ctx, model, params, x, &mut |_, _, _| {}).await
+}
+
+/// A callback seeing each node's index, inputs and output.
+pub(crate) type Inspect<'a, T> = dyn FnMut(usize, &[&T], &T) + 'a;
+
+/// [`forward`], calling `inspect(node index, its inputs, its output)` after every node (the
+/// plaintext backend's per-layer observations).
+pub(crate) async fn forward_inspect<P: Protocol>(
+    p: &P,
+    ctx: &Ctx,
+    model: &Model,
+    params: &[P::Tensor],
+    x: P::Tensor,
+    inspect: &mut Inspect<'_, P::Tensor>,
 ) -> Result<P::Tensor, ProtocolError> {
     let infos = model.describe().map_err(|e| ProtocolError::Input {
         op: ctx.path().to_string(),
@@ -474,36 +729,99 @@ pub async fn forward<P: Protocol>(
     })?;
     let batch = p.shape(&x)[0];
     let mut params = params.iter();
-    let mut x = x;
-    for (layer, info) in model.layers.iter().zip(&infos) {
+    let mut left = model.readers();
+    let mut values: Vec<Option<P::Tensor>> = vec![Some(x)];
+    for (i, (node, info)) in model.nodes.iter().zip(&infos).enumerate() {
         let lctx = ctx.child(&info.name);
-        lctx.shape(p.shape(&x));
+        let ins: Vec<&P::Tensor> = node
+            .inputs
+            .iter()
+            .map(|&v| {
+                values[v]
+                    .as_ref()
+                    .expect("a value is kept until its last reader")
+            })
+            .collect();
+        let x = ins[0];
+        lctx.shape(p.shape(x));
         let mut take = || {
             params.next().ok_or_else(|| ProtocolError::Input {
                 op: lctx.path().to_string(),
                 reason: "fewer parameters than the model needs".into(),
             })
         };
-        x = match layer {
+        let full = |s: &[usize]| {
+            let mut v = vec![batch];
+            v.extend_from_slice(s);
+            v
+        };
+        let y = match &node.layer {
             Layer::Dense { .. } => {
                 let (w, b) = (take()?, take()?);
-                let y = p.matmul(&lctx, &x, w).await?;
+                let y = p.matmul(&lctx, x, w).await?;
                 p.add_bias(&lctx, &y, b)?
             }
             Layer::Conv2d {
                 stride, padding, ..
             } => {
                 let (w, b) = (take()?, take()?);
-                let y = p.conv2d(&lctx, &x, w, *stride, *padding).await?;
+                let y = p.conv2d(&lctx, x, w, *stride, *padding).await?;
                 p.add_bias(&lctx, &y, b)?
             }
-            Layer::Relu => p.relu(&lctx, &x).await?,
-            Layer::AvgPool { k } => avgpool(p, &lctx, &x, *k)?,
-            Layer::MaxPool { k } => p.maxpool(&lctx, &x, *k).await?,
-            Layer::Flatten => p.reshape(&x, &[batch, numel(&info.output)]),
-            Layer::PadTo { n } => p.pad_last(&x, *n),
-            Layer::Argmax => p.argmax(&lctx, &x).await?,
+            Layer::Relu => p.relu(&lctx, x).await?,
+            Layer::LeakyRelu { alpha } => {
+                let r = p.relu(&lctx, x).await?;
+                let a = p.mul_public(&lctx, x, *alpha)?;
+                let b = p.mul_public(&lctx, &r, 1.0 - alpha)?;
+                p.add(&lctx, &a, &b)?
+            }
+            Layer::Clip { max } => {
+                // ReLU(x) and ReLU(x - max) in one call, side by side on the last axis.
+                let shifted = p.add_public(&lctx, x, -max)?;
+                let both = p.concat(&lctx, &[x, &shifted])?;
+                let r = p.relu(&lctx, &both).await?;
+                let shape = full(&info.output);
+                let half = numel(&shape);
+                let c = *shape.last().expect("an axis");
+                let pick = |second: usize| Gather {
+                    shape: shape.clone(),
+                    index: (0..half)
+                        .map(|j| (j / c) * 2 * c + second * c + j % c)
+                        .collect(),
+                };
+                let (lo, hi) = (p.gather(&r, &pick(0)), p.gather(&r, &pick(1)));
+                p.sub(&lctx, &lo, &hi)?
+            }
+            Layer::AvgPool {
+                window,
+                count_padding,
+            } => avgpool(p, &lctx, x, window, *count_padding)?,
+            Layer::MaxPool { window } => p.maxpool(&lctx, x, window).await?,
+            Layer::Flatten => p.reshape(x, &[batch, numel(&info.output)]),
+            Layer::PadTo { n } => p.pad_last(x, *n),
+            Layer::Pad2d { pads } => p.gather(x, &Gather::pad2d(p.shape(x), *pads)),
+            Layer::Add => p.add(&lctx, x, ins[1])?,
+            Layer::Concat => p.concat(&lctx, &ins)?,
+            Layer::Scale => {
+                let s = take()?;
+                let s = p.gather(s, &Gather::broadcast_last(p.shape(x)));
+                p.mul(&lctx, x, &s).await?
+            }
+            Layer::Bias => p.add_bias(&lctx, x, take()?)?,
+            Layer::Argmax => p.argmax(&lctx, x).await?,
         };
+        inspect(i, &ins, &y);
+        for &v in &node.inputs {
+            left[v] -= 1;
+            if left[v] == 0 {
+                values[v] = None;
+            }
+        }
+        values.push(Some(y));
+        debug_assert_eq!(values.len(), i + 2);
     }
-    Ok(x)
+    Ok(values
+        .pop()
+        .flatten()
+        .expect("the output is the last value"))
 }

@@ -45,12 +45,13 @@
 //! model owner publishes it, is a coarse magnitude per layer (a few bits of log2 of a sum of
 //! absolute weights), not the weights.
 
-use super::model::{Layer, ModelError, Sequential, Weights, forward, input_params};
+use super::model::{Layer, Model, ModelError, Weights, forward_inspect, input_params};
 use crate::channel::Ctx;
 use crate::fixed::FixedPoint;
 use crate::protocol::{Plaintext, ReluKind};
-use crate::ring::RingTensor;
 use crate::ring::kernels::im2col;
+use crate::ring::window::concat_last;
+use crate::ring::{Gather, PadCell, RingTensor, Window};
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -289,7 +290,7 @@ pub enum Basis {
 /// per-job figures (the number of images). `observed` (from [`observe`], per element) adds the
 /// empirical figures; with a polynomial ReLU they are the [`Basis`] of the verdict.
 pub fn analyse(
-    model: &Sequential,
+    model: &Model,
     weights: &Weights,
     fp: FixedPoint,
     input: (f64, f64),
@@ -387,7 +388,7 @@ struct Pass {
 /// Propagate intervals through the model; with `clamp`, cut each output element to its observed
 /// largest |value| (plus a little slack for the secure run's ulps).
 fn pass(
-    model: &Sequential,
+    model: &Model,
     weights: &Weights,
     fp: FixedPoint,
     input: (f64, f64),
@@ -408,14 +409,23 @@ fn pass(
     let s2 = 2f64.powi(2 * f);
     let n_in = crate::ring::numel(&model.input);
     let (qlo, qhi) = (quantize(fp, input.0), quantize(fp, input.1));
-    let mut x = Iv {
+    let input = Iv {
         lo: vec![qlo; n_in],
         hi: vec![qhi; n_in],
     };
+    let mut left = model.readers();
+    let mut values: Vec<Option<Iv>> = vec![Some(input)];
     let mut layers = Vec::with_capacity(infos.len());
     let mut violations = Vec::new();
     let mut warnings = Vec::new();
-    for (i, (layer, info)) in model.layers.iter().zip(&infos).enumerate() {
+    for (i, (node, info)) in model.nodes.iter().zip(&infos).enumerate() {
+        let layer = &node.layer;
+        let ins: Vec<&Iv> = node
+            .inputs
+            .iter()
+            .map(|&v| values[v].as_ref().expect("kept until its last reader"))
+            .collect();
+        let x = ins[0];
         let mut acc = Acc::new();
         // Nonzero parameters and those that round to 0.
         let (mut nonzero, mut vanished, mut kernel_nonzero, mut kernel_vanished) = (0, 0, 0, 0);
@@ -484,49 +494,147 @@ fn pass(
                         hi: x.hi.iter().map(|v| v.max(0.0)).collect(),
                     }
                 }
-                ReluKind::Polynomial(terms) => polynomial(&x, terms, fp, &mut acc)?,
+                ReluKind::Polynomial(terms) => polynomial(x, terms, fp, &mut acc)?,
             },
-            Layer::MaxPool { k } | Layer::AvgPool { k } => {
+            Layer::MaxPool { window } => {
                 let s = &info.input;
-                let (oh, ow, c) = (s[0] / k, s[1] / k, s[2]);
+                let cells = window_cells(x, s, window, PadCell::Repeat);
+                let n = cells[0].lo.len();
                 let mut out = Iv {
-                    lo: Vec::with_capacity(oh * ow * c),
-                    hi: Vec::with_capacity(oh * ow * c),
+                    lo: Vec::with_capacity(n),
+                    hi: Vec::with_capacity(n),
                 };
-                let is_max = matches!(layer, Layer::MaxPool { .. });
-                let plan = fp
-                    .constant_plan(1.0 / (k * k) as f64)
-                    .map_err(|e| RangeError::Input(e.to_string()))?;
-                for i in 0..oh {
-                    for j in 0..ow {
-                        for ch in 0..c {
-                            let idx = (0..k * k)
-                                .map(|t| ((i * k + t / k) * s[1] + j * k + t % k) * c + ch);
-                            let (lo, hi): (Vec<f64>, Vec<f64>) =
-                                idx.map(|e| (x.lo[e], x.hi[e])).unzip();
-                            if is_max {
-                                let top = hi.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                                let bottom = lo.iter().copied().fold(f64::INFINITY, f64::min);
-                                acc.see(Quantity::Difference, (top - bottom).abs() * s1);
-                                out.lo
-                                    .push(lo.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-                                out.hi.push(top);
-                            } else {
-                                let (sl, sh) = (lo.iter().sum::<f64>(), hi.iter().sum::<f64>());
-                                let m = sl.abs().max(sh.abs());
-                                if plan.pre_shift > 0 {
-                                    acc.truncate(m * s1);
-                                }
-                                let kk = (k * k) as f64;
-                                acc.truncate(m / kk * s2);
-                                let slack = 2f64.powi(plan.pre_shift as i32 - f) / kk + 2.0 * ulp;
-                                out.lo.push(sl / kk - slack);
-                                out.hi.push(sh / kk + slack);
-                            }
-                        }
-                    }
+                for e in 0..n {
+                    let top = cells
+                        .iter()
+                        .map(|c| c.hi[e])
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let bottom = cells.iter().map(|c| c.lo[e]).fold(f64::INFINITY, f64::min);
+                    acc.see(Quantity::Difference, (top - bottom).abs() * s1);
+                    out.lo.push(
+                        cells
+                            .iter()
+                            .map(|c| c.lo[e])
+                            .fold(f64::NEG_INFINITY, f64::max),
+                    );
+                    out.hi.push(top);
                 }
                 out
+            }
+            Layer::AvgPool {
+                window,
+                count_padding,
+            } => {
+                let s = &info.input;
+                let cells = window_cells(x, s, window, PadCell::Zero);
+                let (ow, c) = (info.output[1], info.output[2]);
+                let n = cells[0].lo.len();
+                let mut out = Iv {
+                    lo: Vec::with_capacity(n),
+                    hi: Vec::with_capacity(n),
+                };
+                for e in 0..n {
+                    let o = e / c;
+                    let kk = match count_padding {
+                        true => window.cells(),
+                        false => window.inside(s[0], s[1], o / ow, o % ow),
+                    } as f64;
+                    let plan = fp
+                        .constant_plan(1.0 / kk)
+                        .map_err(|e| RangeError::Input(e.to_string()))?;
+                    let sl: f64 = cells.iter().map(|c| c.lo[e]).sum();
+                    let sh: f64 = cells.iter().map(|c| c.hi[e]).sum();
+                    let m = sl.abs().max(sh.abs());
+                    if plan.pre_shift > 0 {
+                        acc.truncate(m * s1);
+                    }
+                    acc.truncate(m / kk * s2);
+                    let slack = 2f64.powi(plan.pre_shift as i32 - f) / kk + 2.0 * ulp;
+                    out.lo.push(sl / kk - slack);
+                    out.hi.push(sh / kk + slack);
+                }
+                out
+            }
+            Layer::LeakyRelu { alpha } => {
+                acc.see(Quantity::Value, x.max_abs() * s1);
+                // α·x + (1 - α)·ReLU(x): two public scalings, each truncated.
+                for c in [*alpha, 1.0 - alpha] {
+                    acc.truncate(x.max_abs() * c.abs() * s2);
+                }
+                let g = |v: f64| if v >= 0.0 { v } else { alpha * v };
+                let mut out = Iv {
+                    lo: Vec::with_capacity(x.lo.len()),
+                    hi: Vec::with_capacity(x.lo.len()),
+                };
+                for (&l, &h) in x.lo.iter().zip(&x.hi) {
+                    let mut cands = vec![g(l), g(h)];
+                    if l < 0.0 && h > 0.0 {
+                        cands.push(0.0);
+                    }
+                    out.lo
+                        .push(cands.iter().copied().fold(f64::INFINITY, f64::min) - 2.0 * ulp);
+                    out.hi
+                        .push(cands.iter().copied().fold(f64::NEG_INFINITY, f64::max) + 2.0 * ulp);
+                }
+                out
+            }
+            Layer::Clip { max } => {
+                acc.see(Quantity::Value, (x.max_abs() + max) * s1);
+                Iv {
+                    lo: x.lo.iter().map(|v| v.clamp(0.0, *max)).collect(),
+                    hi: x.hi.iter().map(|v| v.clamp(0.0, *max)).collect(),
+                }
+            }
+            Layer::Pad2d { pads } => {
+                let g = Gather::pad2d(&batch_of_one(&info.input), *pads);
+                Iv {
+                    lo: g.apply(&x.lo, 0.0),
+                    hi: g.apply(&x.hi, 0.0),
+                }
+            }
+            Layer::Add => Iv {
+                lo: x.lo.iter().zip(&ins[1].lo).map(|(a, b)| a + b).collect(),
+                hi: x.hi.iter().zip(&ins[1].hi).map(|(a, b)| a + b).collect(),
+            },
+            Layer::Concat => {
+                let rows = crate::ring::numel(&info.output)
+                    / info.output.last().copied().unwrap_or(1).max(1);
+                let cat = |f: fn(&Iv) -> &Vec<f64>| {
+                    let parts: Vec<(&[f64], usize)> = ins
+                        .iter()
+                        .zip(&info.inputs)
+                        .map(|(v, s)| (f(v).as_slice(), *s.last().expect("an axis")))
+                        .collect();
+                    concat_last(&parts, rows)
+                };
+                Iv {
+                    lo: cat(|v| &v.lo),
+                    hi: cat(|v| &v.hi),
+                }
+            }
+            Layer::Scale => {
+                let k = param(0);
+                let c = k.len();
+                let mut out = Iv {
+                    lo: Vec::with_capacity(x.lo.len()),
+                    hi: Vec::with_capacity(x.lo.len()),
+                };
+                for (e, (&l, &h)) in x.lo.iter().zip(&x.hi).enumerate() {
+                    let w = k[e % c];
+                    let (a, b) = (l * w, h * w);
+                    acc.truncate(a.abs().max(b.abs()) * s2);
+                    out.lo.push(a.min(b) - ulp);
+                    out.hi.push(a.max(b) + ulp);
+                }
+                out
+            }
+            Layer::Bias => {
+                let b = param(0);
+                let c = b.len();
+                Iv {
+                    lo: x.lo.iter().enumerate().map(|(e, v)| v + b[e % c]).collect(),
+                    hi: x.hi.iter().enumerate().map(|(e, v)| v + b[e % c]).collect(),
+                }
             }
             Layer::Flatten => Iv {
                 lo: x.lo.clone(),
@@ -612,13 +720,40 @@ fn pass(
             weights: nonzero,
             vanished_weights: vanished,
         });
-        x = out;
+        for &v in &node.inputs {
+            left[v] -= 1;
+            if left[v] == 0 {
+                values[v] = None;
+            }
+        }
+        values.push(Some(out));
     }
     Ok(Pass {
         layers,
         violations,
         vanish_warnings: warnings,
     })
+}
+
+/// Cell t of every window of one image's intervals (shape [h, w, c]).
+fn window_cells(x: &Iv, shape: &[usize], window: &Window, pad: PadCell) -> Vec<Iv> {
+    let full = batch_of_one(shape);
+    (0..window.cells())
+        .map(|t| {
+            let g = window.part(&full, t, pad);
+            Iv {
+                lo: g.apply(&x.lo, 0.0),
+                hi: g.apply(&x.hi, 0.0),
+            }
+        })
+        .collect()
+}
+
+/// `shape` with a batch axis of one in front.
+fn batch_of_one(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1];
+    s.extend_from_slice(shape);
+    s
 }
 
 /// Pond's polynomial ReLU Σ c·x^k on intervals, with its truncated products: x², x⁴ = x²·x²,
@@ -811,7 +946,7 @@ impl RangeReport {
 /// largest difference of two logits (one element). Runs the
 /// model layer by layer once. Empirical: it needs the images and the weights together.
 pub fn observe(
-    model: &Sequential,
+    model: &Model,
     weights: &Weights,
     fp: FixedPoint,
     relu: &ReluKind,
@@ -830,38 +965,33 @@ pub fn observe(
             .map(|l| vec![0.0; crate::ring::numel(&l.output)])
             .collect();
         for batch in batches {
-            let mut x = crate::protocol::PlainTensor {
+            let x = crate::protocol::PlainTensor {
                 value: batch.clone(),
                 frac: fp.frac_bits,
             };
-            let mut used = 0;
-            for (i, (layer, info)) in model.layers.iter().zip(&infos).enumerate() {
-                let one = Sequential {
-                    input: info.input.clone(),
-                    layers: vec![layer.clone()],
-                };
-                let n = info.params.len();
-                if *layer == Layer::Argmax {
-                    let classes = info.input[0];
-                    let v = fp.decode_tensor(&x.value);
+            let mut record = |i: usize,
+                              ins: &[&crate::protocol::PlainTensor],
+                              y: &crate::protocol::PlainTensor| {
+                if model.nodes[i].layer == Layer::Argmax {
+                    let classes = infos[i].input[0];
+                    let v = fp.decode_tensor(&ins[0].value);
                     for row in v.chunks(classes) {
                         let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                         let bottom = row.iter().copied().fold(f64::INFINITY, f64::min);
                         observed[i][0] = observed[i][0].max(top - bottom);
                     }
-                    continue;
+                    return;
                 }
-                x = forward(&p, &ctx, &one, &params[used..used + n], x)
-                    .await
-                    .map_err(plain_err)?;
-                used += n;
-                let scale = 2f64.powi(x.frac as i32);
+                let scale = 2f64.powi(y.frac as i32);
                 let per = observed[i].len();
-                for (k, &v) in x.value.as_slice().iter().enumerate() {
+                for (k, &v) in y.value.as_slice().iter().enumerate() {
                     let o = &mut observed[i][k % per];
                     *o = o.max((v as i64 as f64 / scale).abs());
                 }
-            }
+            };
+            forward_inspect(&p, &ctx, model, &params, x, &mut record)
+                .await
+                .map_err(plain_err)?;
         }
         Ok(observed)
     })
@@ -872,8 +1002,8 @@ mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
 
-    fn tiny(scale: f64) -> (Sequential, Weights) {
-        let m = Sequential::new(&[3]).dense(2).relu().dense(2).argmax();
+    fn tiny(scale: f64) -> (Model, Weights) {
+        let m = Model::new(&[3]).dense(2).relu().dense(2).argmax();
         let w = Weights {
             tensors: vec![
                 (
@@ -1030,7 +1160,7 @@ mod tests {
     #[test]
     fn logit_differences_beyond_the_ring_are_refused() {
         // Logits near ±2^49 encode (2^62 < 2^63 at 13 bits), their difference does not.
-        let m = Sequential::new(&[1]).dense(2).argmax();
+        let m = Model::new(&[1]).dense(2).argmax();
         let big = 2f64.powi(49);
         let w = Weights {
             tensors: vec![
@@ -1060,7 +1190,7 @@ mod tests {
     fn values_beyond_the_ring_are_refused() {
         // The bias (just under 2^50) and the product (2^36.5 · 2^26 < 2^63) each fit; their sum,
         // at 13 fractional bits, does not.
-        let m = Sequential::new(&[1]).dense(1);
+        let m = Model::new(&[1]).dense(1);
         let w = Weights {
             tensors: vec![
                 (

@@ -7,7 +7,7 @@
 //! source of randomness is a ChaCha8 stream seeded from [`TrainConfig::seed`]: the same seed,
 //! data and model give bit-identical weights.
 
-use super::model::{Layer, ModelError, Sequential, Weights};
+use super::model::{Layer, Model, ModelError, Weights};
 use crate::data::Mnist;
 use crate::ring::Padding;
 use crate::ring::kernels::{ConvGeometry, conv_geometry, im2col};
@@ -34,7 +34,7 @@ pub struct TrainConfig {
     pub batch: usize,
     /// Adam's step size.
     pub learning_rate: f64,
-    /// Seeds the initial weights ([`Sequential::init_weights`]) and the per-epoch shuffles.
+    /// Seeds the initial weights ([`Model::init_weights`]) and the per-epoch shuffles.
     pub seed: u64,
 }
 
@@ -83,7 +83,7 @@ pub struct EpochReport {
 /// positive number (reported as [`ModelError::Shape`] of "data" or "train config"), and
 /// divergence (a non-finite loss, reported as [`ModelError::WeightValue`]).
 pub fn train(
-    model: &Sequential,
+    model: &Model,
     data: &Mnist,
     cfg: &TrainConfig,
     progress: &mut dyn FnMut(&EpochReport),
@@ -157,7 +157,7 @@ pub fn train(
 ///
 /// The prediction is the index of the largest logit, the last one on ties (as the model's
 /// Argmax layer picks it in [`crate::nn::forward_float`]).
-pub fn accuracy(model: &Sequential, weights: &Weights, data: &Mnist) -> Result<f64, ModelError> {
+pub fn accuracy(model: &Model, weights: &Weights, data: &Mnist) -> Result<f64, ModelError> {
     let plan = Plan::new(model)?;
     model.validate(weights)?;
     plan.check_data(data)?;
@@ -248,7 +248,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(model: &Sequential) -> Result<Self, ModelError> {
+    fn new(model: &Model) -> Result<Self, ModelError> {
         let infos = model.describe()?;
         let input_len = numel(&model.input);
         if model.input.is_empty() || input_len == 0 {
@@ -260,7 +260,15 @@ impl Plan {
         let mut steps = Vec::new();
         let mut param_shapes = Vec::new();
         let mut logits = (String::from("input"), model.input.clone());
-        for (layer, info) in model.layers.iter().zip(&infos) {
+        if !model.is_chain() {
+            return Err(ModelError::Unsupported {
+                what: "a model whose layers are not a chain (residual Add, Concat)".into(),
+                by: "plaintext training".into(),
+                reason: "training walks a chain of layers; secure and graph training is planned"
+                    .into(),
+            });
+        }
+        for (layer, info) in model.layers().zip(&infos) {
             if matches!(layer, Layer::Argmax) {
                 // describe() accepts it only as the last layer.
                 break;
@@ -272,6 +280,13 @@ impl Plan {
                 ));
             }
             let hwc = || [info.input[0], info.input[1], info.input[2]];
+            let unsupported = |what: String| ModelError::Unsupported {
+                what,
+                by: "plaintext training".into(),
+                reason: "it trains dense, conv2d, ReLU, non-overlapping pooling, flatten and pad \
+                         layers"
+                    .into(),
+            };
             let step = match *layer {
                 Layer::Dense { .. } => Step::Dense {
                     param: param_shapes.len(),
@@ -294,10 +309,12 @@ impl Plan {
                     }
                 }
                 Layer::Relu => Step::Relu,
-                Layer::MaxPool { k } | Layer::AvgPool { k } => Step::Pool {
-                    max: matches!(layer, Layer::MaxPool { .. }),
+                Layer::MaxPool { window } | Layer::AvgPool { window, .. } => Step::Pool {
+                    max: layer.is_max_pool(),
                     input: hwc(),
-                    k,
+                    k: window
+                        .as_square()
+                        .ok_or_else(|| unsupported(format!("layer {} ({window:?})", info.name)))?,
                 },
                 Layer::Flatten => Step::Flatten,
                 Layer::PadTo { n } => Step::PadTo {
@@ -305,6 +322,13 @@ impl Plan {
                     to: n,
                 },
                 Layer::Argmax => unreachable!("handled above"),
+                Layer::LeakyRelu { .. }
+                | Layer::Clip { .. }
+                | Layer::Pad2d { .. }
+                | Layer::Add
+                | Layer::Concat
+                | Layer::Scale
+                | Layer::Bias => return Err(unsupported(format!("layer {}", info.name))),
             };
             param_shapes.extend(info.params.iter().cloned());
             steps.push(step);
@@ -756,7 +780,7 @@ mod tests {
     use crate::nn::forward_float;
     use crate::protocol::ReluKind;
 
-    fn logits_of(model: &Sequential, w: &Weights, x: &Array2<f64>) -> Array2<f64> {
+    fn logits_of(model: &Model, w: &Weights, x: &Array2<f64>) -> Array2<f64> {
         let plan = Plan::new(model).unwrap();
         plan.forward(&plan.params(w), x.clone(), None)
     }
@@ -791,7 +815,7 @@ mod tests {
         // Strided SAME convolution (asymmetric padding) below another convolution, so its input
         // gradient (col2im) feeds the first layer's weight gradient; max and average pooling,
         // padding and two dense layers.
-        let model = Sequential::new(&[9, 9, 2])
+        let model = Model::new(&[9, 9, 2])
             .conv2d(3, 2, 1, Padding::Valid) // 8x8x3
             .maxpool(2) // 4x4x3
             .conv2d(4, 3, 2, Padding::Same) // 2x2x4, padding 0 top, 1 bottom
@@ -890,11 +914,11 @@ mod tests {
         };
         assert!(train(&network_a(), &data, &bad_cfg, quiet).is_err());
         // A model whose logits are not flat, one that does not fit its input, too few classes.
-        let conv_only = Sequential::new(&[28, 28, 1]).conv2d(2, 3, 1, Padding::Valid);
+        let conv_only = Model::new(&[28, 28, 1]).conv2d(2, 3, 1, Padding::Valid);
         assert!(train(&conv_only, &data, &cfg, quiet).is_err());
-        let wrong_input = Sequential::new(&[10, 10, 1]).flatten().dense(10);
+        let wrong_input = Model::new(&[10, 10, 1]).flatten().dense(10);
         assert!(train(&wrong_input, &data, &cfg, quiet).is_err());
-        let two_classes = Sequential::new(&[28, 28, 1]).flatten().dense(2);
+        let two_classes = Model::new(&[28, 28, 1]).flatten().dense(2);
         assert!(train(&two_classes, &data, &cfg, quiet).is_err());
         let w = network_a().init_weights(1).unwrap();
         assert!(accuracy(&network_b(), &w, &data).is_err());

@@ -1,7 +1,7 @@
 //! Weight files: safetensors (F32), validated on load against the model's tensor names and
 //! shapes, with the training facts in the header's metadata.
 
-use super::model::{ModelError, Sequential, Weights};
+use super::model::{Model, ModelError, Weights};
 use crate::fixed::FixedPoint;
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -84,7 +84,7 @@ pub fn save(
 /// F32, finite, and nothing else. Returns the weights and the file's metadata.
 pub fn load(
     path: &Path,
-    model: &Sequential,
+    model: &Model,
 ) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
     let p = path.display().to_string();
     if path.is_dir() {
@@ -104,7 +104,7 @@ pub fn load(
 /// [`load`] checks a file.
 pub fn load_bundled(
     name: &str,
-    model: &Sequential,
+    model: &Model,
 ) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
     let label = label(None, name);
     let buf = crate::models::bundled_weights(name).ok_or_else(|| WeightFileError::Format {
@@ -118,7 +118,7 @@ pub fn load_bundled(
 pub fn load_or_bundled(
     path: Option<&Path>,
     name: &str,
-    model: &Sequential,
+    model: &Model,
 ) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
     match path {
         Some(p) => load(p, model),
@@ -130,7 +130,7 @@ pub fn load_or_bundled(
 fn parse(
     p: String,
     buf: &[u8],
-    model: &Sequential,
+    model: &Model,
 ) -> Result<(Weights, HashMap<String, String>), WeightFileError> {
     let st = SafeTensors::deserialize(buf).map_err(|e| WeightFileError::Format {
         path: p.clone(),

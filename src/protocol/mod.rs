@@ -20,7 +20,7 @@ pub use securenn::SecureNn;
 pub use shared::{SharedProtocol, SharedTensor};
 
 use crate::channel::{Ctx, PartyId};
-use crate::ring::{Padding, RingTensor};
+use crate::ring::{Gather, Padding, RingTensor, Window, numel};
 
 /// A backend: how private tensors are held and computed on. Every party calls the same methods
 /// in the same order (SPMD); local methods need no communication.
@@ -93,8 +93,13 @@ pub trait Protocol {
     fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Self::Tensor;
     /// Append zeros to the last axis of a [batch, n] tensor.
     fn pad_last(&self, x: &Self::Tensor, to: usize) -> Self::Tensor;
-    /// Sum over non-overlapping k×k windows of an NHWC tensor.
-    fn sum_pool(&self, x: &Self::Tensor, k: usize) -> Self::Tensor;
+    /// Sum over the windows of an NHWC tensor (padded cells are zeros).
+    fn sum_pool(&self, x: &Self::Tensor, window: &Window) -> Self::Tensor;
+    /// A local data movement ([`Gather`]): pads, broadcasts, window cells.
+    fn gather(&self, x: &Self::Tensor, g: &Gather) -> Self::Tensor;
+    /// Tensors with equal leading axes and fractional bits, concatenated along the last axis
+    /// (channels of NHWC tensors).
+    fn concat(&self, ctx: &Ctx, xs: &[&Self::Tensor]) -> Result<Self::Tensor, ProtocolError>;
 
     /// Elementwise product.
     async fn mul(
@@ -118,12 +123,12 @@ pub trait Protocol {
         padding: Padding,
     ) -> Result<Self::Tensor, ProtocolError>;
     async fn relu(&self, ctx: &Ctx, x: &Self::Tensor) -> Result<Self::Tensor, ProtocolError>;
-    /// Max over non-overlapping k×k windows.
+    /// Max over the windows of an NHWC tensor (padding never wins).
     async fn maxpool(
         &self,
         ctx: &Ctx,
         x: &Self::Tensor,
-        k: usize,
+        window: &Window,
     ) -> Result<Self::Tensor, ProtocolError>;
     /// Index of the maximum of each row of a [batch, n] tensor, as integers (the later one among
     /// equal values).
@@ -142,28 +147,82 @@ pub fn pad_ring(x: &RingTensor, to: usize) -> RingTensor {
     RingTensor::from_vec(&[b, to], out)
 }
 
-/// Average over non-overlapping k×k windows: a local sum, then a public 1/k² (Pond's
-/// `avgpool2d`), the same on every backend.
+/// Average over windows: a local sum, then a public 1/n (Pond's `avgpool2d`), the same on every
+/// backend. With padding, n is the window's size if `count_padding` (ONNX's
+/// `count_include_pad = 1`), else the number of cells inside the input, which varies along the
+/// edges: each distinct n scales the whole sum and a local gather picks, per position, the one
+/// that applies (local work only, no bytes).
 pub fn avgpool<P: Protocol>(
     p: &P,
     ctx: &Ctx,
     x: &P::Tensor,
-    k: usize,
+    window: &Window,
+    count_padding: bool,
 ) -> Result<P::Tensor, ProtocolError> {
-    check_pool(ctx, p.shape(x), k)?;
-    let s = p.sum_pool(x, k);
-    p.mul_public(&ctx.child("avgpool"), &s, 1.0 / (k * k) as f64)
+    check_pool(ctx, p.shape(x), window)?;
+    let s = p.sum_pool(x, window);
+    let ctx = ctx.child("avgpool");
+    let shape = p.shape(&s).to_vec();
+    let (h, w) = (p.shape(x)[1], p.shape(x)[2]);
+    let counts: Vec<usize> = (0..shape[1] * shape[2])
+        .map(|o| match count_padding {
+            true => window.cells(),
+            false => window.inside(h, w, o / shape[2], o % shape[2]),
+        })
+        .collect();
+    let mut distinct = counts.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if let [n] = distinct[..] {
+        return p.mul_public(&ctx, &s, 1.0 / n as f64);
+    }
+    let scaled = distinct
+        .iter()
+        .map(|&n| p.mul_public(&ctx, &s, 1.0 / n as f64))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c = shape[3];
+    let per_position: Vec<usize> = (0..numel(&shape))
+        .map(|i| {
+            let o = (i / c) % (shape[1] * shape[2]);
+            distinct.binary_search(&counts[o]).expect("a listed count")
+        })
+        .collect();
+    let stacked = p.concat(&ctx, &scaled.iter().collect::<Vec<_>>())?;
+    Ok(p.gather(&stacked, &Gather::pick_stacked(&shape, &per_position)))
 }
 
-/// Pooling needs an NHWC tensor whose spatial size the window divides.
-pub(crate) fn check_pool(ctx: &Ctx, shape: &[usize], k: usize) -> Result<(), ProtocolError> {
-    if shape.len() != 4 || k == 0 || !shape[1].is_multiple_of(k) || !shape[2].is_multiple_of(k) {
-        return Err(ProtocolError::Input {
-            op: ctx.path().to_string(),
-            reason: format!(
-                "a {k}x{k} pool needs an NHWC input with height and width divisible by {k}, got {shape:?}"
-            ),
-        });
+/// Pooling needs an NHWC tensor that the window fits.
+pub(crate) fn check_pool(ctx: &Ctx, shape: &[usize], window: &Window) -> Result<(), ProtocolError> {
+    let fit = match shape {
+        [_, h, w, _] => window.output(*h, *w).map(|_| ()),
+        _ => Err(format!("pooling needs an NHWC input, got {shape:?}")),
+    };
+    fit.map_err(|reason| ProtocolError::Input {
+        op: ctx.path().to_string(),
+        reason,
+    })
+}
+
+/// Concatenation needs equal leading axes and fractional bits.
+pub(crate) fn check_concat(
+    ctx: &Ctx,
+    shapes: &[&[usize]],
+    fracs: &[u32],
+) -> Result<(), ProtocolError> {
+    let bad = |reason: String| ProtocolError::Input {
+        op: ctx.path().to_string(),
+        reason,
+    };
+    let first = shapes
+        .first()
+        .ok_or_else(|| bad("nothing to concatenate".into()))?;
+    for (s, f) in shapes.iter().zip(fracs) {
+        if s.is_empty() || s.len() != first.len() || s[..s.len() - 1] != first[..first.len() - 1] {
+            return Err(bad(format!(
+                "cannot concatenate shapes {first:?} and {s:?} along the last axis"
+            )));
+        }
+        same_frac(ctx, fracs[0], *f)?;
     }
     Ok(())
 }

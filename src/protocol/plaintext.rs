@@ -3,12 +3,12 @@
 //! local truncation per product, and by nothing else.
 
 use super::{
-    Protocol, ProtocolError, check_conv, check_matmul, check_pool, encode_public, poly_eval,
-    product_frac, same_frac, same_shape,
+    Protocol, ProtocolError, check_concat, check_conv, check_matmul, check_pool, encode_public,
+    poly_eval, product_frac, same_frac, same_shape,
 };
 use crate::channel::{Ctx, PartyId};
 use crate::fixed::{FixedError, truncate_exact};
-use crate::ring::{Padding, RingTensor};
+use crate::ring::{Gather, PadCell, Padding, RingTensor, Window};
 
 /// Which ReLU the reference computes: the exact one (what SecureNN computes) or a polynomial
 /// (what Pond computes).
@@ -176,11 +176,28 @@ impl Protocol for Plaintext {
         }
     }
 
-    fn sum_pool(&self, x: &PlainTensor, k: usize) -> PlainTensor {
+    fn sum_pool(&self, x: &PlainTensor, window: &Window) -> PlainTensor {
         PlainTensor {
-            value: x.value.sum_pool(k),
+            value: x.value.sum_window(window),
             frac: x.frac,
         }
+    }
+
+    fn gather(&self, x: &PlainTensor, g: &Gather) -> PlainTensor {
+        PlainTensor {
+            value: x.value.gather(g),
+            frac: x.frac,
+        }
+    }
+
+    fn concat(&self, ctx: &Ctx, xs: &[&PlainTensor]) -> Result<PlainTensor, ProtocolError> {
+        let shapes: Vec<&[usize]> = xs.iter().map(|x| x.value.shape()).collect();
+        let fracs: Vec<u32> = xs.iter().map(|x| x.frac).collect();
+        check_concat(ctx, &shapes, &fracs)?;
+        Ok(PlainTensor {
+            value: RingTensor::concat_last(&xs.iter().map(|x| &x.value).collect::<Vec<_>>()),
+            frac: fracs[0],
+        })
     }
 
     async fn mul(
@@ -229,34 +246,21 @@ impl Protocol for Plaintext {
         &self,
         ctx: &Ctx,
         x: &PlainTensor,
-        k: usize,
+        window: &Window,
     ) -> Result<PlainTensor, ProtocolError> {
-        check_pool(ctx, x.value.shape(), k)?;
-        let s = x.value.shape();
-        let (b, h, w, c) = (s[0], s[1], s[2], s[3]);
-        let (oh, ow) = (h / k, w / k);
-        let v = x.value.as_slice();
-        let mut out = vec![0u64; b * oh * ow * c];
-        for n in 0..b {
-            for i in 0..oh {
-                for j in 0..ow {
-                    for ch in 0..c {
-                        let at = |dy: usize, dx: usize| {
-                            v[((n * h + i * k + dy) * w + j * k + dx) * c + ch]
-                        };
-                        let mut m = at(0, 0);
-                        for dy in 0..k {
-                            for dx in 0..k {
-                                m = signed_max(m, at(dy, dx));
-                            }
-                        }
-                        out[((n * oh + i) * ow + j) * c + ch] = m;
-                    }
-                }
-            }
+        check_pool(ctx, x.value.shape(), window)?;
+        let mut max: Option<RingTensor> = None;
+        for t in 0..window.cells() {
+            let part = x
+                .value
+                .gather(&window.part(x.value.shape(), t, PadCell::Repeat));
+            max = Some(match max {
+                None => part,
+                Some(m) => m.zip_map(&part, signed_max),
+            });
         }
         Ok(PlainTensor {
-            value: RingTensor::from_vec(&[b, oh, ow, c], out),
+            value: max.expect("a window has cells"),
             frac: x.frac,
         })
     }

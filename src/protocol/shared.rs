@@ -9,12 +9,13 @@ use super::costing::Costing;
 use super::plaintext::check_bias;
 pub use super::shared_tensor::SharedTensor;
 use super::{
-    Protocol, ProtocolError, check_conv, check_matmul, encode_public, same_frac, same_shape,
+    Protocol, ProtocolError, check_concat, check_conv, check_matmul, encode_public, same_frac,
+    same_shape,
 };
 use crate::channel::{Ctx, P0, P1, P2, PartyId};
 use crate::fixed::truncate_share;
 use crate::ring::kernels::im2col;
-use crate::ring::{Padding, RingTensor};
+use crate::ring::{Gather, Padding, RingTensor, Window};
 
 pub(crate) fn is_server(p: PartyId) -> bool {
     p == P0 || p == P1
@@ -208,10 +209,34 @@ pub(crate) fn pad_last(x: &SharedTensor, to: usize) -> SharedTensor {
     x.map_share(&shape, x.frac, |s| super::pad_ring(s, to))
 }
 
-pub(crate) fn sum_pool(x: &SharedTensor, k: usize) -> SharedTensor {
+pub(crate) fn sum_pool(x: &SharedTensor, window: &Window) -> SharedTensor {
     let s = &x.shape;
-    let out = [s[0], s[1] / k, s[2] / k, s[3]];
-    x.map_share(&out, x.frac, |v| v.sum_pool(k))
+    let (oh, ow) = window.output(s[1], s[2]).expect("checked window");
+    x.map_share(&[s[0], oh, ow, s[3]], x.frac, |v| v.sum_window(window))
+}
+
+/// A local data movement of every share (shares of zero are zeros).
+pub(crate) fn gather(x: &SharedTensor, g: &Gather) -> SharedTensor {
+    x.map_share(&g.shape, x.frac, |v| v.gather(g))
+}
+
+pub(crate) fn concat(ctx: &Ctx, xs: &[&SharedTensor]) -> Result<SharedTensor, ProtocolError> {
+    let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
+    let fracs: Vec<u32> = xs.iter().map(|x| x.frac()).collect();
+    check_concat(ctx, &shapes, &fracs)?;
+    let first = &xs[0].shape;
+    let mut shape = first[..first.len() - 1].to_vec();
+    shape.push(
+        xs.iter()
+            .map(|x| x.shape.last().copied().unwrap_or(0))
+            .sum(),
+    );
+    let share = xs
+        .iter()
+        .map(|x| x.share())
+        .collect::<Option<Vec<_>>>()
+        .map(|shares| RingTensor::concat_last(&shares));
+    Ok(SharedTensor::new(&shape, fracs[0], share))
 }
 
 /// A protocol on [`SharedTensor`]s (P0, P1 hold shares, P2 helps): Pond and SecureNN. It chooses
@@ -235,7 +260,7 @@ pub trait SharedProtocol {
         &self,
         ctx: &Ctx,
         x: &SharedTensor,
-        k: usize,
+        window: &Window,
     ) -> Result<SharedTensor, ProtocolError>;
     async fn argmax(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError>;
 }
@@ -328,8 +353,16 @@ impl<S: SharedProtocol> Protocol for S {
         pad_last(x, to)
     }
 
-    fn sum_pool(&self, x: &SharedTensor, k: usize) -> SharedTensor {
-        sum_pool(x, k)
+    fn sum_pool(&self, x: &SharedTensor, window: &Window) -> SharedTensor {
+        sum_pool(x, window)
+    }
+
+    fn gather(&self, x: &SharedTensor, g: &Gather) -> SharedTensor {
+        gather(x, g)
+    }
+
+    fn concat(&self, ctx: &Ctx, xs: &[&SharedTensor]) -> Result<SharedTensor, ProtocolError> {
+        concat(ctx, xs)
     }
 
     async fn mul(
@@ -416,9 +449,9 @@ impl<S: SharedProtocol> Protocol for S {
         &self,
         ctx: &Ctx,
         x: &SharedTensor,
-        k: usize,
+        window: &Window,
     ) -> Result<SharedTensor, ProtocolError> {
-        SharedProtocol::maxpool(self, ctx, x, k).await
+        SharedProtocol::maxpool(self, ctx, x, window).await
     }
 
     async fn argmax(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {

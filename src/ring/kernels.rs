@@ -439,13 +439,16 @@ fn pack_tail(b: &[u64], n: usize, ks: Range<usize>, j0: usize, out: &mut Vec<u64
     width
 }
 
-/// Zero padding mode of a convolution (TensorFlow semantics).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Zero padding mode of a convolution (TensorFlow's two modes, and ONNX's explicit pads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Padding {
     /// No padding: only windows fully inside the input.
     Valid,
     /// Zero-pad so that `out = ceil(in / stride)`.
     Same,
+    /// Zero rows and columns (top, left, bottom, right), as ONNX's `pads` = [top, left, bottom,
+    /// right].
+    Explicit([usize; 4]),
 }
 
 /// Output size and leading zero padding of a 2-D convolution.
@@ -468,8 +471,12 @@ pub fn conv_geometry(
     padding: Padding,
 ) -> ConvGeometry {
     assert!(stride > 0, "conv: stride must be positive");
-    let axis = |input: usize, f: usize| -> (usize, usize) {
+    let axis = |input: usize, f: usize, before: usize, after: usize| -> (usize, usize) {
         match padding {
+            Padding::Explicit(_) if input + before + after >= f => {
+                ((input + before + after - f) / stride + 1, before)
+            }
+            Padding::Explicit(_) => (0, before),
             Padding::Valid if input >= f => ((input - f) / stride + 1, 0),
             Padding::Valid => (0, 0),
             Padding::Same => {
@@ -482,8 +489,12 @@ pub fn conv_geometry(
             }
         }
     };
-    let (out_h, pad_top) = axis(in_h, fh);
-    let (out_w, pad_left) = axis(in_w, fw);
+    let [top, left, bottom, right] = match padding {
+        Padding::Explicit(p) => p,
+        _ => [0; 4],
+    };
+    let (out_h, pad_top) = axis(in_h, fh, top, bottom);
+    let (out_w, pad_left) = axis(in_w, fw, left, right);
     ConvGeometry {
         out_h,
         out_w,
@@ -931,7 +942,11 @@ mod tests {
             ([1, 5, 5, 2], [3, 3, 2, 0], 1),
         ];
         for &(xs, fs, stride) in cases {
-            for padding in [Padding::Valid, Padding::Same] {
+            for padding in [
+                Padding::Valid,
+                Padding::Same,
+                Padding::Explicit([1, 0, 2, 1]),
+            ] {
                 let x = rng.vec(xs.iter().product());
                 let f = rng.vec(fs.iter().product());
                 let (got, shape) = conv2d(&x, xs, &f, fs, stride, padding);

@@ -4,11 +4,13 @@
 pub mod kernels;
 mod odd;
 mod ring64;
+pub mod window;
 pub mod z67;
 
 pub use kernels::Padding;
 pub use odd::{ODD_MODULUS, OddTensor, odd_add, odd_neg, odd_reduce, odd_sub};
 pub use ring64::RingTensor;
+pub use window::{Gather, PadCell, Window};
 pub use z67::{P, Z67Vec};
 
 use rand_core::Rng;
@@ -129,7 +131,7 @@ mod tests {
             }
         }
         let x = RingTensor::from_vec(&[1, 2, 2, 1], vec![1, 2, 3, u64::MAX]);
-        assert_eq!(x.sum_pool(2).as_slice(), &[5]);
+        assert_eq!(x.sum_window(&Window::square(2)).as_slice(), &[5]);
         let f = RingTensor::from_vec(&[1, 1, 1, 2], vec![2, 3]);
         assert_eq!(
             x.conv2d(&f, 1, Padding::Valid).as_slice(),

@@ -154,46 +154,43 @@ impl RingTensor {
         Self::from_vec(&shape, out)
     }
 
-    /// Sum over non-overlapping k×k windows of an NHWC tensor (VALID, stride k).
-    pub fn sum_pool(&self, k: usize) -> Self {
-        let [b, h, w, c] = dims4(self.shape(), "pool input (NHWC)");
-        let (oh, ow) = (h / k, w / k);
-        let x = self.as_slice();
-        let mut out = vec![0u64; b * oh * ow * c];
-        for n in 0..b {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let o = ((n * oh + i) * ow + j) * c;
-                    for dy in 0..k {
-                        for dx in 0..k {
-                            let src = ((n * h + i * k + dy) * w + j * k + dx) * c;
-                            for ch in 0..c {
-                                out[o + ch] = out[o + ch].wrapping_add(x[src + ch]);
-                            }
-                        }
-                    }
-                }
+    /// Sum over the windows of an NHWC tensor (padded cells count as zero).
+    pub fn sum_window(&self, window: &super::Window) -> Self {
+        let shape = self.shape().to_vec();
+        let mut out: Option<Self> = None;
+        for t in 0..window.cells() {
+            let part = self.gather(&window.part(&shape, t, super::PadCell::Zero));
+            match &mut out {
+                None => out = Some(part),
+                Some(acc) => acc.add_assign(&part),
             }
         }
-        Self::from_vec(&[b, oh, ow, c], out)
+        out.expect("a window has cells")
     }
 
-    /// Element `t` (= dy·k + dx) of every non-overlapping k×k window of an NHWC tensor:
-    /// shape [b, h/k, w/k, c].
+    /// The gathered tensor (zeros where the map says so).
+    pub fn gather(&self, g: &super::Gather) -> Self {
+        Self::from_vec(&g.shape, g.apply(self.as_slice(), 0))
+    }
+
+    /// Tensors with equal leading axes, concatenated along the last axis.
+    pub fn concat_last(parts: &[&Self]) -> Self {
+        let first = parts.first().expect("at least one tensor").shape();
+        let lead = &first[..first.len() - 1];
+        let rows: usize = lead.iter().product();
+        let cols: Vec<(&[u64], usize)> = parts
+            .iter()
+            .map(|p| (p.as_slice(), *p.shape().last().expect("an axis")))
+            .collect();
+        let width = cols.iter().map(|(_, c)| c).sum::<usize>();
+        let mut shape = lead.to_vec();
+        shape.push(width);
+        Self::from_vec(&shape, super::window::concat_last(&cols, rows))
+    }
+
+    /// Element t (= dy·k + dx) of every non-overlapping k×k window of an NHWC tensor.
     pub fn pool_window(&self, k: usize, t: usize) -> Self {
-        let [b, h, w, c] = dims4(self.shape(), "pool input (NHWC)");
-        let (oh, ow, dy, dx) = (h / k, w / k, t / k, t % k);
-        let x = self.as_slice();
-        let mut out = Vec::with_capacity(b * oh * ow * c);
-        for n in 0..b {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let src = ((n * h + i * k + dy) * w + j * k + dx) * c;
-                    out.extend_from_slice(&x[src..src + c]);
-                }
-            }
-        }
-        Self::from_vec(&[b, oh, ow, c], out)
+        self.gather(&super::Window::square(k).part(self.shape(), t, super::PadCell::Zero))
     }
 
     /// The inverse of [`RingTensor::pool_window`]: `parts[t]` back into window position t of an

@@ -7,7 +7,7 @@ use securenn::channel::{Ctx, P0, P1, PartyId, ProtocolError};
 use securenn::fixed::FixedPoint;
 use securenn::party::{LocalCluster, PartyConfig, RunReport, SeedSource, spmd};
 use securenn::protocol::{Protocol, avgpool};
-use securenn::ring::{Padding, RingTensor};
+use securenn::ring::{Padding, RingTensor, Window};
 use std::future::Future;
 
 pub type Prg = securenn::share::Prg;
@@ -47,11 +47,16 @@ pub enum Op {
     Sub,
     Mul,
     Matmul,
-    Conv { stride: usize, padding: Padding },
+    Conv {
+        stride: usize,
+        padding: Padding,
+    },
     Relu,
-    AvgPool(usize),
-    MaxPool(usize),
-    SumPool(usize),
+    /// Average pooling over the window (dividing by the whole window where it overlaps padding
+    /// if the flag is set).
+    AvgPool(Window, bool),
+    MaxPool(Window),
+    SumPool(Window),
     AddPublic(f64),
     MulPublic(f64),
     AddBias,
@@ -72,9 +77,9 @@ pub async fn apply<P: Protocol>(
         Op::Matmul => p.matmul(ctx, x, y).await,
         Op::Conv { stride, padding } => p.conv2d(ctx, x, y, *stride, *padding).await,
         Op::Relu => p.relu(ctx, x).await,
-        Op::AvgPool(k) => avgpool(p, ctx, x, *k),
-        Op::MaxPool(k) => p.maxpool(ctx, x, *k).await,
-        Op::SumPool(k) => Ok(p.sum_pool(x, *k)),
+        Op::AvgPool(w, count) => avgpool(p, ctx, x, w, *count),
+        Op::MaxPool(w) => p.maxpool(ctx, x, w).await,
+        Op::SumPool(w) => Ok(p.sum_pool(x, w)),
         Op::AddPublic(c) => p.add_public(ctx, x, *c),
         Op::MulPublic(c) => p.mul_public(ctx, x, *c),
         Op::AddBias => p.add_bias(ctx, x, y),

@@ -14,6 +14,7 @@ use super::costing::Costing;
 use super::shared::{SharedProtocol, SharedTensor};
 use super::{ProtocolError, TFE_RELU_9, check_pool, poly_eval};
 use crate::channel::Ctx;
+use crate::ring::Window;
 
 /// The Pond backend.
 #[derive(Clone, Debug)]
@@ -51,9 +52,9 @@ impl SharedProtocol for Pond {
         &self,
         ctx: &Ctx,
         x: &SharedTensor,
-        k: usize,
+        window: &Window,
     ) -> Result<SharedTensor, ProtocolError> {
-        check_pool(ctx, x.shape(), k)?;
+        check_pool(ctx, x.shape(), window)?;
         Err(ProtocolError::Unsupported {
             op: ctx.path().to_string(),
             reason: "Pond has no exact comparison, so no max pooling: use average pooling (the \

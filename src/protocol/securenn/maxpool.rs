@@ -23,8 +23,8 @@ use crate::channel::{Ctx, P0, P1, P2, ProtocolError};
 use crate::protocol::beaver::{Product, beaver_many};
 use crate::protocol::check_pool;
 use crate::protocol::costing::Costing;
-use crate::protocol::shared::{SharedTensor, public, refresh, sub, zero_share};
-use crate::ring::RingTensor;
+use crate::protocol::shared::{SharedTensor, gather, public, refresh, sub, zero_share};
+use crate::ring::{PadCell, RingTensor, Window};
 
 /// How maxima are found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,24 +59,26 @@ pub async fn maxpool_with_index(
     costing: Costing,
     with_one_hot: bool,
 ) -> Result<MaxPooled, ProtocolError> {
-    check_pool(ctx, x.shape(), k)?;
+    let window = Window::square(k);
+    check_pool(ctx, x.shape(), &window)?;
     let ctx = ctx.child("maxpool");
-    let parts = windows(x, k);
+    let parts = windows(x, &window);
     ctx.shape(&pool_shape(&parts));
     max_sequential(&ctx, &parts, costing, with_one_hot).await
 }
 
-/// Max over non-overlapping k×k windows with the given strategy.
+/// Max over the windows of an NHWC tensor with the given strategy (a padded cell repeats one of
+/// its window's cells, so padding never wins).
 pub async fn maxpool(
     ctx: &Ctx,
     x: &SharedTensor,
-    k: usize,
+    window: &Window,
     costing: Costing,
     strategy: MaxStrategy,
 ) -> Result<MaxPooled, ProtocolError> {
-    check_pool(ctx, x.shape(), k)?;
+    check_pool(ctx, x.shape(), window)?;
     let ctx = ctx.child("maxpool");
-    let parts = windows(x, k);
+    let parts = windows(x, window);
     ctx.shape(&pool_shape(&parts));
     match strategy {
         MaxStrategy::Sequential => max_sequential(&ctx, &parts, costing, false).await,
@@ -192,12 +194,10 @@ fn pool_shape(parts: &[SharedTensor]) -> [usize; 2] {
     [parts[0].shape().iter().product(), parts.len()]
 }
 
-/// Element t (= dy·k + dx) of every window, as n tensors of the pooled shape.
-fn windows(x: &SharedTensor, k: usize) -> Vec<SharedTensor> {
-    let s = x.shape();
-    let out_shape = [s[0], s[1] / k, s[2] / k, s[3]];
-    (0..k * k)
-        .map(|t| x.map_share(&out_shape, x.frac(), |v| v.pool_window(k, t)))
+/// Cell t (= dy·kw + dx) of every window, as one tensor of the pooled shape per cell.
+fn windows(x: &SharedTensor, window: &Window) -> Vec<SharedTensor> {
+    (0..window.cells())
+        .map(|t| gather(x, &window.part(x.shape(), t, PadCell::Repeat)))
         .collect()
 }
 

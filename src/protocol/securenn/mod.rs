@@ -24,6 +24,7 @@ use super::ProtocolError;
 use super::costing::Costing;
 use super::shared::{SharedProtocol, SharedTensor};
 use crate::channel::Ctx;
+use crate::ring::Window;
 pub use maxpool::MaxStrategy;
 
 /// What a convolution masks.
@@ -106,9 +107,9 @@ impl SharedProtocol for SecureNn {
         &self,
         ctx: &Ctx,
         x: &SharedTensor,
-        k: usize,
+        window: &Window,
     ) -> Result<SharedTensor, ProtocolError> {
-        Ok(maxpool::maxpool(ctx, x, k, self.costing, self.max)
+        Ok(maxpool::maxpool(ctx, x, window, self.costing, self.max)
             .await?
             .max)
     }
