@@ -21,8 +21,14 @@ pub(crate) struct InferArgs {
     #[arg(long, default_value = "a", value_parser = clap::builder::PossibleValuesParser::new(securenn::models::BUILTIN))]
     model: String,
     /// Weight file (safetensors); default: the trained weights of the model, built into the binary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "onnx")]
     weights: Option<PathBuf>,
+    /// A model of your own: architecture and weights from one ONNX file (opset 13 or later, as
+    /// torch.onnx.export, tf2onnx and skl2onnx write them), instead of --model. Inputs: MNIST
+    /// CSV images (pixels / 255) for a model of 784 inputs, or --input with N × the model's
+    /// input shape as ONNX gives it (NCHW). `securenn inspect FILE` lists what is supported.
+    #[arg(long, value_name = "MODEL.onnx", conflicts_with = "model")]
+    onnx: Option<PathBuf>,
     /// Network layout and cost accounting.
     #[arg(long, value_enum, default_value = "default")]
     layout: LayoutArg,
@@ -148,18 +154,29 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
     outputs.refuse_overwrite(outputs.json.as_deref())?;
     let seed = a.seed.unwrap_or_else(rand::random);
     let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
-    let model = securenn::models::by_name(&a.model).expect("clap checked the name");
-    let (weights, _) = weights_file::load_or_bundled(a.weights.as_deref(), &a.model, &model)?;
-    let weights_name = a
-        .weights
-        .as_ref()
-        .map_or_else(|| "bundled".to_string(), |p| p.display().to_string());
-    weights_file::check_fixed(
-        &weights_file::label(a.weights.as_deref(), &a.model),
-        &weights,
-        fixed,
-    )?;
-    let (data, images) = load_data(&a, &model.input, fixed)?;
+    let (model_name, model, weights, weights_name) = match &a.onnx {
+        Some(path) => {
+            let m = securenn::onnx::import(path)?;
+            weights_file::check_fixed(&path.display().to_string(), &m.weights, fixed)?;
+            (m.name, m.model, m.weights, path.display().to_string())
+        }
+        None => {
+            let model = securenn::models::by_name(&a.model).expect("clap checked the name");
+            let (weights, _) =
+                weights_file::load_or_bundled(a.weights.as_deref(), &a.model, &model)?;
+            weights_file::check_fixed(
+                &weights_file::label(a.weights.as_deref(), &a.model),
+                &weights,
+                fixed,
+            )?;
+            let name = a
+                .weights
+                .as_ref()
+                .map_or_else(|| "bundled".to_string(), |p| p.display().to_string());
+            (a.model.clone(), model, weights, name)
+        }
+    };
+    let (data, images) = load_data(&a, &model, fixed)?;
     let (network, network_name) = network_of(&a, seed)?;
     let spec = InferSpec {
         protocol: match a.protocol {
@@ -167,7 +184,7 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
             ProtocolArg::Securenn => ProtocolKind::SecureNn,
             ProtocolArg::Plaintext => ProtocolKind::Plaintext,
         },
-        model_name: a.model.clone(),
+        model_name: model_name.clone(),
         model,
         weights,
         data,
@@ -204,9 +221,12 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
         range.check()?;
     }
     eprintln!(
-        "securenn infer: {} on network {} ({} layout, weights {}), {images}, batch {}, seed {seed}",
+        "securenn infer: {} on {} ({} layout, weights {}), {images}, batch {}, seed {seed}",
         spec.protocol.name(),
-        a.model,
+        match a.onnx {
+            Some(_) => format!("model {model_name}"),
+            None => format!("network {model_name}"),
+        },
         match a.layout {
             LayoutArg::Default => "default",
             LayoutArg::Paper => "paper",
@@ -242,10 +262,17 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
 
 /// The images the flags choose (`--input`, `--data` or the bundled sample; `--split`,
 /// `--offset`, `--samples`), and how to describe them.
-fn load_data(a: &InferArgs, input_shape: &[usize], fixed: FixedPoint) -> Result<(Mnist, String)> {
+fn load_data(
+    a: &InferArgs,
+    model: &securenn::nn::Model,
+    fixed: FixedPoint,
+) -> Result<(Mnist, String)> {
     if let Some(npy) = &a.input {
-        let all = Mnist::read_npy(npy, a.labels.as_deref(), input_shape)?;
-        let data = all.take(&DataSource::from(npy), a.offset, a.samples)?;
+        let all = Mnist::read_npy(npy, a.labels.as_deref(), &model.given_input_shape())?;
+        let mut data = all.take(&DataSource::from(npy), a.offset, a.samples)?;
+        for im in &mut data.images {
+            *im = model.input_to_nhwc(im);
+        }
         if let Some(k) = data
             .images
             .iter()

@@ -260,6 +260,33 @@ impl Model {
         self.then(Layer::Argmax)
     }
 
+    /// The shape in which callers give one input: [h, w, c] (channels last) or [c, h, w]
+    /// (channels first: an ONNX model's NCHW input without the batch).
+    pub fn given_input_shape(&self) -> Vec<usize> {
+        match (self.input_layout, self.input.as_slice()) {
+            (InputLayout::ChannelsFirst, &[h, w, c]) => vec![c, h, w],
+            _ => self.input.clone(),
+        }
+    }
+
+    /// One input as given ([`Model::given_input_shape`], row-major) in the model's NHWC order.
+    pub fn input_to_nhwc(&self, given: &[f64]) -> Vec<f64> {
+        match (self.input_layout, self.input.as_slice()) {
+            (InputLayout::ChannelsFirst, &[h, w, c]) if c > 1 => {
+                let mut out = vec![0.0; given.len()];
+                for ch in 0..c {
+                    for y in 0..h {
+                        for x in 0..w {
+                            out[(y * w + x) * c + ch] = given[(ch * h + y) * w + x];
+                        }
+                    }
+                }
+                out
+            }
+            _ => given.to_vec(),
+        }
+    }
+
     /// The layers in order (for chains and reports).
     pub fn layers(&self) -> impl Iterator<Item = &Layer> {
         self.nodes.iter().map(|n| &n.layer)
