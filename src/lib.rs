@@ -15,6 +15,7 @@ pub mod infer;
 pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod onnx;
 pub mod party;
 pub mod plot;
 pub mod protocol;
