@@ -95,4 +95,29 @@ pub enum OnnxError {
         /// The number of values given.
         values: usize,
     },
+    /// An operator the importer does not compute, or computes only in some forms.
+    #[error(
+        "node '{node}' ({op_type}) is not supported: {reason}. Supported operators: {}",
+        super::import::SUPPORTED.join(", ")
+    )]
+    Unsupported {
+        /// The node's name, or a description of an unnamed node.
+        node: String,
+        /// The node's operator.
+        op_type: String,
+        /// Why, and what form would be supported.
+        reason: String,
+    },
+    /// The graph cannot be imported: a missing initializer, a wrong input, an output that is
+    /// not the classifier's.
+    #[error("{what}: {reason}")]
+    Import {
+        /// The node or value concerned.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The imported model does not check ([`crate::nn::ModelError`]).
+    #[error("the imported model: {0}")]
+    Model(#[from] crate::nn::ModelError),
 }

@@ -11,12 +11,14 @@
 
 mod error;
 mod graph;
+pub mod import;
 mod node;
 mod proto;
 mod tensor;
 
 pub use error::OnnxError;
 pub use graph::{Dim, OnnxGraph, OnnxModel, ValueInfo};
+pub use import::{Fate, Imported, import, import_model};
 pub use node::{Attribute, AttributeValue, Node};
 pub use tensor::{DataType, Tensor, TensorData};
 
