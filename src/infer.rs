@@ -278,8 +278,10 @@ impl InferSpec {
             .any(|im| im.len() != crate::ring::numel(&self.model.input))
         {
             return Err(InferError::Spec(format!(
-                "model {} wants inputs of shape {:?}",
-                self.model_name, self.model.input
+                "model {} wants inputs of shape {:?} ({} values); MNIST images have 784",
+                self.model_name,
+                self.model.given_input_shape(),
+                crate::ring::numel(&self.model.input)
             )));
         }
         if self.data_owner.0 > 2 || self.model_owner.0 > 2 {
