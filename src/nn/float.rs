@@ -123,8 +123,10 @@ pub fn forward_float(
                 }
                 best as f64
             }),
+            // In standard order: a concatenation (and what maps it elementwise) is not.
             Layer::Flatten => x
-                .clone()
+                .as_standard_layout()
+                .into_owned()
                 .into_shape_with_order(IxDyn(&full(&[numel(&info.output)])))
                 .expect("flatten"),
         })

@@ -423,7 +423,8 @@ impl Model {
             }
             if let Some(&v) = node.inputs.iter().find(|&&v| v > i) {
                 return Err(err(format!(
-                    "reads value {v}, which is not computed before it (nodes are in order;                      value 0 is the input, value j + 1 node j's output)"
+                    "reads value {v}, which is not computed before it (nodes are in order; \
+                     value 0 is the input, value j + 1 node j's output)"
                 )));
             }
             let ins: Vec<Vec<usize>> = node.inputs.iter().map(|&v| values[v].clone()).collect();
@@ -460,7 +461,8 @@ impl Model {
                     );
                     if g.out_h == 0 || g.out_w == 0 {
                         return Err(err(format!(
-                            "a {kernel}x{kernel} kernel does not fit {shape:?} with padding                              {padding:?}"
+                            "a {kernel}x{kernel} kernel does not fit {shape:?} with padding \
+                             {padding:?}"
                         )));
                     }
                     (

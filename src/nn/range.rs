@@ -549,7 +549,11 @@ fn pass(
                         acc.truncate(m * s1);
                     }
                     acc.truncate(m / kk * s2);
-                    let slack = 2f64.powi(plan.pre_shift as i32 - f) / kk + 2.0 * ulp;
+                    // The pre-shift's and the truncation's ulps, and 1/n kept to the plan's
+                    // precision (as for the polynomial's coefficients).
+                    let slack = 2f64.powi(plan.pre_shift as i32 - f) / kk
+                        + m * 2f64.powi(-f - plan.pre_shift as i32 - 1)
+                        + 2.0 * ulp;
                     out.lo.push(sl / kk - slack);
                     out.hi.push(sh / kk + slack);
                 }
@@ -557,32 +561,52 @@ fn pass(
             }
             Layer::LeakyRelu { alpha } => {
                 acc.see(Quantity::Value, x.max_abs() * s1);
-                // α·x + (1 - α)·ReLU(x): two public scalings, each truncated.
-                for c in [*alpha, 1.0 - alpha] {
-                    acc.truncate(x.max_abs() * c.abs() * s2);
-                }
+                // α·x + (1 - α)·ReLU(x): two public scalings of every element, each truncated
+                // (after a pre-shift for a small constant), the constant kept to the plan's
+                // precision (as for the polynomial's coefficients).
+                let plans = [*alpha, 1.0 - alpha]
+                    .into_iter()
+                    .map(|c| {
+                        fp.constant_plan(c)
+                            .map(|plan| (c, plan))
+                            .map_err(|e| RangeError::Input(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 let g = |v: f64| if v >= 0.0 { v } else { alpha * v };
                 let mut out = Iv {
                     lo: Vec::with_capacity(x.lo.len()),
                     hi: Vec::with_capacity(x.lo.len()),
                 };
                 for (&l, &h) in x.lo.iter().zip(&x.hi) {
+                    let m = l.abs().max(h.abs());
+                    let mut slack = 0.0;
+                    for (c, plan) in &plans {
+                        if plan.pre_shift > 0 {
+                            acc.truncate(m * s1);
+                        }
+                        acc.truncate(m * c.abs() * s2);
+                        slack += c.abs() * 2f64.powi(plan.pre_shift as i32 - f)
+                            + m * 2f64.powi(-f - plan.pre_shift as i32 - 1)
+                            + ulp;
+                    }
                     let mut cands = vec![g(l), g(h)];
                     if l < 0.0 && h > 0.0 {
                         cands.push(0.0);
                     }
                     out.lo
-                        .push(cands.iter().copied().fold(f64::INFINITY, f64::min) - 2.0 * ulp);
+                        .push(cands.iter().copied().fold(f64::INFINITY, f64::min) - slack);
                     out.hi
-                        .push(cands.iter().copied().fold(f64::NEG_INFINITY, f64::max) + 2.0 * ulp);
+                        .push(cands.iter().copied().fold(f64::NEG_INFINITY, f64::max) + slack);
                 }
                 out
             }
             Layer::Clip { max } => {
+                // The maximum as the ring holds it (x - max is an exact public addition).
+                let max = quantize(fp, *max);
                 acc.see(Quantity::Value, (x.max_abs() + max) * s1);
                 Iv {
-                    lo: x.lo.iter().map(|v| v.clamp(0.0, *max)).collect(),
-                    hi: x.hi.iter().map(|v| v.clamp(0.0, *max)).collect(),
+                    lo: x.lo.iter().map(|v| v.clamp(0.0, max)).collect(),
+                    hi: x.hi.iter().map(|v| v.clamp(0.0, max)).collect(),
                 }
             }
             Layer::Pad2d { pads } => {

@@ -263,4 +263,129 @@ mod tests {
             vec![1, 3, 4, 2, 5, 6]
         );
     }
+
+    /// Every small window geometry against a direct reading of the definition: output size as
+    /// PyTorch's floor((in + pads - kernel) / stride) + 1, cell t of window (oy, ox) at input
+    /// (oy·stride + dy - pad_top, ox·stride + dx - pad_left) or padding, a repeated cell inside
+    /// the same window, and no window entirely in the padding.
+    #[test]
+    fn small_windows_match_the_definition() {
+        for (kh, kw, sh, sw) in (1..=3).flat_map(|kh| {
+            (1..=3).flat_map(move |kw| {
+                (1..=3).flat_map(move |sh| (1..=2).map(move |sw| (kh, kw, sh, sw)))
+            })
+        }) {
+            for pads in (0..kh).flat_map(|pt| {
+                (0..kw).flat_map(move |pl| {
+                    (0..kh).flat_map(move |pb| (0..kw).map(move |pr| [pt, pl, pb, pr]))
+                })
+            }) {
+                let win = Window {
+                    kernel: [kh, kw],
+                    stride: [sh, sw],
+                    pads,
+                };
+                for (h, w) in [(1, 1), (1, 4), (3, 2), (5, 7)] {
+                    let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+                    let Ok((oh, ow)) = win.output(h, w) else {
+                        assert!(ph < kh || pw < kw, "{win:?} on {h}x{w}");
+                        continue;
+                    };
+                    assert_eq!((oh, ow), ((ph - kh) / sh + 1, (pw - kw) / sw + 1));
+                    let shape = [2, h, w, 2];
+                    let zero: Vec<Gather> = (0..win.cells())
+                        .map(|t| win.part(&shape, t, PadCell::Zero))
+                        .collect();
+                    let repeat: Vec<Gather> = (0..win.cells())
+                        .map(|t| win.part(&shape, t, PadCell::Repeat))
+                        .collect();
+                    for n in 0..2 {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut inside = 0;
+                                for t in 0..win.cells() {
+                                    let (dy, dx) = (t / kw, t % kw);
+                                    let y = (oy * sh + dy) as isize - pads[0] as isize;
+                                    let x = (ox * sw + dx) as isize - pads[1] as isize;
+                                    let within =
+                                        y >= 0 && x >= 0 && y < h as isize && x < w as isize;
+                                    inside += usize::from(within);
+                                    for ch in 0..2 {
+                                        let o = ((n * oh + oy) * ow + ox) * 2 + ch;
+                                        let want = within.then(|| {
+                                            ((n * h + y as usize) * w + x as usize) * 2 + ch
+                                        });
+                                        let z = zero[t].index[o];
+                                        assert_eq!(
+                                            (z != Gather::ZERO).then_some(z),
+                                            want,
+                                            "{win:?} on {h}x{w}, window ({oy}, {ox}) cell {t}"
+                                        );
+                                        // A repeated cell: same image and channel, inside this
+                                        // window.
+                                        let r = repeat[t].index[o];
+                                        assert_ne!(r, Gather::ZERO);
+                                        let (rn, rest) = (r / (h * w * 2), r % (h * w * 2));
+                                        let (ry, rx, rc) = (rest / (w * 2), rest / 2 % w, rest % 2);
+                                        assert_eq!((rn, rc), (n, ch));
+                                        let (y0, x0) = (
+                                            (oy * sh) as isize - pads[0] as isize,
+                                            (ox * sw) as isize - pads[1] as isize,
+                                        );
+                                        assert!(
+                                            (y0..y0 + kh as isize).contains(&(ry as isize))
+                                                && (x0..x0 + kw as isize).contains(&(rx as isize)),
+                                            "{win:?}: repeated cell outside window ({oy}, {ox})"
+                                        );
+                                        if within {
+                                            assert_eq!(r, z);
+                                        }
+                                    }
+                                }
+                                assert!(inside > 0, "{win:?}: window ({oy}, {ox}) is all padding");
+                                assert_eq!(win.inside(h, w, oy, ox), inside);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn windows_that_do_not_fit_are_errors() {
+        let w = Window::square(3);
+        assert!(w.output(2, 5).is_err());
+        assert_eq!(w.output(3, 5), Ok((1, 1)));
+        // Floor: a 5x7 input under 2x2 windows drops the last row and column.
+        assert_eq!(Window::square(2).output(5, 7), Ok((2, 3)));
+        for bad in [
+            Window {
+                stride: [0, 1],
+                ..w
+            },
+            Window {
+                kernel: [0, 3],
+                ..w
+            },
+            Window {
+                pads: [0, 0, 3, 0],
+                ..w
+            },
+            Window {
+                pads: [0, 0, 0, 3],
+                ..w
+            },
+        ] {
+            assert!(bad.output(9, 9).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Window {
+                pads: [1, 0, 0, 0],
+                ..w
+            }
+            .as_square(),
+            None
+        );
+    }
 }

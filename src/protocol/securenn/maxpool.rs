@@ -24,7 +24,7 @@ use crate::protocol::beaver::{Product, beaver_many};
 use crate::protocol::check_pool;
 use crate::protocol::costing::Costing;
 use crate::protocol::shared::{SharedTensor, gather, public, refresh, sub, zero_share};
-use crate::ring::{PadCell, RingTensor, Window};
+use crate::ring::{Gather, PadCell, RingTensor, Window};
 
 /// How maxima are found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,7 +347,10 @@ pub async fn dmaxpool(
             .iter()
             .map(|t| t.share().expect("server").clone())
             .collect();
-        RingTensor::unpool_windows(&p, k)
+        // Rows and columns that no window covers (k does not divide the input) get zeros.
+        let full = RingTensor::unpool_windows(&p, k);
+        let f = full.shape();
+        full.gather(&Gather::pad2d(f, [0, 0, shape[1] - f[1], shape[2] - f[2]]))
     });
     Ok(refresh(&ctx, &SharedTensor::new(shape, 0, share)))
 }
