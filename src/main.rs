@@ -30,6 +30,17 @@ enum Command {
     /// Train a built-in model in plaintext (f64, Adam, fixed seed) on the training split and write
     /// its weights as safetensors: how the bundled models/*.safetensors were made.
     Train(cmd::train::TrainArgs),
+    /// Write a built-in model and its weights (default: the bundled trained ones) as a standard
+    /// ONNX file: IR version 8, opset 13, input `input` [batch, C, H, W] (NCHW), output
+    /// `logits` [batch, classes], float32 weights. The argmax is not exported: the file ends with
+    /// the logits, as exporters write classifiers (`infer --onnx` adds the secure argmax back).
+    Export(cmd::export::ExportArgs),
+    /// List what an ONNX file is (producer, IR version, opset, input and output), what the
+    /// importer makes of each node, the model's layers with their shapes and parameters, and
+    /// each layer's SecureNN bytes and rounds for one input, from a dry run of the protocol. For
+    /// a file that does not import: whether each node's op type is supported, then the
+    /// importer's error (exit status 1).
+    Inspect(cmd::inspect::InspectArgs),
     /// Write a self-signed certificate and key (readable by its owner only) for running the
     /// parties as separate processes over QUIC, and a deployment file template. With `--id N`,
     /// party N's only: what each operator runs on their own machine. Without it, all three keys
@@ -71,6 +82,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Plot(c) => cmd::plot::run(c),
         Command::Train(a) => cmd::train::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Party(a) => cmd::party::run(a),
         Command::Bench(a) => cmd::bench::run(a),

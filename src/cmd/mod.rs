@@ -2,7 +2,9 @@
 //! they share: the flag enums, report outputs, progress bars and the printed summary.
 
 pub(crate) mod bench;
+pub(crate) mod export;
 pub(crate) mod infer;
+pub(crate) mod inspect;
 pub(crate) mod keygen;
 pub(crate) mod party;
 pub(crate) mod plot;

@@ -117,6 +117,15 @@ pub enum OnnxError {
         /// What is wrong.
         reason: String,
     },
+    /// A model cannot be written as ONNX ([`super::export()`]): its weights do not fit it, or a
+    /// layer has no ONNX form the importer reads back.
+    #[error("cannot export {what}: {reason}")]
+    Export {
+        /// The layer or tensor concerned.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// The imported model does not check ([`crate::nn::ModelError`]).
     #[error("the imported model: {0}")]
     Model(#[from] crate::nn::ModelError),

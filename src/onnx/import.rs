@@ -10,7 +10,8 @@
 //! model flattens NHWC). Batch normalisation is folded into the convolution or dense layer
 //! before it when that layer has no other reader, else applied as per-channel [`Layer::Scale`]
 //! and [`Layer::Bias`]; a zero `Pad` read only by a convolution becomes the convolution's
-//! padding; `Dropout` and `Identity` are removed; a final `Softmax`/`LogSoftmax` is dropped (the
+//! padding; a zero `Pad` at the end of an N × features value becomes [`Layer::PadTo`];
+//! `Dropout` and `Identity` are removed; a final `Softmax`/`LogSoftmax` is dropped (the
 //! argmax is unchanged) and the model ends with the secure argmax.
 //!
 //! Every constant a computation uses (kernels, biases, normalisation constants) is a weight,
@@ -546,13 +547,36 @@ impl Importer<'_> {
                 if node.attr_string("mode")?.unwrap_or("constant") != "constant" {
                     return Err(unsupported(node, "mode 'constant' with zeros is supported"));
                 }
-                let x = self.spatial(node)?;
                 let pads: Vec<f64> = self.constant(node, 1)?.iter().copied().collect();
                 if let Some(v) = self.optional_constant(node, 2)?
                     && v.iter().any(|&v| v != 0.0)
                 {
                     return Err(unsupported(node, "padding with a value other than 0"));
                 }
+                // Zeros appended to the features of an N × features value (network D as the
+                // paper's code ran it); a flattened map keeps its order, the zeros come last.
+                let flat = self.runtime(node, 0)?;
+                if let [n] = flat.shape[..] {
+                    if pads.len() != 4 || pads[..3].iter().any(|&p| p != 0.0) || pads[3] < 0.0 {
+                        return Err(unsupported(
+                            node,
+                            "on an N × features value, zeros appended to the features (pads \
+                             [0, 0, 0, k]) are supported",
+                        ));
+                    }
+                    let to = n + pads[3] as usize;
+                    let (f, mut r) = self.emit(
+                        k,
+                        Layer::PadTo { n: to },
+                        vec![flat.value],
+                        vec![],
+                        vec![to],
+                    );
+                    r.chw_flat = flat.chw_flat;
+                    self.set(node, Val::Run(r));
+                    return Ok(f);
+                }
+                let x = self.spatial(node)?;
                 if pads.len() != 8
                     || pads[0] != 0.0
                     || pads[1] != 0.0

@@ -10,6 +10,7 @@
 //! the file (external data is refused). Errors never print tensor values.
 
 mod error;
+pub mod export;
 mod graph;
 pub mod import;
 mod node;
@@ -17,6 +18,7 @@ mod proto;
 mod tensor;
 
 pub use error::OnnxError;
+pub use export::export;
 pub use graph::{Dim, OnnxGraph, OnnxModel, ValueInfo};
 pub use import::{Fate, Imported, import, import_model};
 pub use node::{Attribute, AttributeValue, Node};
