@@ -8,7 +8,7 @@ use crate::data::Mnist;
 use crate::fixed::FixedPoint;
 use crate::metrics::{OpReport, SessionTrace, op_reports};
 use crate::nn::range::{MNIST_INPUT_RANGE, RangeError, RangeReport, analyse, observe};
-use crate::nn::{Model, ModelError, Weights, forward, forward_float, input_params};
+use crate::nn::{Layer, Model, ModelError, Weights, forward, forward_float, input_params};
 use crate::party::{JobFn, LocalCluster, Network, PartyConfig, SeedSource};
 use crate::protocol::{Plaintext, Pond, Protocol, ReluKind, SecureNn};
 use crate::ring::RingTensor;
@@ -188,6 +188,10 @@ pub struct InferReport {
     /// CPU time of each party's thread (P0, P1, P2).
     pub party_cpu_seconds: Vec<f64>,
     pub predictions: Vec<usize>,
+    /// The logits the data owner learnt, one row per sample (empty when only the class is
+    /// revealed); not serialised.
+    #[serde(skip)]
+    pub logits: Vec<Vec<f64>>,
     pub plaintext_predictions: Vec<usize>,
     pub float_predictions: Vec<usize>,
     pub labels: Vec<u8>,
@@ -286,6 +290,18 @@ impl InferSpec {
         }
         if self.data_owner.0 > 2 || self.model_owner.0 > 2 {
             return Err(InferError::Spec("owners must be parties 0, 1 or 2".into()));
+        }
+        // Refused here, before the range analysis: Pond's polynomial ReLU may also put the
+        // model out of range, and accepting that risk would not make the job run.
+        if self.protocol == ProtocolKind::Pond
+            && let Some(i) = self.model.layers().position(Layer::is_max_pool)
+        {
+            let name = self.model.describe()?.swap_remove(i).name;
+            return Err(ProtocolError::Unsupported {
+                op: format!("layer {name}"),
+                reason: crate::protocol::pond::NO_MAX_POOLING.into(),
+            }
+            .into());
         }
         if self.protocol == ProtocolKind::Pond && self.reveal == Some(Reveal::Class) {
             return Err(InferError::Spec(
@@ -708,6 +724,7 @@ pub fn run_inference(
         cpu_seconds: secure.cpu.as_secs_f64(),
         party_cpu_seconds: secure.party_cpu.iter().map(|d| d.as_secs_f64()).collect(),
         predictions,
+        logits: secure.outputs.iter().filter_map(|o| o.0.clone()).collect(),
         plaintext_predictions,
         float_predictions,
         labels,

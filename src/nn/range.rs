@@ -559,6 +559,53 @@ fn pass(
                 }
                 out
             }
+            Layer::LeakyRelu { alpha } if matches!(relu, ReluKind::Polynomial(_)) => {
+                // α·x + (1 - α)·p(x) with the polynomial p: as for a ReLU layer, plus two
+                // public scalings, each truncated.
+                let ReluKind::Polynomial(terms) = relu else {
+                    unreachable!("matched")
+                };
+                let r = polynomial(x, terms, fp, &mut acc)?;
+                acc.truncate(x.max_abs() * alpha.abs() * s2);
+                acc.truncate(r.max_abs() * (1.0 - alpha).abs() * s2);
+                let scaled = |c: f64, l: f64, h: f64| {
+                    if c >= 0.0 {
+                        (c * l, c * h)
+                    } else {
+                        (c * h, c * l)
+                    }
+                };
+                let mut out = Iv {
+                    lo: Vec::with_capacity(x.lo.len()),
+                    hi: Vec::with_capacity(x.lo.len()),
+                };
+                for e in 0..x.lo.len() {
+                    let (al, ah) = scaled(*alpha, x.lo[e], x.hi[e]);
+                    let (bl, bh) = scaled(1.0 - alpha, r.lo[e], r.hi[e]);
+                    out.lo.push(al + bl - 2.0 * ulp);
+                    out.hi.push(ah + bh + 2.0 * ulp);
+                }
+                out
+            }
+            Layer::Clip { max } if matches!(relu, ReluKind::Polynomial(_)) => {
+                // p(x) - p(x - max) with the polynomial p.
+                let ReluKind::Polynomial(terms) = relu else {
+                    unreachable!("matched")
+                };
+                acc.see(Quantity::Value, (x.max_abs() + max) * s1);
+                let shifted = Iv {
+                    lo: x.lo.iter().map(|v| v - max).collect(),
+                    hi: x.hi.iter().map(|v| v - max).collect(),
+                };
+                let (a, b) = (
+                    polynomial(x, terms, fp, &mut acc)?,
+                    polynomial(&shifted, terms, fp, &mut acc)?,
+                );
+                Iv {
+                    lo: a.lo.iter().zip(&b.hi).map(|(a, b)| a - b).collect(),
+                    hi: a.hi.iter().zip(&b.lo).map(|(a, b)| a - b).collect(),
+                }
+            }
             Layer::LeakyRelu { alpha } => {
                 acc.see(Quantity::Value, x.max_abs() * s1);
                 // α·x + (1 - α)·ReLU(x): two public scalings of every element, each truncated
@@ -1142,6 +1189,42 @@ mod tests {
         .unwrap();
         assert_eq!(r.vanished_weights, 0);
         assert!(r.warnings.is_empty());
+    }
+
+    /// Under a polynomial ReLU, LeakyReLU and Clip evaluate the polynomial too (the model's
+    /// forward pass calls the protocol's ReLU): their powers count as a ReLU layer's do.
+    #[test]
+    fn leaky_relu_and_clip_use_the_polynomial() {
+        let (_, w) = tiny(8.0);
+        let fp = FixedPoint::default();
+        let poly = ReluKind::Polynomial(crate::protocol::TFE_RELU_9.to_vec());
+        let relu = Model::new(&[3]).dense(2).relu().dense(2).argmax();
+        let reference = analyse(&relu, &w, fp, (0.0, 1.0), &poly, 1, None).unwrap();
+        // Pre-activations up to 32: x⁸ is 2^40, 2^66 before truncation.
+        assert!(
+            reference.layers[1].ring_bits > 63.0,
+            "{:?}",
+            reference.layers[1]
+        );
+        for layer in [Layer::LeakyRelu { alpha: 0.1 }, Layer::Clip { max: 6.0 }] {
+            let m = Model::new(&[3])
+                .dense(2)
+                .then(layer.clone())
+                .dense(2)
+                .argmax();
+            let r = analyse(&m, &w, fp, (0.0, 1.0), &poly, 1, None).unwrap();
+            assert!(
+                r.layers[1].ring_bits >= reference.layers[1].ring_bits,
+                "{layer:?}: {:?}",
+                r.layers[1]
+            );
+            assert!(r.check().is_err(), "{layer:?}");
+            let exact = analyse(&m, &w, fp, (0.0, 1.0), &ReluKind::Exact, 1, None).unwrap();
+            assert!(
+                exact.layers[1].ring_bits < 63.0 && exact.check().is_ok(),
+                "{layer:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub enum OnnxError {
         path: PathBuf,
         /// `read` or `write`.
         action: &'static str,
-        /// The operating system's error.
-        #[source]
+        /// The operating system's error: in the message, not chained as a `source` too (that
+        /// would print it twice in `{e:#}`).
         cause: std::io::Error,
     },
     /// The file is over [`super::MAX_MODEL_BYTES`], protobuf's own limit for one message.

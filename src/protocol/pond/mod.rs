@@ -16,6 +16,10 @@ use super::{ProtocolError, TFE_RELU_9, check_pool, poly_eval};
 use crate::channel::Ctx;
 use crate::ring::Window;
 
+/// Why Pond refuses a max pool (at the layer, and up front for a job whose model has one).
+pub const NO_MAX_POOLING: &str = "Pond has no exact comparison, so no max pooling: use average \
+                                  pooling (the -avg models), or --protocol securenn";
+
 /// The Pond backend.
 #[derive(Clone, Debug)]
 pub struct Pond {
@@ -57,9 +61,7 @@ impl SharedProtocol for Pond {
         check_pool(ctx, x.shape(), window)?;
         Err(ProtocolError::Unsupported {
             op: ctx.path().to_string(),
-            reason: "Pond has no exact comparison, so no max pooling: use average pooling (the \
-                     -avg models), or --protocol securenn"
-                .into(),
+            reason: NO_MAX_POOLING.into(),
         })
     }
 
