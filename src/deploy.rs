@@ -128,9 +128,13 @@ fn resolve_addr(text: &str, what: &str) -> Result<SocketAddr, String> {
 pub struct JobEntry {
     /// `securenn` or `pond`.
     pub protocol: String,
-    /// A built-in model name.
-    pub model: String,
-    /// Weight file (model owner only; default: the bundled one).
+    /// A built-in model name (exactly one of `model` and `onnx` is given).
+    pub model: Option<String>,
+    /// An ONNX file with the architecture and the weights (model owner only, relative to the
+    /// deployment file; the others need not have it): the model owner sends the architecture,
+    /// never a weight, to the others at start-up ([`Architecture`]).
+    pub onnx: Option<PathBuf>,
+    /// Weight file of a built-in model (model owner only; default: the bundled one).
     pub weights: Option<PathBuf>,
     /// MNIST CSV (data owner only; default: the bundled one's test split). A file is read
     /// whole, in file order, from `offset`.
@@ -153,6 +157,19 @@ pub struct JobEntry {
     pub connect_timeout: Option<u64>,
     /// Seconds a party waits for a peer's message.
     pub timeout: Option<u64>,
+}
+
+/// What `job.model` reads in the parameters and reports of a job with `onnx = "FILE"`: the path
+/// is the model owner's, local to its machine (the others need not have the file), so it is not
+/// part of the public job; the architecture is, through `model.input` and `model.architecture`.
+pub const ONNX_MODEL: &str = "onnx";
+
+impl JobEntry {
+    /// The model as the parties agree on it and reports name it: the built-in model's name, or
+    /// [`ONNX_MODEL`].
+    pub fn model_name(&self) -> &str {
+        self.model.as_deref().unwrap_or(ONNX_MODEL)
+    }
 }
 
 /// The public parameters of a job, as `field = value` pairs: what every party must agree on
@@ -186,28 +203,41 @@ impl Wire for JobParams {
 }
 
 impl JobParams {
-    /// The public parameters of `job` running `model` (as run: layout applied) with `fp`.
-    fn new(job: &JobEntry, model: &crate::nn::Model, fp: FixedPoint) -> Self {
-        let architecture = blake3::hash(format!("{model:?}").as_bytes()).to_hex();
+    /// The public parameters of `job` running `model` (as run: layout applied) with `fp`;
+    /// without `model.input` and `model.architecture` if `model` is `None` (an ONNX job before
+    /// the model owner has sent the architecture).
+    fn new(job: &JobEntry, model: Option<&crate::nn::Model>, fp: FixedPoint) -> Self {
         let relu = match job.protocol.as_str() {
             "pond" => format!("polynomial {:?}", TFE_RELU_9),
             _ => "exact".to_string(),
         };
         let relu = blake3::hash(relu.as_bytes()).to_hex();
+        let model = model.map(|m| {
+            let architecture = blake3::hash(format!("{m:?}").as_bytes()).to_hex();
+            (format!("{:?}", m.input), architecture[..16].to_string())
+        });
         let fields = [
-            ("securenn.version", env!("CARGO_PKG_VERSION").to_string()),
-            ("job.protocol", job.protocol.clone()),
-            ("job.model", job.model.clone()),
-            ("model.input", format!("{:?}", model.input)),
-            ("model.architecture", architecture[..16].to_string()),
-            ("relu", relu[..16].to_string()),
-            ("job.samples", job.samples.to_string()),
-            ("job.batch", job.batch.to_string()),
-            ("job.data_owner", job.data_owner.to_string()),
-            ("job.model_owner", job.model_owner.to_string()),
-            ("fixed.frac_bits", fp.frac_bits.to_string()),
+            (
+                "securenn.version",
+                Some(env!("CARGO_PKG_VERSION").to_string()),
+            ),
+            ("job.protocol", Some(job.protocol.clone())),
+            ("job.model", Some(job.model_name().to_string())),
+            ("model.input", model.as_ref().map(|m| m.0.clone())),
+            ("model.architecture", model.map(|m| m.1)),
+            ("relu", Some(relu[..16].to_string())),
+            ("job.samples", Some(job.samples.to_string())),
+            ("job.batch", Some(job.batch.to_string())),
+            ("job.data_owner", Some(job.data_owner.to_string())),
+            ("job.model_owner", Some(job.model_owner.to_string())),
+            ("fixed.frac_bits", Some(fp.frac_bits.to_string())),
         ];
-        Self(fields.map(|(k, v)| (k.to_string(), v)).into())
+        Self(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+        )
     }
 
     fn get(&self, field: &str) -> Option<&str> {
@@ -252,6 +282,131 @@ pub fn job_differences(all: &[JobParams]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Largest model architecture a party accepts from the model owner of an ONNX job: 1 MiB. An
+/// architecture (layers, shapes and attributes, no weight) takes tens of bytes: 36 for the ONNX
+/// fixtures' MLP, 156 for their residual network, 67 for network C.
+pub const MAX_ARCHITECTURE_BYTES: usize = 1 << 20;
+
+/// The length of the [`Architecture`] message that follows: 8 bytes, a little-endian u64, read
+/// only if 1 to [`MAX_ARCHITECTURE_BYTES`], so that a peer cannot make this party wait for (or
+/// hold) more.
+struct ArchitectureLen(u64);
+
+impl Wire for ArchitectureLen {
+    type Shape = ();
+    fn wire_len(_: &()) -> usize {
+        8
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
+    fn read(bytes: &[u8], _: &()) -> Result<Self, String> {
+        let n = u64::from_le_bytes(bytes.try_into().expect("length checked"));
+        if n == 0 || n > MAX_ARCHITECTURE_BYTES as u64 {
+            return Err(format!(
+                "the architecture would take {n} bytes; a party accepts 1 to \
+                 {MAX_ARCHITECTURE_BYTES} (1 MiB)"
+            ));
+        }
+        Ok(Self(n))
+    }
+}
+
+/// An ONNX job's model as the model owner sends it to the others at start-up, after an
+/// [`ArchitectureLen`]: the [`Model`](crate::nn::Model) (layers, shapes, attributes, input
+/// layout: the public architecture, no weight) encoded with bincode's standard configuration.
+/// The receiver decodes it within [`MAX_ARCHITECTURE_BYTES`] and checks that it holds together
+/// ([`Model::describe`](crate::nn::Model::describe)); an error names the sender.
+pub struct Architecture(pub crate::nn::Model);
+
+fn architecture_codec() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_ARCHITECTURE_BYTES>()
+}
+
+/// `model`'s architecture as it travels.
+pub fn encode_architecture(model: &crate::nn::Model) -> Vec<u8> {
+    bincode::serde::encode_to_vec(model, architecture_codec()).expect("a model encodes")
+}
+
+/// Longest text quoted from a peer's architecture in an error.
+const MAX_ARCHITECTURE_TEXT: usize = 400;
+
+/// The architecture in `bytes`, checked; the error says what is wrong without quoting more than
+/// a few hundred characters of it.
+pub fn decode_architecture(bytes: &[u8]) -> Result<crate::nn::Model, String> {
+    // A model holds no text, so what is quoted is numbers and shapes, but maybe many.
+    let short = |t: String| match t.char_indices().nth(MAX_ARCHITECTURE_TEXT) {
+        Some((cut, _)) => format!("{} ... ({} more bytes)", &t[..cut], t.len() - cut),
+        None => t,
+    };
+    let (model, used): (crate::nn::Model, usize) =
+        bincode::serde::decode_from_slice(bytes, architecture_codec())
+            .map_err(|e| short(format!("not a model architecture: {e}")))?;
+    if used != bytes.len() {
+        return Err(format!(
+            "not a model architecture: {} byte(s) after its end",
+            bytes.len() - used
+        ));
+    }
+    model
+        .describe()
+        .map_err(|e| short(format!("the architecture does not hold together: {e}")))?;
+    if model.nodes.is_empty() {
+        return Err("the architecture has no layer".into());
+    }
+    Ok(model)
+}
+
+impl Wire for Architecture {
+    /// The encoded length, from the [`ArchitectureLen`] before it.
+    type Shape = usize;
+    fn wire_len(n: &usize) -> usize {
+        *n
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&encode_architecture(&self.0));
+    }
+    fn read(bytes: &[u8], _: &usize) -> Result<Self, String> {
+        decode_architecture(bytes).map(Self)
+    }
+}
+
+/// Send `model`'s architecture to both peers (the model owner of an ONNX job).
+fn send_architecture(ctx: &Ctx, model: &crate::nn::Model) -> Result<(), ProtocolError> {
+    let ctx = ctx.child("architecture");
+    let n = encode_architecture(model).len() as u64;
+    for p in (0..3).map(PartyId).filter(|p| *p != ctx.me()) {
+        ctx.send(p, &ArchitectureLen(n))?;
+        ctx.send(p, &Architecture(model.clone()))?;
+    }
+    Ok(())
+}
+
+/// Receive the architecture of an ONNX job from its model owner `from`, checked: a message
+/// over [`MAX_ARCHITECTURE_BYTES`] or one that is not a model fails naming `from`.
+async fn recv_architecture(ctx: &Ctx, from: PartyId) -> Result<crate::nn::Model, ProtocolError> {
+    let ctx = ctx.child("architecture");
+    let ArchitectureLen(n) = ctx.recv(from, &()).await?;
+    let Architecture(model) = ctx.recv(from, &(n as usize)).await?;
+    Ok(model)
+}
+
+/// The architecture job of an ONNX job: the model owner (who passes its `model`) sends the
+/// architecture to both peers, who receive it; every party returns the model.
+fn architecture_job(model: Option<crate::nn::Model>, owner: PartyId) -> JobFn<crate::nn::Model> {
+    Box::new(move |ctx: Ctx| {
+        Box::pin(async move {
+            match model {
+                Some(m) => {
+                    send_architecture(&ctx, &m)?;
+                    Ok(m)
+                }
+                None => recv_architecture(&ctx, owner).await,
+            }
+        })
+    })
 }
 
 /// The job-agreement job: send this party's parameters to both peers, and return all three
@@ -402,6 +557,18 @@ pub enum DeployError {
         differences.join("; ")
     )]
     JobMismatch { differences: Vec<String> },
+    /// The data owner's images do not fit the model the model owner sent (an ONNX job).
+    #[error(
+        "the model {owner} sent takes inputs of shape {shape:?} ({values} values), but the data \
+         owner's images are MNIST images of {pixels} pixels: run an ONNX model of 784 inputs \
+         (1 × 28 × 28 or 784)"
+    )]
+    ModelInput {
+        owner: PartyId,
+        shape: Vec<usize>,
+        values: usize,
+        pixels: usize,
+    },
     /// This party was stopped (by a signal) while its job ran; its peers were told.
     #[error("{party} stopped ({signal}); the job was aborted and the other parties told")]
     Stopped { party: PartyId, signal: String },
@@ -449,15 +616,39 @@ impl Deployment {
                 format!("[[party]] ids must be 0, 1 and 2, got {ids:?}"),
             ));
         }
-        if crate::models::by_name(&d.job.model).is_none() {
-            return Err(file_err(
-                path,
-                format!(
-                    "job.model: unknown model {:?}; known: {}",
-                    d.job.model,
-                    crate::models::BUILTIN.join(", ")
-                ),
-            ));
+        match (&d.job.model, &d.job.onnx) {
+            (None, None) => {
+                return Err(file_err(
+                    path,
+                    format!(
+                        "[job] names no model: give `model` (a built-in model: {}) or `onnx` (an \
+                         ONNX file, read by the model owner only)",
+                        crate::models::BUILTIN.join(", ")
+                    ),
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(file_err(
+                    path,
+                    "job.model and job.onnx: give one of them, not both",
+                ));
+            }
+            (Some(m), None) if crate::models::by_name(m).is_none() => {
+                return Err(file_err(
+                    path,
+                    format!(
+                        "job.model: unknown model {m:?}; known: {} (or give `onnx` = an ONNX file)",
+                        crate::models::BUILTIN.join(", ")
+                    ),
+                ));
+            }
+            (None, Some(_)) if d.job.weights.is_some() => {
+                return Err(file_err(
+                    path,
+                    "job.weights: an ONNX model (job.onnx) carries its own weights",
+                ));
+            }
+            _ => {}
         }
         if !["securenn", "pond"].contains(&d.job.protocol.as_str()) {
             return Err(file_err(
@@ -646,6 +837,11 @@ certificate = "party2.cert.der"
 [job]
 protocol = "securenn"
 model = "a"
+# A model of your own instead of `model`: an ONNX file (opset 13 or later, 784 inputs: MNIST
+# images as 1 x 28 x 28 or 784), read by the model owner only; the others need not have it.
+# At start-up the model owner sends them its architecture (layers and shapes, never a weight,
+# at most 1 MiB); they check it, and all three agree on it as on the rest of the job.
+# onnx = "model.onnx"         # instead of model = ...; job.model then reads "onnx" in the check
 # Relative paths are relative to this file. Both default to what is built into the binary, so a
 # copied binary needs no source tree.
 # weights = "a.safetensors"   # model owner only: its weight file (default: model a's trained weights)
@@ -663,9 +859,9 @@ model_owner = 1
 connect_timeout = 30   # seconds to wait for every peer at start-up
 timeout = 120          # seconds to wait for a peer's message
 
-# At start-up the parties check that all three run this same [job] (protocol, model, samples,
-# batch, owners, fixed-point precision, securenn version) and fail at once, naming the fields
-# that differ; weights, data, paths and seeds are never sent.
+# At start-up the parties check that all three run this same [job] (protocol, model and its
+# architecture, samples, batch, owners, fixed-point precision, securenn version) and fail at
+# once, naming the fields that differ; weights, data, paths and seeds are never sent.
 
 # What a peer may make this party hold or wait for (the defaults; see the README's Threat model).
 [limits]
@@ -873,6 +1069,109 @@ fn check_range(
     Ok(())
 }
 
+/// The model owner's ONNX file of `job` at `path`, imported and checked before any peer is
+/// contacted, every error naming the file: the weights encode in fixed point `fp` and pass the
+/// range check ([`check_range`], unless `allow`), the input takes an MNIST image, and the
+/// architecture is what the others accept ([`decode_architecture`]).
+fn load_onnx(
+    path: &Path,
+    job: &JobEntry,
+    fp: FixedPoint,
+    allow: bool,
+) -> Result<(crate::nn::Model, crate::nn::Weights), DeployError> {
+    let err = |e: &dyn std::fmt::Display| file_err(path, format!("job.onnx: {e}"));
+    let m = crate::onnx::import(path).map_err(|e| err(&e))?;
+    weights_file::check_fixed(&path.display().to_string(), &m.weights, fp)?;
+    let values = crate::ring::numel(&m.model.input);
+    if values != crate::data::PIXELS {
+        return Err(err(&format!(
+            "the model takes inputs of shape {:?} ({values} values); a deployment's data are \
+             MNIST images of {} pixels",
+            m.model.given_input_shape(),
+            crate::data::PIXELS
+        )));
+    }
+    let bytes = encode_architecture(&m.model);
+    if bytes.len() > MAX_ARCHITECTURE_BYTES {
+        return Err(err(&format!(
+            "the architecture takes {} bytes, more than the {MAX_ARCHITECTURE_BYTES} (1 MiB) \
+             the other parties accept",
+            bytes.len()
+        )));
+    }
+    decode_architecture(&bytes).map_err(|e| err(&e))?;
+    check_range(&job.protocol, &m.model, &m.weights, fp, job.samples, allow)
+        .map_err(|e| err(&e))?;
+    tracing::info!(
+        "{}: {} layers, input {:?}; its architecture ({} bytes) goes to the other parties, its \
+         weights to no one",
+        path.display(),
+        m.model.nodes.len(),
+        m.model.given_input_shape(),
+        bytes.len()
+    );
+    Ok((m.model, m.weights))
+}
+
+/// At the data owner of an ONNX job: whether its MNIST images fit the model `owner` sent.
+fn check_input(model: &crate::nn::Model, owner: PartyId, data: &Mnist) -> Result<(), DeployError> {
+    let values = crate::ring::numel(&model.input);
+    let pixels = data.images.first().map_or(crate::data::PIXELS, Vec::len);
+    if values != pixels {
+        return Err(DeployError::ModelInput {
+            owner,
+            shape: model.given_input_shape(),
+            values,
+            pixels,
+        });
+    }
+    Ok(())
+}
+
+/// The job's batch shapes for `model`, and at the data owner (who passes its `data`) the
+/// batches, encoded in fixed point `fp`; `config` names the deployment in errors.
+#[allow(clippy::type_complexity)]
+fn batches_of(
+    model: &crate::nn::Model,
+    job: &JobEntry,
+    data: Option<&Mnist>,
+    fp: FixedPoint,
+    config: &Path,
+) -> Result<(Vec<Vec<usize>>, Option<Vec<crate::ring::RingTensor>>), DeployError> {
+    let mut shapes = Vec::new();
+    for start in (0..job.samples).step_by(job.batch) {
+        let mut s = vec![job.batch.min(job.samples - start)];
+        s.extend(&model.input);
+        shapes.push(s);
+    }
+    let batches = match data {
+        Some(d) => Some(
+            d.images
+                .chunks(job.batch)
+                .zip(&shapes)
+                .map(|(chunk, shape)| {
+                    let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
+                    fp.encode_tensor(shape, &flat)
+                        .map_err(|e| file_err(config, format!("input image: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    Ok((shapes, batches))
+}
+
+/// Agree the job's public parameters (`mine`, this party's) in a job called `name`: every
+/// party fails at once, naming each field that differs, if they differ.
+async fn agree(cluster: &LocalCluster, name: &str, mine: JobParams) -> Result<(), DeployError> {
+    let mut agreed = cluster.run(name, vec![agree_job(mine)]).await?;
+    let differences = job_differences(&agreed.remove(0).value);
+    if !differences.is_empty() {
+        return Err(DeployError::JobMismatch { differences });
+    }
+    Ok(())
+}
+
 /// Run party `id` of the deployment at `config` with its identity's key at `key` (default:
 /// `party<ID>.key.der` beside `config`), telling `watch` what it does. A job with a fixed
 /// seed is refused unless `seed` is [`FixedSeed::AllowInsecure`]; like every other check of
@@ -929,15 +1228,32 @@ pub fn run_party(
         ));
     }
     let job = &dep.job;
-    let model = crate::models::by_name(&job.model).expect("checked");
     let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
-    // What this party owns.
     let fp = FixedPoint::default();
+    // The model: built in (every party has it), or the model owner's ONNX file, which it alone
+    // reads, here, before contacting anyone; the others receive its architecture at start-up.
+    let mut model = job
+        .model
+        .as_deref()
+        .map(|m| crate::models::by_name(m).expect("checked"));
+    let onnx = job.onnx.is_some();
+    // What this party owns.
     let weights = if id == model_owner {
-        let path = job.weights.as_ref().map(|p| resolve(p));
-        let (w, _) = weights_file::load_or_bundled(path.as_deref(), &job.model, &model)?;
-        check_range(&job.protocol, &model, &w, fp, job.samples, allow_range_risk)?;
-        Some(w)
+        match &job.onnx {
+            Some(p) => {
+                let (m, w) = load_onnx(&resolve(p), job, fp, allow_range_risk)?;
+                model = Some(m);
+                Some(w)
+            }
+            None => {
+                let model = model.as_ref().expect("a built-in model");
+                let path = job.weights.as_ref().map(|p| resolve(p));
+                let (w, _) =
+                    weights_file::load_or_bundled(path.as_deref(), job.model_name(), model)?;
+                check_range(&job.protocol, model, &w, fp, job.samples, allow_range_risk)?;
+                Some(w)
+            }
+        }
     } else {
         None
     };
@@ -957,31 +1273,18 @@ pub fn run_party(
     } else {
         None
     };
-    let mut shapes = Vec::new();
-    for start in (0..job.samples).step_by(job.batch) {
-        let mut s = vec![job.batch.min(job.samples - start)];
-        s.extend(&model.input);
-        shapes.push(s);
-    }
-    let batches = match &data {
-        Some(d) => Some(
-            d.images
-                .chunks(job.batch)
-                .zip(&shapes)
-                .map(|(chunk, shape)| {
-                    let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
-                    fp.encode_tensor(shape, &flat)
-                        .map_err(|e| file_err(config, format!("input image: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        None => None,
+    let pond = job.protocol == "pond";
+    let run_model = move |m: &crate::nn::Model| match pond {
+        true => m.pool_before_relu().without_argmax(),
+        false => m.pool_before_relu(),
     };
-    let model_run = match job.protocol.as_str() {
-        "pond" => model.pool_before_relu().without_argmax(),
-        _ => model.pool_before_relu(),
-    };
-    let params = JobParams::new(job, &model_run, fp);
+    // The job as every party knows it before the session: for an ONNX job without the
+    // architecture, which all but the model owner learn only once connected.
+    let params = JobParams::new(
+        job,
+        model.as_ref().filter(|_| !onnx).map(run_model).as_ref(),
+        fp,
+    );
     let meter = Meter::new(3);
     let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let on_connect = {
@@ -1007,7 +1310,7 @@ pub fn run_party(
     };
     tracing::info!(party = %id, name = %server_name(id), "connecting to the other parties");
     let (mut endpoint, node) = QuicNode::start(quic_cfg, &meter)?;
-    let total = shapes.len();
+    let total = job.samples.div_ceil(job.batch);
     let watched = Arc::new(Watched {
         inner: endpoint.transport.clone(),
         begun: AtomicUsize::new(0),
@@ -1020,6 +1323,7 @@ pub fn run_party(
         fixed: fp,
     };
     let protocol = job.protocol.clone();
+    let data_ref = data.as_ref();
     let t0 = Instant::now();
     let Watch { events, stop } = watch;
     let tell = move |e: PartyEvent| {
@@ -1033,11 +1337,35 @@ pub fn run_party(
             let session = 1;
             let work = async {
                 cluster.setup(session, source).await?;
-                let mut agreed = cluster.run("agree", vec![agree_job(params)]).await?;
-                let differences = job_differences(&agreed.remove(0).value);
-                if !differences.is_empty() {
-                    return Err(DeployError::JobMismatch { differences });
-                }
+                agree(&cluster, "agree", params).await?;
+                let model = match model {
+                    Some(m) if !onnx => m,
+                    // An ONNX job: the model owner sends the architecture, the others check it,
+                    // and all three agree on it as on the rest of the job.
+                    owned => {
+                        let mut got = cluster
+                            .run("model", vec![architecture_job(owned, model_owner)])
+                            .await?;
+                        let m = got.remove(0).value;
+                        if id != model_owner {
+                            tracing::info!(
+                                party = %id,
+                                "the model owner {model_owner} sent the architecture: {} layers, \
+                                 input {:?}",
+                                m.nodes.len(),
+                                m.given_input_shape()
+                            );
+                        }
+                        if let Some(d) = data_ref {
+                            check_input(&m, model_owner, d)?;
+                        }
+                        let mine = JobParams::new(job, Some(&run_model(&m)), fp);
+                        agree(&cluster, "agree-model", mine).await?;
+                        m
+                    }
+                };
+                let (shapes, batches) = batches_of(&model, job, data_ref, fp, config)?;
+                let model_run = run_model(&model);
                 tell(PartyEvent::Started { batches: total });
                 let owners = (data_owner, model_owner);
                 let job = match protocol.as_str() {
@@ -1096,7 +1424,7 @@ pub fn run_party(
     Ok(PartyReport {
         party: id.0,
         protocol: job.protocol.clone(),
-        model: job.model.clone(),
+        model: job.model_name().to_string(),
         samples: job.samples,
         batch: job.batch,
         peers,
@@ -1239,5 +1567,202 @@ mod job_tests {
         assert_eq!(batch_of("infer/weights/0.dense#0"), None);
         assert_eq!(batch_of("agree#0"), None);
         assert_eq!(batch_of("setup/seeds#0"), None);
+    }
+}
+
+#[cfg(test)]
+mod architecture_tests {
+    use super::*;
+    use crate::nn::{Layer, Model};
+
+    /// Raw bytes on the wire, to forge the model owner's messages.
+    struct Raw(Vec<u8>);
+
+    impl Wire for Raw {
+        type Shape = usize;
+        fn wire_len(n: &usize) -> usize {
+            *n
+        }
+        fn write(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.0);
+        }
+        fn read(bytes: &[u8], _: &usize) -> Result<Self, String> {
+            Ok(Self(bytes.to_vec()))
+        }
+    }
+
+    /// P1, the model owner, sends `forged` (each a raw message) to P0 and P2 on the
+    /// architecture's path; what P0 and P2 make of it.
+    fn received(forged: &[Vec<u8>]) -> Vec<Result<Model, String>> {
+        let config = PartyConfig {
+            recv_timeout: Duration::from_secs(10),
+            ..PartyConfig::default()
+        };
+        let report = LocalCluster::run_once(config, SeedSource::Fixed(1), "model", |p| {
+            let forged = forged.to_vec();
+            let job: JobFn<Option<Result<Model, String>>> = Box::new(move |ctx: Ctx| {
+                Box::pin(async move {
+                    if p == PartyId(1) {
+                        let ctx = ctx.child("architecture");
+                        for peer in [PartyId(0), PartyId(2)] {
+                            for m in &forged {
+                                ctx.send(peer, &Raw(m.clone()))?;
+                            }
+                        }
+                        return Ok(None);
+                    }
+                    let got = recv_architecture(&ctx, PartyId(1)).await;
+                    Ok(Some(got.map_err(|e| e.to_string())))
+                })
+            });
+            job
+        })
+        .unwrap();
+        report.outputs.into_iter().flatten().collect()
+    }
+
+    fn len(n: u64) -> Vec<u8> {
+        n.to_le_bytes().to_vec()
+    }
+
+    /// What the model owner sends arrives whole: every built-in model and the ONNX fixtures,
+    /// a few hundred bytes each; the size is documented at [`MAX_ARCHITECTURE_BYTES`].
+    #[test]
+    fn architectures_round_trip() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx");
+        let mut models: Vec<(String, Model)> = crate::models::BUILTIN
+            .iter()
+            .map(|n| (n.to_string(), crate::models::by_name(n).unwrap()))
+            .collect();
+        for f in [
+            "mlp",
+            "lenet_bn",
+            "matmul_reshape",
+            "allconv",
+            "resnet_cifar",
+        ] {
+            let m = crate::onnx::import(Path::new(&format!("{fixtures}/{f}.onnx"))).unwrap();
+            models.push((f.to_string(), m.model));
+        }
+        for (name, m) in models {
+            let bytes = encode_architecture(&m);
+            eprintln!("{name}: {} bytes", bytes.len());
+            assert!(bytes.len() < 2048, "{name}: {} bytes", bytes.len());
+            assert_eq!(decode_architecture(&bytes).unwrap(), m, "{name}");
+            let got = received(&[len(bytes.len() as u64), bytes]);
+            assert_eq!(got.len(), 2);
+            for g in got {
+                assert_eq!(g.unwrap(), m, "{name}");
+            }
+        }
+    }
+
+    /// A model owner that sends an architecture over the cap, of length zero, of another length
+    /// than announced, garbage, a claimed length of 2^64 - 1 elements, bytes after a model, or a
+    /// model that does not hold together: both peers fail naming it and the reason, without
+    /// waiting for or allocating what was claimed.
+    #[test]
+    fn oversized_or_garbage_architecture_is_refused_naming_the_sender() {
+        let mlp = Model::new(&[784]).dense(10).argmax();
+        let good = encode_architecture(&mlp);
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let bad_model = encode_architecture(&Model::new(&[28, 28, 1]).dense(10));
+        // `input`, then `nodes` claiming 2^64 - 1 elements (bincode's varint: 253 and a u64) in
+        // place of the empty model's 0 and its layout.
+        let mut nodes_without_end = encode_architecture(&Model::new(&[784]));
+        assert_eq!(nodes_without_end[nodes_without_end.len() - 2..], [0, 0]);
+        nodes_without_end.truncate(nodes_without_end.len() - 2);
+        nodes_without_end.push(253);
+        nodes_without_end.extend(u64::MAX.to_le_bytes());
+        let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
+            (
+                vec![len(2 << 20)],
+                "would take 2097152 bytes; a party accepts 1 to 1048576 (1 MiB)",
+            ),
+            (vec![len(u64::MAX)], "would take 18446744073709551615 bytes"),
+            (vec![len(0)], "would take 0 bytes"),
+            (vec![len(10), vec![7; 20]], "expected 10 bytes, got 20"),
+            (vec![len(64), vec![0xff; 64]], "not a model architecture"),
+            (
+                vec![
+                    len(nodes_without_end.len() as u64),
+                    nodes_without_end.clone(),
+                ],
+                "not a model architecture",
+            ),
+            (
+                vec![len(trailing.len() as u64), trailing],
+                "not a model architecture: 1 byte(s) after its end",
+            ),
+            (
+                vec![len(bad_model.len() as u64), bad_model],
+                "the architecture does not hold together: layer 0.dense",
+            ),
+        ];
+        for (forged, want) in cases {
+            let got = received(&forged);
+            assert_eq!(got.len(), 2);
+            for g in got {
+                let e = g.unwrap_err();
+                eprintln!("{e}");
+                assert!(
+                    e.starts_with("malformed message from P1 at model/architecture#"),
+                    "{e}"
+                );
+                assert!(e.contains(want), "no {want:?} in {e}");
+                assert!(e.len() < 1000, "{e}");
+            }
+        }
+        // A model with no layer holds together but computes nothing.
+        let empty = encode_architecture(&Model::new(&[784]));
+        assert!(
+            decode_architecture(&empty)
+                .unwrap_err()
+                .contains("no layer")
+        );
+        // The same checks without the cluster: a well-formed but absurd model is refused by
+        // `describe`, which bounds every shape.
+        let huge = encode_architecture(&Model::new(&[784]).dense(1 << 40).then(Layer::Argmax));
+        let e = decode_architecture(&huge).unwrap_err();
+        assert!(e.contains("does not hold together"), "{e}");
+    }
+
+    /// The data owner refuses a model whose input is not an MNIST image, naming who sent it.
+    #[test]
+    fn data_owner_checks_the_model_input() {
+        let data = Mnist {
+            images: vec![vec![0.0; crate::data::PIXELS]; 2],
+            labels: vec![1, 2],
+        };
+        let mut cifar = Model::new(&[32, 32, 3]).flatten().dense(10).argmax();
+        cifar.input_layout = crate::nn::InputLayout::ChannelsFirst;
+        let e = check_input(&cifar, PartyId(1), &data)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the model P1 sent takes inputs of shape [3, 32, 32] (3072 values)")
+                && e.contains("784 pixels"),
+            "{e}"
+        );
+        let mnist = Model::new(&[28, 28, 1]).flatten().dense(10).argmax();
+        assert!(check_input(&mnist, PartyId(1), &data).is_ok());
+    }
+
+    /// Before the architecture arrives the parties of an ONNX job agree on the job without it;
+    /// after, with it, as a built-in job always does.
+    #[test]
+    fn job_parameters_name_onnx_jobs_onnx() {
+        let text = TEMPLATE.replace("model = \"a\"", "onnx = \"/only/on/the/owner.onnx\"");
+        let d: Deployment = toml::from_str(&text).unwrap();
+        let fp = FixedPoint::default();
+        let before = JobParams::new(&d.job, None, fp);
+        assert_eq!(before.get("job.model"), Some(ONNX_MODEL));
+        assert_eq!(before.get("model.architecture"), None);
+        assert!(!format!("{before:?}").contains("owner.onnx"));
+        let m = Model::new(&[784]).dense(10).argmax();
+        let after = JobParams::new(&d.job, Some(&m), fp);
+        assert_eq!(after.get("model.input"), Some("[784]"));
+        assert_eq!(after.get("model.architecture").map(str::len), Some(16));
     }
 }

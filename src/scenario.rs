@@ -54,9 +54,13 @@ pub enum LayoutName {
 #[serde(default, deny_unknown_fields)]
 pub struct Job {
     pub protocol: ProtocolName,
-    /// A built-in model (`a`, `b`, `c`, `d`, `d-as-benchmarked`, `-avg` variants).
-    pub model: String,
-    /// Weight file; default: the bundled trained weights of `model`.
+    /// A built-in model (`a`, `b`, `c`, `d`, `d-as-benchmarked`, `-avg` variants); `a` if
+    /// neither `model` nor `onnx` is given.
+    pub model: Option<String>,
+    /// Instead of `model`: an ONNX file (relative to the scenario file) with the architecture
+    /// and the weights, run as `securenn infer --onnx` runs it.
+    pub onnx: Option<PathBuf>,
+    /// Weight file of a built-in `model`; default: its bundled trained weights.
     pub weights: Option<PathBuf>,
     pub layout: LayoutName,
     pub samples: usize,
@@ -80,7 +84,8 @@ impl Default for Job {
     fn default() -> Self {
         Self {
             protocol: ProtocolName::Securenn,
-            model: "a".into(),
+            model: None,
+            onnx: None,
             weights: None,
             data: None,
             label_column: LabelColumn::Last,
@@ -186,6 +191,12 @@ pub enum ScenarioError {
     Weights(#[from] weights_file::WeightFileError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// The job's ONNX file cannot be imported.
+    #[error("job.onnx = {path:?}: {error}")]
+    Onnx {
+        path: String,
+        error: Box<crate::onnx::OnnxError>,
+    },
 }
 
 fn invalid(path: &Path, reason: impl std::fmt::Display) -> ScenarioError {
@@ -242,8 +253,43 @@ impl Scenario {
 
     fn run(&self, path: &Path, v: &Variant, samples: Option<usize>) -> Result<Run, ScenarioError> {
         let j = &self.job;
-        let model = v.model.clone().unwrap_or_else(|| j.model.clone());
-        if crate::models::by_name(&model).is_none() {
+        if let Some(onnx) = &j.onnx {
+            if j.model.is_some() {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "job.model and job.onnx: give one of them, not both (the ONNX file {:?} \
+                         holds the architecture and the weights)",
+                        onnx.display().to_string()
+                    ),
+                ));
+            }
+            if j.weights.is_some() {
+                return Err(invalid(
+                    path,
+                    "job.weights: an ONNX model (job.onnx) carries its own weights",
+                ));
+            }
+            if v.model.is_some() {
+                return Err(invalid(
+                    path,
+                    "variant.model: the job's model is an ONNX file (job.onnx); a variant \
+                     cannot change it",
+                ));
+            }
+        }
+        // For an ONNX job, the file's stem names it in labels and reports.
+        let model = match &j.onnx {
+            Some(onnx) => onnx
+                .file_stem()
+                .map_or_else(|| "onnx".into(), |s| s.to_string_lossy().into_owned()),
+            None => v
+                .model
+                .clone()
+                .or_else(|| j.model.clone())
+                .unwrap_or_else(|| "a".into()),
+        };
+        if j.onnx.is_none() && crate::models::by_name(&model).is_none() {
             return Err(invalid(
                 path,
                 format!(
@@ -314,7 +360,8 @@ impl Scenario {
             label,
             job: Job {
                 protocol,
-                model,
+                model: Some(model),
+                onnx: j.onnx.as_ref().map(|m| beside(path, m)),
                 weights: j.weights.as_ref().map(|w| beside(path, w)),
                 data: j.data.as_ref().map(|d| beside(path, d)),
                 layout: v.layout.unwrap_or(j.layout),
@@ -469,13 +516,30 @@ fn beside(file: &Path, p: &Path) -> PathBuf {
 }
 
 impl Run {
-    /// The inference job of this run, with the model owner's weights and the data owner's
-    /// images loaded.
+    /// The inference job of this run, with the model owner's weights (of a built-in model, or
+    /// the ONNX file's) and the data owner's images loaded.
     pub fn spec(&self) -> Result<InferSpec, ScenarioError> {
         let j = &self.job;
-        let model = crate::models::by_name(&j.model).expect("validated");
-        let (weights, _) = weights_file::load_or_bundled(j.weights.as_deref(), &j.model, &model)?;
-        let label = weights_file::label(j.weights.as_deref(), &j.model);
+        let name = j.model.clone().expect("resolved by Scenario::runs");
+        let (model, weights, label) = match &j.onnx {
+            Some(path) => {
+                let m = crate::onnx::import(path).map_err(|e| ScenarioError::Onnx {
+                    path: path.display().to_string(),
+                    error: Box::new(e),
+                })?;
+                (m.model, m.weights, path.display().to_string())
+            }
+            None => {
+                let model = crate::models::by_name(&name).expect("validated");
+                let (weights, _) =
+                    weights_file::load_or_bundled(j.weights.as_deref(), &name, &model)?;
+                (
+                    model,
+                    weights,
+                    weights_file::label(j.weights.as_deref(), &name),
+                )
+            }
+        };
         weights_file::check_fixed(&label, &weights, FixedPoint::default())?;
         let source = DataSource::file_or_bundled(j.data.as_deref());
         let data = Mnist::select(&source, None, j.label_column, j.offset, Some(j.samples))?.data;
@@ -485,7 +549,7 @@ impl Run {
                 ProtocolName::Pond => ProtocolKind::Pond,
                 ProtocolName::Plaintext => ProtocolKind::Plaintext,
             },
-            model_name: j.model.clone(),
+            model_name: name,
             model,
             weights,
             data,

@@ -707,3 +707,217 @@ fn keygen_refuses_a_symlink_at_the_key_path() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
+}
+
+/// One deployment whose job runs `onnx = "mlp.onnx"`, as three operators hold it: a directory
+/// per party with the deployment file, the three certificates and the party's own key; only
+/// the model owner's (party 1's) has the ONNX file, so the others' `onnx` names a file that is
+/// not there.
+fn onnx_deployment(name: &str) -> Vec<std::path::PathBuf> {
+    let all = tmp(name);
+    deployment(&all);
+    edit(&all, |t| t.replace("model = \"a\"", "onnx = \"mlp.onnx\""));
+    let dirs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let d = tmp(&format!("{name}-p{i}"));
+            std::fs::remove_dir_all(&d).ok();
+            std::fs::create_dir_all(&d).unwrap();
+            let key = format!("party{i}.key.der");
+            for f in [
+                "deploy.toml",
+                "party0.cert.der",
+                "party1.cert.der",
+                "party2.cert.der",
+                &key,
+            ] {
+                // Permissions too: the key stays 0600.
+                std::fs::copy(all.join(f), d.join(f)).unwrap();
+            }
+            d
+        })
+        .collect();
+    std::fs::remove_dir_all(&all).ok();
+    std::fs::copy(fixture("mlp.onnx"), dirs[1].join("mlp.onnx")).unwrap();
+    dirs
+}
+
+/// The list in a `predictions         [7, 2, 1]` line.
+fn predictions_line(stdout: &str) -> Vec<u64> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("predictions"))
+        .unwrap_or_else(|| panic!("no predictions in {stdout}"));
+    serde_json::from_str(line.trim()).unwrap()
+}
+
+/// An ONNX model over QUIC: only the model owner has `mlp.onnx` (the others' deployment names it
+/// at a path where nothing is: they never read it); it sends the architecture, and the data
+/// owner's predictions are those of `securenn infer --onnx mlp.onnx` on the same images. With a
+/// seed (and --insecure-reproducible) on both sides, so that the two runs are the same
+/// computation, share for share.
+#[test]
+fn onnx_model_is_read_by_the_model_owner_only() {
+    let dirs = onnx_deployment("onnx");
+    for (i, d) in dirs.iter().enumerate() {
+        edit(d, with_seed);
+        assert_eq!(d.join("mlp.onnx").exists(), i == 1, "{}", d.display());
+        assert!(
+            std::fs::read_to_string(d.join("deploy.toml"))
+                .unwrap()
+                .contains("onnx = \"mlp.onnx\"")
+        );
+    }
+    let t0 = Instant::now();
+    let ps: Vec<Child> = (0..3)
+        .map(|i| party_with(&dirs[i], i as u8, None, &["--insecure-reproducible"]))
+        .collect();
+    let outs: Vec<(bool, String, String)> = ps.into_iter().map(finish).collect();
+    eprintln!("the ONNX job took {:?}", t0.elapsed());
+    for (i, (ok, out, err)) in outs.iter().enumerate() {
+        assert!(ok, "P{i}: {err}");
+        assert!(
+            out.contains("securenn on model onnx, 10 images"),
+            "P{i}: {out}"
+        );
+        assert!(
+            err.contains("both peers run the same job; 1 batches to go"),
+            "P{i}: {err}"
+        );
+    }
+    let deployed = predictions_line(&outs[0].1);
+    assert_eq!(deployed.len(), 10);
+    let json = tmp("onnx-infer.json");
+    let infer = securenn(&[
+        "infer",
+        "--onnx",
+        fixture("mlp.onnx").to_str().unwrap(),
+        "--samples",
+        "10",
+        "--batch",
+        "10",
+        "--seed",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(
+        infer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&infer.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let inferred: Vec<u64> = serde_json::from_value(report["predictions"].clone()).unwrap();
+    assert_eq!(deployed, inferred);
+    std::fs::remove_file(&json).ok();
+    for d in &dirs {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// The model owner runs built-in network A, the others an ONNX job: every party fails at once,
+/// naming `job.model` and every party's value, before any architecture is sent.
+#[test]
+fn onnx_and_built_in_jobs_fail_naming_the_model() {
+    let dirs = onnx_deployment("onnx-mismatch");
+    edit(&dirs[1], |t| {
+        t.replace("onnx = \"mlp.onnx\"", "model = \"a\"")
+    });
+    let ps: Vec<Child> = (0..3).map(|i| party(&dirs[i], i as u8, None)).collect();
+    for p in ps {
+        let (ok, _, err) = finish_within(p, Duration::from_secs(20));
+        assert!(!ok);
+        assert!(
+            err.contains("job.model differs: party 0 has onnx, party 1 has a, party 2 has onnx"),
+            "{err}"
+        );
+        assert!(!err.contains("batches to go"), "{err}");
+    }
+    for d in &dirs {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// The model owner imports and checks its ONNX file before contacting anyone, each error naming
+/// the file: one that is not there, an operator it cannot compute, a model that does not take
+/// MNIST images, weights beyond the fixed-point range (run with --allow-range-risk, it goes on
+/// to wait for its peers). A job naming both `model` and `onnx`, neither, or `onnx` with
+/// `weights` is refused at every party, naming the keys.
+#[test]
+fn model_owner_checks_its_onnx_file_before_connecting() {
+    use securenn::onnx::{OnnxModel, Tensor, TensorData};
+    let dirs = onnx_deployment("onnx-refused");
+    let owner = &dirs[1];
+    let text = std::fs::read_to_string(owner.join("deploy.toml")).unwrap();
+    let mut big = OnnxModel::read(fixture("mlp.onnx")).unwrap();
+    for (_, t) in &mut big.graph.initializers {
+        let scaled: Vec<f32> = t.to_f64_vec().iter().map(|&v| (v * 1e5) as f32).collect();
+        *t = Tensor::new(t.dims().to_vec(), TensorData::F32(scaled)).unwrap();
+    }
+    big.write(owner.join("big.onnx")).unwrap();
+    for f in ["unsupported_op.onnx", "resnet_cifar.onnx"] {
+        std::fs::copy(fixture(f), owner.join(f)).unwrap();
+    }
+    let with_file = |f: &str| text.replace("onnx = \"mlp.onnx\"", &format!("onnx = \"{f}\""));
+    for (file, needles) in [
+        ("missing.onnx", &["job.onnx", "cannot read"][..]),
+        ("unsupported_op.onnx", &["job.onnx", "Sigmoid"]),
+        (
+            "resnet_cifar.onnx",
+            &["[3, 32, 32]", "MNIST images of 784 pixels"],
+        ),
+        ("big.onnx", &["fixed-point range: layer", "beyond 2^63"]),
+    ] {
+        std::fs::write(owner.join("deploy.toml"), with_file(file)).unwrap();
+        let (ok, _, err) = finish_within(party(owner, 1, None), Duration::from_secs(10));
+        assert!(!ok, "{file}");
+        let path = owner.join(file).display().to_string();
+        assert!(
+            err.contains(&format!("{path}: job.onnx: ")),
+            "{file}: {err}"
+        );
+        for n in needles {
+            assert!(err.contains(n), "{file}: no {n:?} in {err}");
+        }
+        assert!(!err.contains("connected to"), "{file}: {err}");
+    }
+    let p = party_with(owner, 1, None, &["--allow-range-risk"]);
+    let (ok, _, err) = finish_within(p, Duration::from_secs(20));
+    assert!(!ok);
+    assert!(
+        !err.contains("beyond 2^63") && err.contains("never connected"),
+        "{err}"
+    );
+    for (edited, needles) in [
+        (
+            text.replace("onnx = \"mlp.onnx\"", "model = \"a\"\nonnx = \"mlp.onnx\""),
+            &["job.model and job.onnx", "not both"][..],
+        ),
+        (
+            text.replace("onnx = \"mlp.onnx\"", ""),
+            &["[job] names no model", "`onnx`"],
+        ),
+        (
+            text.replace("[job]\n", "[job]\nweights = \"w.safetensors\"\n"),
+            &["job.weights", "carries its own weights"],
+        ),
+    ] {
+        for (i, d) in dirs.iter().enumerate() {
+            std::fs::write(d.join("deploy.toml"), &edited).unwrap();
+            let (ok, _, err) = finish_within(party(d, i as u8, None), Duration::from_secs(10));
+            assert!(!ok);
+            for n in needles.iter().chain(&["deploy.toml"]) {
+                assert!(err.contains(n), "P{i}: no {n:?} in {err}");
+            }
+        }
+    }
+    for d in &dirs {
+        std::fs::remove_dir_all(d).ok();
+    }
+}

@@ -50,9 +50,10 @@ fn keygen(out: &std::path::Path, id: Option<u8>, force: bool) -> Result<()> {
         .collect();
     println!(
         "next: send party{id}.cert.der (public) to the other two operators and put theirs \
-         ({}) beside deploy.toml; agree on one deploy.toml (addresses, job) for all three; then \
-         run `securenn party --config {} --id {id}`. Never send party{id}.key.der to anyone: \
-         whoever has it can act as party {id}.",
+         ({}) beside deploy.toml; agree on one deploy.toml (addresses, job) for all three (a \
+         model of your own, `onnx = \"FILE\"` in [job], is needed on the model owner's machine \
+         only); then run `securenn party --config {} --id {id}`. Never send party{id}.key.der \
+         to anyone: whoever has it can act as party {id}.",
         others.join(", "),
         config.display()
     );

@@ -41,7 +41,9 @@ fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Output
     );
     let mut reports = Vec::new();
     for run in &runs {
-        let spec = run.spec()?;
+        let spec = run
+            .spec()
+            .with_context(|| format!("scenario {} run {:?}", file.display(), run.label))?;
         // The range analysis refuses inside the run; its warnings are said here, before it.
         let range = spec
             .range()

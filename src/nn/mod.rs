@@ -11,5 +11,6 @@ pub mod weights_file;
 pub use float::forward_float;
 pub(crate) use model::unencodable;
 pub use model::{
-    InputLayout, Layer, LayerInfo, Model, ModelError, Node, Weights, forward, input_params,
+    InputLayout, Layer, LayerInfo, MAX_ELEMENTS, Model, ModelError, Node, Weights, forward,
+    input_params,
 };

@@ -181,6 +181,26 @@ pub struct Model {
     pub input_layout: InputLayout,
 }
 
+/// Most elements one value (per image) or parameter of a model may have, and the largest
+/// dimension, kernel, stride or padding: beyond any model anyone computes on in secret, and low
+/// enough that no shape arithmetic overflows, however the model was made (a peer sends it in a
+/// deployment). [`Model::describe`] refuses a model beyond it.
+pub const MAX_ELEMENTS: u64 = 1 << 32;
+
+/// Whether every number of `v` is at most [`MAX_ELEMENTS`].
+fn small(v: &[usize]) -> bool {
+    v.iter().all(|&d| d as u64 <= MAX_ELEMENTS)
+}
+
+/// Whether `shape`'s dimensions and number of elements are at most [`MAX_ELEMENTS`].
+fn bounded(shape: &[usize]) -> bool {
+    small(shape)
+        && shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .is_some_and(|n| n <= MAX_ELEMENTS)
+}
+
 /// Named float weight tensors, as the model owner holds them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Weights {
@@ -394,6 +414,15 @@ impl Model {
     /// Names, shapes and parameters of every layer; an error names the first layer that does not
     /// fit its inputs.
     pub fn describe(&self) -> Result<Vec<LayerInfo>, ModelError> {
+        if !bounded(&self.input) {
+            return Err(ModelError::Shape {
+                layer: "input".into(),
+                reason: format!(
+                    "shape {:?} has more than {MAX_ELEMENTS} elements or a dimension beyond it",
+                    self.input
+                ),
+            });
+        }
         let mut values: Vec<Vec<usize>> = vec![self.input.clone()];
         let mut out = Vec::new();
         let last = self.nodes.len().saturating_sub(1);
@@ -456,6 +485,16 @@ impl Model {
                     if *filters == 0 || *kernel == 0 || *stride == 0 {
                         return Err(err("filters, kernel and stride must be at least 1".into()));
                     }
+                    let pads = match padding {
+                        Padding::Explicit(p) => *p,
+                        _ => [0; 4],
+                    };
+                    if !small(&[*kernel, *stride]) || !small(&pads) {
+                        return Err(err(format!(
+                            "kernel {kernel}, stride {stride} or padding {padding:?} beyond \
+                             {MAX_ELEMENTS}"
+                        )));
+                    }
                     let g = crate::ring::kernels::conv_geometry(
                         h, w, *kernel, *kernel, *stride, *padding,
                     );
@@ -485,6 +524,9 @@ impl Model {
                 }
                 Layer::AvgPool { window, .. } | Layer::MaxPool { window } => {
                     let [h, w, c] = hwc(kind)?;
+                    if !small(&window.kernel) || !small(&window.stride) || !small(&window.pads) {
+                        return Err(err(format!("window {window:?} beyond {MAX_ELEMENTS}")));
+                    }
                     let (oh, ow) = window.output(h, w).map_err(err)?;
                     (vec![oh, ow, c], vec![])
                 }
@@ -499,6 +541,9 @@ impl Model {
                 }
                 Layer::Pad2d { pads } => {
                     let [h, w, c] = hwc("pad2d")?;
+                    if !small(pads) {
+                        return Err(err(format!("pads {pads:?} beyond {MAX_ELEMENTS}")));
+                    }
                     (
                         vec![h + pads[0] + pads[2], w + pads[1] + pads[3], c],
                         vec![],
@@ -524,8 +569,15 @@ impl Model {
                             "concatenates along the last axis values of shapes {ins:?}"
                         )));
                     }
+                    let channels = ins
+                        .iter()
+                        .try_fold(0usize, |n, s| n.checked_add(s[s.len() - 1]))
+                        .filter(|&n| n as u64 <= MAX_ELEMENTS)
+                        .ok_or_else(|| {
+                            err(format!("concatenates more than {MAX_ELEMENTS} channels"))
+                        })?;
                     let mut next = lead.to_vec();
-                    next.push(ins.iter().map(|s| s[s.len() - 1]).sum());
+                    next.push(channels);
                     (next, vec![])
                 }
                 Layer::Scale | Layer::Bias => {
@@ -543,6 +595,11 @@ impl Model {
                     (vec![], vec![])
                 }
             };
+            if let Some(s) = std::iter::once(&next).chain(&params).find(|s| !bounded(s)) {
+                return Err(err(format!(
+                    "a value or parameter of shape {s:?}: more than {MAX_ELEMENTS} elements"
+                )));
+            }
             let params = params
                 .into_iter()
                 .zip(layer.param_names())
@@ -853,4 +910,47 @@ pub(crate) async fn forward_inspect<P: Protocol>(
         .pop()
         .flatten()
         .expect("the output is the last value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model from elsewhere (a peer's, in a deployment) with shapes whose arithmetic would
+    /// overflow is refused by `describe`, naming the layer, rather than wrapping or panicking.
+    #[test]
+    fn describe_refuses_shapes_beyond_the_bound() {
+        let huge = usize::MAX / 2;
+        let bad = [
+            Model::new(&[huge, 2, 1]).flatten(),
+            Model::new(&[0, huge, 1]).flatten(),
+            Model::new(&[1 << 20, 1 << 20, 1]).flatten(),
+            Model::new(&[784]).dense(1 << 30),
+            Model::new(&[28, 28, 1]).then(Layer::Pad2d {
+                pads: [huge, 0, huge, 0],
+            }),
+            Model::new(&[28, 28, 1]).conv2d(4, 3, 1, Padding::Explicit([huge, huge, 0, 0])),
+            Model::new(&[28, 28, 1]).then(Layer::MaxPool {
+                window: Window {
+                    kernel: [huge, 1],
+                    stride: [1, 1],
+                    pads: [huge - 1, 0, 0, 0],
+                },
+            }),
+            Model::new(&[784]).pad_to(huge),
+        ];
+        for m in bad {
+            let e = m.describe().unwrap_err().to_string();
+            assert!(e.contains(&MAX_ELEMENTS.to_string()), "{e}");
+        }
+        // Concatenations that double the channels until they would overflow.
+        let mut m = Model::new(&[1, 1, 1 << 20]);
+        for i in 0..40 {
+            m.push(Layer::Concat, vec![i, i]);
+        }
+        let e = m.describe().unwrap_err().to_string();
+        assert!(e.contains("channels") || e.contains("elements"), "{e}");
+        // The bound is far from any real model.
+        assert!(crate::models::by_name("c").unwrap().describe().is_ok());
+    }
 }
