@@ -188,9 +188,9 @@ pub struct InferReport {
     /// CPU time of each party's thread (P0, P1, P2).
     pub party_cpu_seconds: Vec<f64>,
     pub predictions: Vec<usize>,
-    /// The logits the data owner learnt, one row per sample (empty when only the class is
-    /// revealed); not serialised.
-    #[serde(skip)]
+    /// The logits the data owner learnt, one row per sample, with `--reveal logits` (absent from
+    /// the JSON, and empty, when only the class is revealed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logits: Vec<Vec<f64>>,
     pub plaintext_predictions: Vec<usize>,
     pub float_predictions: Vec<usize>,

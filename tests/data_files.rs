@@ -89,6 +89,14 @@ fn small_csv_and_npy_agree() {
         validator.is_valid(&unlabelled),
         "an unlabelled report fits the schema"
     );
+    // With the logits revealed, they are in the JSON, and the report still fits the schema.
+    let (revealed, _, _) = infer(
+        &dir,
+        "logits",
+        &["--input", &x, "--samples", "3", "--reveal", "logits"],
+    );
+    assert_eq!(revealed["logits"].as_array().map(Vec::len), Some(3));
+    assert!(validator.is_valid(&revealed), "a report with logits fits the schema");
     assert_eq!(
         unlabelled["predictions"].as_array().unwrap()[..],
         from_csv["predictions"].as_array().unwrap()[..4]

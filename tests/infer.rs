@@ -36,6 +36,11 @@ fn pond_inference_agrees_with_plaintext() {
         );
         // A handful of truncations per logit, each within an ulp, scaled by the weights.
         assert!(r.max_logit_error.unwrap() < 0.01, "{:?}", r.max_logit_error);
+        // The revealed logits are in the report and its JSON, one row of 10 per sample.
+        let json = serde_json::to_value(&r).unwrap();
+        let rows = json["logits"].as_array().expect("logits in the JSON");
+        assert_eq!(rows.len(), samples);
+        assert!(rows.iter().all(|l| l.as_array().unwrap().len() == 10));
         assert_eq!(r.bytes_total, network_a_pond_bytes(samples as u64));
         // dense (1) + ReLU (3) + dense (1) + ReLU (3) + dense (1) + reveal (1) per batch.
         let batches = samples.div_ceil(batch) as u64;
@@ -81,6 +86,8 @@ fn securenn_inference_with_max_pooling() {
     let r = run_inference(&s, None).unwrap();
     assert_eq!(r.plaintext_agreement, 1.0);
     assert_eq!(r.max_logit_error, None, "only the class is revealed");
+    assert!(r.logits.is_empty());
+    assert!(serde_json::to_value(&r).unwrap().get("logits").is_none());
     // Per-layer costs add up to the total, and rounds too.
     assert_eq!(r.layers.iter().map(|l| l.bytes).sum::<u64>(), r.bytes_total);
     assert_eq!(r.layers.iter().map(|l| l.rounds).sum::<u64>(), r.rounds);
