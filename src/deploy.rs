@@ -1117,7 +1117,7 @@ fn load_onnx(
 fn check_input(model: &crate::nn::Model, owner: PartyId, data: &Mnist) -> Result<(), DeployError> {
     let values = crate::ring::numel(&model.input);
     let pixels = data.images.first().map_or(crate::data::PIXELS, Vec::len);
-    if values != pixels {
+    if values != pixels || model.mnist_mismatch().is_some() {
         return Err(DeployError::ModelInput {
             owner,
             shape: model.given_input_shape(),

@@ -527,6 +527,12 @@ impl Run {
                     path: path.display().to_string(),
                     error: Box::new(e),
                 })?;
+                if let Some(why) = m.model.mnist_mismatch() {
+                    return Err(invalid(
+                        path,
+                        format!("job.onnx: the {why}; scenario jobs read MNIST images"),
+                    ));
+                }
                 (m.model, m.weights, path.display().to_string())
             }
             None => {

@@ -96,7 +96,10 @@ fn small_csv_and_npy_agree() {
         &["--input", &x, "--samples", "3", "--reveal", "logits"],
     );
     assert_eq!(revealed["logits"].as_array().map(Vec::len), Some(3));
-    assert!(validator.is_valid(&revealed), "a report with logits fits the schema");
+    assert!(
+        validator.is_valid(&revealed),
+        "a report with logits fits the schema"
+    );
     assert_eq!(
         unlabelled["predictions"].as_array().unwrap()[..],
         from_csv["predictions"].as_array().unwrap()[..4]

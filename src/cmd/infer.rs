@@ -299,6 +299,9 @@ fn load_data(
         );
         return Ok((data, what));
     }
+    if let Some(why) = model.mnist_mismatch() {
+        bail!("the {why}");
+    }
     let source = DataSource::file_or_bundled(a.data.as_deref());
     let column = a
         .label_column

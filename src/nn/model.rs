@@ -307,6 +307,24 @@ impl Model {
         }
     }
 
+    /// Why MNIST images (one channel of 28 × 28, row-major) cannot be this model's inputs, if
+    /// they cannot: it must take 784 values in one channel (or flat). A 784-value input of
+    /// several channels would read the pixels in an order the images do not have.
+    pub fn mnist_mismatch(&self) -> Option<String> {
+        let channels = match self.input[..] {
+            [_, _, c] => c,
+            _ => 1,
+        };
+        (numel(&self.input) != crate::data::PIXELS || channels != 1).then(|| {
+            format!(
+                "model takes inputs of shape {:?}; MNIST images are 1 × 28 × 28 (784 values in \
+                 one channel): give its inputs with --input (a .npy of N × {:?})",
+                self.given_input_shape(),
+                self.given_input_shape()
+            )
+        })
+    }
+
     /// The layers in order (for chains and reports).
     pub fn layers(&self) -> impl Iterator<Item = &Layer> {
         self.nodes.iter().map(|n| &n.layer)
@@ -918,6 +936,18 @@ mod tests {
 
     /// A model from elsewhere (a peer's, in a deployment) with shapes whose arithmetic would
     /// overflow is refused by `describe`, naming the layer, rather than wrapping or panicking.
+    #[test]
+    fn mnist_images_fit_one_channel_of_784_only() {
+        assert_eq!(Model::new(&[28, 28, 1]).mnist_mismatch(), None);
+        assert_eq!(Model::new(&[784]).mnist_mismatch(), None);
+        // 784 values in four channels: the pixels would be read in the wrong order.
+        let mut four = Model::new(&[14, 14, 4]);
+        four.input_layout = InputLayout::ChannelsFirst;
+        let why = four.mnist_mismatch().expect("refused");
+        assert!(why.contains("[4, 14, 14]"), "{why}");
+        assert!(Model::new(&[32, 32, 3]).mnist_mismatch().is_some());
+    }
+
     #[test]
     fn describe_refuses_shapes_beyond_the_bound() {
         let huge = usize::MAX / 2;
