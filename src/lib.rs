@@ -22,3 +22,4 @@ pub mod protocol;
 pub mod ring;
 pub mod scenario;
 pub mod share;
+pub mod training;

@@ -10,7 +10,7 @@
 use super::model::{Layer, Model, ModelError, Weights};
 use crate::data::Mnist;
 use crate::ring::Padding;
-use crate::ring::kernels::{ConvGeometry, conv_geometry, im2col};
+use crate::ring::kernels::{ConvGeometry, col2im, conv_geometry, im2col};
 use crate::ring::numel;
 use ndarray::{Array2, ArrayD, Axis, IxDyn, Zip, s};
 use rand::{RngExt, SeedableRng};
@@ -598,8 +598,10 @@ impl Plan {
                         dcols.as_slice().expect("standard layout"),
                         [batch, h, w, c],
                         kernel,
+                        kernel,
                         stride,
                         geo,
+                        |a, b| a + b,
                     );
                     Array2::from_shape_vec((batch, h * w * c), dx).expect("conv input gradient")
                 }
@@ -668,48 +670,6 @@ fn standard(a: Array2<f64>) -> Array2<f64> {
     } else {
         a.as_standard_layout().into_owned()
     }
-}
-
-/// The adjoint of [`im2col`] for a square `kernel`: scatter-adds every entry of the
-/// (batch·out_h·out_w) × (kernel·kernel·c) matrix `cols` (column order (dy, dx, ci)) onto the
-/// NHWC input position it was copied from; taps that fell into the zero padding are dropped.
-fn col2im(
-    cols: &[f64],
-    [batch, h, w, c]: [usize; 4],
-    kernel: usize,
-    stride: usize,
-    geo: ConvGeometry,
-) -> Vec<f64> {
-    let width = kernel * kernel * c;
-    let mut dx = vec![0.0; batch * h * w * c];
-    let mut rows = cols.chunks_exact(width);
-    for b in 0..batch {
-        for oy in 0..geo.out_h {
-            for ox in 0..geo.out_w {
-                let row = rows.next().expect("one row per output pixel");
-                for dy in 0..kernel {
-                    let iy = oy * stride + dy;
-                    if iy < geo.pad_top || iy - geo.pad_top >= h {
-                        continue;
-                    }
-                    let iy = iy - geo.pad_top;
-                    for ddx in 0..kernel {
-                        let ix = ox * stride + ddx;
-                        if ix < geo.pad_left || ix - geo.pad_left >= w {
-                            continue;
-                        }
-                        let ix = ix - geo.pad_left;
-                        let src = &row[(dy * kernel + ddx) * c..][..c];
-                        let dst = &mut dx[((b * h + iy) * w + ix) * c..][..c];
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    dx
 }
 
 /// Sum over a batch of the softmax cross-entropy of `logits` against `labels`, its gradient

@@ -10,6 +10,7 @@ pub mod pond;
 pub mod securenn;
 pub mod shared;
 mod shared_tensor;
+pub mod trainable;
 
 pub use crate::channel::ProtocolError;
 pub use costing::Costing;
@@ -18,6 +19,7 @@ pub use polynomial::{TFE_RELU_3, TFE_RELU_9, poly_eval};
 pub use pond::Pond;
 pub use securenn::SecureNn;
 pub use shared::{SharedProtocol, SharedTensor};
+pub use trainable::{Bilinear, TrainProduct, Trainable};
 
 use crate::channel::{Ctx, PartyId};
 use crate::ring::{Gather, Padding, RingTensor, Window, numel};

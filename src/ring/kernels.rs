@@ -523,6 +523,58 @@ pub fn im2col<T: Copy + Default>(
     (out, img.geo)
 }
 
+/// The adjoint of [`im2col`]: scatter-adds every entry of the (b·out_h·out_w) × (fh·fw·c)
+/// matrix `cols` (column order (dy, dx, ci)) onto the NHWC input position it was copied from;
+/// taps that fell into the zero padding are dropped. `add` is the element type's addition
+/// (wrapping over the ring, plain for floats), so the float trainer and the ring backends share
+/// one implementation.
+#[allow(clippy::too_many_arguments)]
+pub fn col2im<T: Copy + Default>(
+    cols: &[T],
+    [b, h, w, c]: [usize; 4],
+    fh: usize,
+    fw: usize,
+    stride: usize,
+    geo: ConvGeometry,
+    add: impl Fn(T, T) -> T,
+) -> Vec<T> {
+    let width = fh * fw * c;
+    assert_eq!(
+        cols.len(),
+        b * geo.out_h * geo.out_w * width,
+        "col2im: matrix size"
+    );
+    let mut dx = vec![T::default(); b * h * w * c];
+    let mut rows = cols.chunks_exact(width.max(1));
+    for n in 0..b {
+        for oy in 0..geo.out_h {
+            for ox in 0..geo.out_w {
+                let row = rows.next().expect("one row per output pixel");
+                for ky in 0..fh {
+                    let iy = oy * stride + ky;
+                    if iy < geo.pad_top || iy - geo.pad_top >= h {
+                        continue;
+                    }
+                    let iy = iy - geo.pad_top;
+                    for kx in 0..fw {
+                        let ix = ox * stride + kx;
+                        if ix < geo.pad_left || ix - geo.pad_left >= w {
+                            continue;
+                        }
+                        let ix = ix - geo.pad_left;
+                        let src = &row[(ky * fw + kx) * c..][..c];
+                        let dst = &mut dx[((n * h + iy) * w + ix) * c..][..c];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = add(*d, *s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
 /// 2-D convolution over Z_{2^64}: x NHWC \[b,h,w,ci\], filter HWIO \[fh,fw,ci,co\]; returns NHWC \[b,out_h,out_w,co\] row-major.
 ///
 /// Works as im2col + [`matmul_acc`], but builds the im2col matrix a block of rows at a time

@@ -154,6 +154,73 @@ impl RingTensor {
         Self::from_vec(&shape, out)
     }
 
+    /// The transpose of a 2-D tensor.
+    pub fn transpose(&self) -> Self {
+        let [m, n]: [usize; 2] = self
+            .shape()
+            .try_into()
+            .unwrap_or_else(|_| panic!("transpose of a {:?} tensor", self.shape()));
+        let a = self.as_slice();
+        let mut out = vec![0u64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[j * m + i] = a[i * n + j];
+            }
+        }
+        Self::from_vec(&[n, m], out)
+    }
+
+    /// The gradient of a convolution's filter: for this NHWC input x and the output's gradient
+    /// `dy` (NHWC), im2col(x)ᵀ · dy as an HWIO filter of spatial size `kernel`.
+    pub fn conv2d_filter_grad(
+        &self,
+        dy: &Self,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: Padding,
+    ) -> Self {
+        let [b, h, w, c] = dims4(self.shape(), "conv2d input (NHWC)");
+        let co = *dy.shape().last().expect("conv2d output (NHWC)");
+        let (cols, geo) = kernels::im2col(
+            self.as_slice(),
+            b,
+            h,
+            w,
+            c,
+            kernel[0],
+            kernel[1],
+            stride,
+            padding,
+        );
+        let rows = b * geo.out_h * geo.out_w;
+        assert_eq!(dy.len(), rows * co, "conv2d output gradient shape");
+        let width = kernel[0] * kernel[1] * c;
+        let cols = Self::from_vec(&[rows, width], cols).transpose();
+        Self::from_vec(
+            &[kernel[0], kernel[1], c, co],
+            kernels::matmul(cols.as_slice(), dy.as_slice(), width, rows, co),
+        )
+    }
+
+    /// The gradient of a convolution's input of shape `input` (NHWC): col2im(dy · filterᵀ) for
+    /// the output's gradient `dy` (this tensor, NHWC) and the HWIO `filter`.
+    pub fn conv2d_input_grad(
+        &self,
+        filter: &Self,
+        input: [usize; 4],
+        stride: usize,
+        padding: Padding,
+    ) -> Self {
+        let [fh, fw, ci, co] = dims4(filter.shape(), "conv2d filter (HWIO)");
+        let geo = kernels::conv_geometry(input[1], input[2], fh, fw, stride, padding);
+        let rows = input[0] * geo.out_h * geo.out_w;
+        assert_eq!(self.len(), rows * co, "conv2d output gradient shape");
+        let wt = filter.clone().reshape(&[fh * fw * ci, co]).transpose();
+        let dcols = kernels::matmul(self.as_slice(), wt.as_slice(), rows, co, fh * fw * ci);
+        let dx = kernels::col2im(&dcols, input, fh, fw, stride, geo, u64::wrapping_add);
+        Self::from_vec(&input, dx)
+    }
+
     /// Sum over the windows of an NHWC tensor (padded cells count as zero).
     pub fn sum_window(&self, window: &super::Window) -> Self {
         let shape = self.shape().to_vec();

@@ -333,13 +333,45 @@ pub async fn dmaxpool(
     costing: Costing,
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("dmaxpool");
+    ctx.shape(&[x.shape().iter().product::<usize>() / (k * k), k * k]);
+    Ok(
+        maxpool_one_hot(&ctx, x, k, costing, MaxStrategy::Sequential)
+            .await?
+            .1,
+    )
+}
+
+/// Max pooling over non-overlapping k×k windows that also keeps, for backpropagation, the
+/// one-hot tensor of DMaxpool (shaped like `x`, integer shares, a single 1 per window at its
+/// maximum, the later one among ties; zeros where no window covers the input). The maxima come
+/// from `strategy` (the paper's sequential Algorithm 9 or the tree); the one-hot vectors from
+/// the index by Algorithm 10 when k² divides 2^64, else carried through the sequential maxima
+/// (Algorithm 12).
+pub async fn maxpool_one_hot(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    k: usize,
+    costing: Costing,
+    strategy: MaxStrategy,
+) -> Result<(SharedTensor, SharedTensor), ProtocolError> {
+    let window = Window::square(k);
+    check_pool(ctx, x.shape(), &window)?;
     let n = k * k;
-    ctx.shape(&[x.shape().iter().product::<usize>() / n, n]);
     let efficient = n.is_power_of_two();
-    let pooled = maxpool_with_index(&ctx, x, k, costing, !efficient).await?;
+    let pooled = {
+        let ctx = ctx.child("maxpool");
+        let parts = windows(x, &window);
+        ctx.shape(&pool_shape(&parts));
+        match strategy {
+            MaxStrategy::Tree | MaxStrategy::AllPairs if efficient => {
+                max_tree(&ctx, &parts, costing).await?
+            }
+            _ => max_sequential(&ctx, &parts, costing, !efficient).await?,
+        }
+    };
     let parts = match pooled.one_hot {
         Some(parts) => parts,
-        None => one_hot_from_index(&ctx, &pooled.index, n).await?,
+        None => one_hot_from_index(ctx, &pooled.index, n).await?,
     };
     let shape = x.shape();
     let share = (ctx.me() != P2).then(|| {
@@ -352,7 +384,10 @@ pub async fn dmaxpool(
         let f = full.shape();
         full.gather(&Gather::pad2d(f, [0, 0, shape[1] - f[1], shape[2] - f[2]]))
     });
-    Ok(refresh(&ctx, &SharedTensor::new(shape, 0, share)))
+    Ok((
+        pooled.max,
+        refresh(ctx, &SharedTensor::new(shape, 0, share)),
+    ))
 }
 
 /// Algorithm 10: one-hot vectors (one tensor per window position) from integer index shares,
