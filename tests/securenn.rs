@@ -606,32 +606,59 @@ fn dmaxpool_one_hot_both_algorithms() {
 
 #[test]
 fn division_is_exact_long_division() {
+    use securenn::protocol::securenn::division::Radix;
     let mut g = rng(14);
-    let n = 40;
     let fp = securenn::fixed::FixedPoint::default();
-    let ys: Vec<f64> = (0..n).map(|_| g.random_range(0.5..100.0)).collect();
-    let xs: Vec<f64> = ys.iter().map(|&y| y * g.random_range(0.0..0.999)).collect();
+    let mut ys: Vec<f64> = (0..40).map(|_| g.random_range(0.5..100.0)).collect();
+    let mut xs: Vec<f64> = ys.iter().map(|&y| y * g.random_range(0.0..0.999)).collect();
+    // Edges: 0 / y, x = y (a single positive class in the approximate softmax), 0 / 0, one
+    // ulp over one ulp, x one ulp below y, the largest quotient bit patterns.
+    let ulp = fp.ulp();
+    for (x, y) in [
+        (0.0, 3.0),
+        (7.5, 7.5),
+        (0.0, 0.0),
+        (ulp, ulp),
+        (0.0, ulp),
+        (1000.0 - ulp, 1000.0),
+        (1.0, 3.0),
+        (2.0, 3.0),
+    ] {
+        xs.push(x);
+        ys.push(y);
+    }
+    let n = xs.len();
     let x = fp.encode_tensor(&[n], &xs).unwrap();
     let y = fp.encode_tensor(&[n], &ys).unwrap();
-    let (sx, sy) = (split(x.as_slice(), 14), split(y.as_slice(), 15));
-    let r = run3(14, move |ctx: Ctx| {
-        let (sx, sy) = (sx.clone(), sy.clone());
-        async move {
-            let (a, b) = (mine(&ctx, &sx, &[n], 13), mine(&ctx, &sy, &[n], 13));
-            Ok(division::divide(&ctx, &a, &b, FRESH)
-                .await?
-                .share()
-                .cloned())
+    for (radix, bytes, rounds) in [
+        (Radix::Two, 704 * 13, 9 * 13),
+        (Radix::Four, 704 + 6 * 2032, 9 * 7),
+    ] {
+        let (sx, sy) = (split(x.as_slice(), 14), split(y.as_slice(), 15));
+        let r = run3(14, move |ctx: Ctx| {
+            let (sx, sy) = (sx.clone(), sy.clone());
+            async move {
+                let (a, b) = (mine(&ctx, &sx, &[n], 13), mine(&ctx, &sy, &[n], 13));
+                Ok(division::divide_radix(&ctx, &a, &b, FRESH, radix)
+                    .await?
+                    .share()
+                    .cloned())
+            }
+        })
+        .unwrap();
+        let q = open(&r.outputs);
+        for i in 0..n {
+            let (xi, yi) = (x.as_slice()[i] as u128, y.as_slice()[i] as u128);
+            // Long division's quotient; x ≥ y (and 0 / 0) give all f bits set.
+            let want = match yi {
+                0 => (1 << 13) - 1,
+                _ => ((xi << 13) / yi).min((1 << 13) - 1),
+            };
+            assert_eq!(q[i] as u128, want, "{radix:?}: {} / {}", xs[i], ys[i]);
         }
-    })
-    .unwrap();
-    let q = open(&r.outputs);
-    for i in 0..n {
-        let want = ((x.as_slice()[i] as u128) << 13) / y.as_slice()[i] as u128;
-        assert_eq!(q[i] as u128, want, "{} / {}", xs[i], ys[i]);
+        assert_eq!(r.traffic.total_bytes(), bytes * n as u64, "{radix:?}");
+        assert_eq!(r.traffic.rounds, rounds, "{radix:?}");
     }
-    assert_eq!(r.traffic.total_bytes(), 704 * 13 * n as u64);
-    assert_eq!(r.traffic.rounds, 9 * 13);
 }
 
 // ---------------------------------------------------------------- Determinism and errors

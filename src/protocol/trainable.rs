@@ -187,7 +187,7 @@ impl Trainable for SecureNn {
         x: &SharedTensor,
         y: &SharedTensor,
     ) -> Result<SharedTensor, ProtocolError> {
-        division::divide(ctx, x, y, self.costing).await
+        division::divide_radix(ctx, x, y, self.costing, self.division).await
     }
 }
 

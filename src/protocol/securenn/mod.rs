@@ -49,28 +49,34 @@ pub struct SecureNn {
     /// The same for the prediction's argmax, where all pairs at once also fit.
     pub argmax: MaxStrategy,
     pub conv: ConvMasking,
+    /// Quotient digits per iteration of Division (training's approximate softmax).
+    pub division: division::Radix,
 }
 
 impl SecureNn {
-    /// The paper's accounting: fresh masks, sequential maxima, masked im2col matrices. Every
-    /// operation moves exactly the bytes of the paper's Tables 1-2.
+    /// The paper's accounting: fresh masks, sequential maxima, masked im2col matrices, one
+    /// quotient bit per division step. Every operation moves exactly the bytes of the paper's
+    /// Tables 1-2.
     pub fn paper() -> Self {
         Self {
             costing: Costing::Paper,
             max: MaxStrategy::Sequential,
             argmax: MaxStrategy::Sequential,
             conv: ConvMasking::Im2col,
+            division: division::Radix::Two,
         }
     }
 
-    /// Ours: reused masks, tree maxima over windows, all-pairs argmax, masked images. Same
-    /// results, fewer bytes (but for the argmax's few hundred) and fewer rounds.
+    /// Ours: reused masks, tree maxima over windows, all-pairs argmax, masked images, radix-4
+    /// division. Same results, fewer bytes (but for the argmax's few hundred and the
+    /// division's extra comparisons) and fewer rounds.
     pub fn optimised() -> Self {
         Self {
             costing: Costing::Optimised,
             max: MaxStrategy::Tree,
             argmax: MaxStrategy::AllPairs,
             conv: ConvMasking::Image,
+            division: division::Radix::Four,
         }
     }
 }
