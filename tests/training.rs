@@ -91,3 +91,154 @@ fn one_iteration_of_networks_b_and_c_equals_the_twin() {
         );
     }
 }
+
+#[test]
+fn one_iteration_of_an_imported_conv_model_equals_the_twin() {
+    // LeNet with batch normalisation folded into its convolutions and dense layer, exported by
+    // PyTorch; it ends with a ReLU, which becomes the approximate softmax's own.
+    let imported =
+        securenn::onnx::import(std::path::Path::new("tests/fixtures/onnx/lenet_bn.onnx")).unwrap();
+    let mut s = spec(
+        ProtocolKind::SecureNn,
+        "lenet_bn",
+        imported.model.clone(),
+        2,
+        1,
+    );
+    s.weights = imported.weights.clone();
+    let secure = run_training(&s, None).unwrap();
+    s.protocol = ProtocolKind::Plaintext;
+    let twin = run_training(&s, None).unwrap();
+    let (w, t) = (secure.weights.unwrap(), twin.weights.unwrap());
+    let ulps = max_ulps(&w, &t);
+    assert!(ulps <= 8.0, "{ulps} ulps");
+    assert!(max_ulps(&w, &imported.weights) > 2.0, "no change");
+}
+
+#[test]
+fn costs_add_up_per_phase_and_runs_are_deterministic() {
+    let s = spec(ProtocolKind::SecureNn, "a", network_a(), 8, 2);
+    let a = run_training(&s, None).unwrap();
+    let b = run_training(&s, None).unwrap();
+    assert_eq!(a.weights, b.weights, "same seed, same weights");
+    assert_eq!((a.bytes_total, a.rounds), (b.bytes_total, b.rounds));
+    assert_eq!(a.layers, b.layers);
+    let c = run_training(
+        &TrainSpec {
+            seed: 6,
+            ..s.clone()
+        },
+        None,
+    )
+    .unwrap();
+    assert_ne!(
+        a.weights, c.weights,
+        "another seed, another shuffle and other shares"
+    );
+    // Every byte and round is attributed to one phase and layer.
+    let bytes: u64 = a.layers.iter().map(|l| l.bytes).sum();
+    let rounds: u64 = a.layers.iter().map(|l| l.rounds).sum();
+    assert_eq!(bytes, a.bytes_total);
+    assert_eq!(rounds, a.rounds);
+    for phase in ["forward", "asm", "backward", "reveal"] {
+        assert!(
+            a.layers.iter().any(|l| l.phase == phase && l.bytes > 0),
+            "{phase} missing: {:?}",
+            a.layers
+        );
+    }
+    // The backward pass of every dense layer moves bytes and the first one adds rounds after
+    // the others (it is reached last).
+    let backward: Vec<_> = a.layers.iter().filter(|l| l.phase == "backward").collect();
+    assert_eq!(backward.len(), 5, "{backward:?}");
+    assert!(
+        backward.iter().all(|l| l.bytes > 0 && l.rounds >= 1),
+        "{backward:?}"
+    );
+    assert_eq!(a.iterations, 2);
+}
+
+#[test]
+fn what_cannot_train_is_refused_before_anything_runs() {
+    let run = |s: &TrainSpec| run_training(s, None).map(|_| ()).unwrap_err().to_string();
+    let s = spec(ProtocolKind::Pond, "a", network_a(), 4, 1);
+    assert!(run(&s).contains("Pond cannot train"), "{}", run(&s));
+    // LeakyRelu (an ONNX fixture): the layer is named.
+    let imported = securenn::onnx::import(std::path::Path::new(
+        "tests/fixtures/onnx/matmul_reshape.onnx",
+    ))
+    .unwrap();
+    let mut s = spec(ProtocolKind::SecureNn, "m", imported.model.clone(), 4, 1);
+    s.weights = imported.weights;
+    let e = run(&s);
+    assert!(
+        e.contains("leaky_relu") && e.contains("secure training"),
+        "{e}"
+    );
+    let mut s = spec(ProtocolKind::SecureNn, "a", network_a(), 4, 1);
+    s.batch = 0;
+    assert!(run(&s).contains("--batch"));
+    s.batch = 1000;
+    assert!(run(&s).contains("do not fill one batch"), "{}", run(&s));
+    s.batch = 4;
+    s.learning_rate = f64::NAN;
+    assert!(run(&s).contains("--lr"));
+    s.learning_rate = 0.5;
+    s.train.labels[3] = 12;
+    assert!(run(&s).contains("label 12"), "{}", run(&s));
+}
+
+#[test]
+fn every_trainable_layer_kind_equals_the_twin() {
+    // A strided SAME convolution (asymmetric padding, col2im at stride 2), average pooling,
+    // padding, a stand-alone bias (ONNX's MatMul + Add), max pooling over windows that do not
+    // cover the whole input, on random images with 4 classes.
+    use rand::{RngExt, SeedableRng};
+    use securenn::nn::Layer;
+    use securenn::ring::Padding;
+    let model = Model::new(&[13, 13, 2])
+        .conv2d(3, 3, 2, Padding::Same) // 7x7x3
+        .relu()
+        .maxpool(2) // 3x3x3, the last row and column uncovered
+        .conv2d(4, 2, 1, Padding::Valid) // 2x2x4
+        .avgpool(2) // 1x1x4
+        .flatten()
+        .pad_to(6)
+        .dense(5)
+        .then(Layer::Bias)
+        .relu()
+        .dense(4);
+    let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let train = Mnist {
+        images: (0..8)
+            .map(|_| {
+                (0..13 * 13 * 2)
+                    .map(|_| g.random_range(-1.0..1.0))
+                    .collect()
+            })
+            .collect(),
+        labels: (0..8).map(|i| (i % 4) as u8).collect(),
+    };
+    let mut weights = model.init_weights(2).unwrap();
+    for (_, t) in &mut weights.tensors {
+        t.mapv_inplace(|_| g.random_range(-1.0..1.0));
+    }
+    let mut s = spec(ProtocolKind::SecureNn, "mixed", model, 4, 2);
+    s.train = train;
+    s.weights = weights.clone();
+    s.learning_rate = 0.25;
+    let secure = run_training(&s, None).unwrap();
+    s.protocol = ProtocolKind::Plaintext;
+    let twin = run_training(&s, None).unwrap();
+    let (w, t) = (secure.weights.unwrap(), twin.weights.unwrap());
+    let ulps = max_ulps(&w, &t);
+    assert!(ulps <= 8.0, "{ulps} ulps");
+    // Every parameter tensor moved.
+    for ((name, a), (_, b)) in w.tensors.iter().zip(&weights.tensors) {
+        let moved = a
+            .iter()
+            .zip(b.iter())
+            .any(|(x, y)| (x - y).abs() > 2.0 / 8192.0);
+        assert!(moved, "{name} did not move");
+    }
+}

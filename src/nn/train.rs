@@ -153,6 +153,29 @@ pub fn train(
     Ok(plan.weights(&params))
 }
 
+/// The float gradients of every parameter (name, flattened values in the parameter's order)
+/// of a loss whose gradient with respect to the logits of the [batch, input] matrix `x` is
+/// `dlogits(logits)`: the float reference the secure training's backward pass is tested against.
+pub(crate) fn gradients(
+    model: &Model,
+    weights: &Weights,
+    x: Array2<f64>,
+    dlogits: impl Fn(&Array2<f64>) -> Array2<f64>,
+) -> Result<Vec<(String, Vec<f64>)>, ModelError> {
+    let plan = Plan::new(model)?;
+    model.validate(weights)?;
+    let params = plan.params(weights);
+    let mut caches = Vec::new();
+    let logits = plan.forward(&params, x, Some(&mut caches));
+    let grads = plan.backward(&params, caches, dlogits(&logits));
+    Ok(plan
+        .param_shapes
+        .iter()
+        .zip(grads)
+        .map(|((name, _), g)| (name.clone(), g.iter().copied().collect()))
+        .collect())
+}
+
 /// Accuracy of `weights` on `data` with the float model (exact ReLU), batched.
 ///
 /// The prediction is the index of the largest logit, the last one on ties (as the model's

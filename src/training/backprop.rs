@@ -37,6 +37,10 @@ pub enum Step {
         stride: usize,
         padding: Padding,
     },
+    /// A bias on its own (ONNX's MatMul + Add): `param` is the bias.
+    Bias {
+        param: usize,
+    },
     Relu,
     MaxPool {
         k: usize,
@@ -106,6 +110,7 @@ impl Net {
                     stride,
                     padding,
                 },
+                Layer::Bias => Step::Bias { param: 0 },
                 Layer::Relu => Step::Relu,
                 Layer::MaxPool { window } => Step::MaxPool { k: pool(&window)? },
                 Layer::AvgPool { window, .. } => Step::AvgPool { k: pool(&window)? },
@@ -114,17 +119,24 @@ impl Net {
                 _ => {
                     return Err(unsupported(
                         format!("layer {} ({})", info.name, layer.kind()),
-                        "it trains dense, conv2d, ReLU, max and average pooling, flatten and \
-                         pad layers",
+                        "it trains dense, conv2d, bias, ReLU, max and average pooling, flatten \
+                         and pad layers",
                     ));
                 }
             });
         }
         let mut param = 0;
         for s in &mut steps {
-            if let Step::Dense { param: p } | Step::Conv { param: p, .. } = s {
-                *p = param;
-                param += 2;
+            match s {
+                Step::Dense { param: p } | Step::Conv { param: p, .. } => {
+                    *p = param;
+                    param += 2;
+                }
+                Step::Bias { param: p } => {
+                    *p = param;
+                    param += 1;
+                }
+                _ => {}
             }
         }
         let last = infos
@@ -273,6 +285,7 @@ async fn forward_keep<P: Trainable>(
                 let y = p.conv2d(&lctx, &x, &params[param], stride, padding).await?;
                 (p.add_bias(&lctx, &y, &params[param + 1])?, Kept::Input(x))
             }
+            Step::Bias { param } => (p.add_bias(&lctx, &x, &params[param])?, Kept::Nothing),
             Step::Relu => {
                 let (y, bits) = p.relu_keep(&lctx, &x).await?;
                 (y, Kept::Bits(bits))
@@ -323,11 +336,19 @@ pub async fn iteration<P: Trainable>(
     let first = net
         .steps
         .iter()
-        .position(|s| matches!(s, Step::Dense { .. } | Step::Conv { .. }))
+        .position(|s| {
+            matches!(
+                s,
+                Step::Dense { .. } | Step::Conv { .. } | Step::Bias { .. }
+            )
+        })
         .expect("checked: the net has weights");
     let bctx = ctx.child("backward");
     let shift = sgd.shift();
-    let mut grads: Vec<Option<(P::Tensor, P::Tensor)>> = vec![None; params.len() / 2];
+    // Per parameter: its gradient, and whether the update's scale is still to be applied (a
+    // bias's local sum; a product's was folded into its truncation when it is a power of two).
+    let mut grads: Vec<Option<(P::Tensor, bool)>> = vec![None; params.len()];
+    let scaled = shift.is_some();
     for i in (first..last).rev() {
         let lctx = bctx.child(&net.names[i]);
         lctx.shape(p.shape(&g));
@@ -355,9 +376,8 @@ pub async fn iteration<P: Trainable>(
                     });
                 }
                 let mut r = p.products(&lctx, &prods).await?.into_iter();
-                let dw = r.next().expect("dW");
-                let db = sum_rows(p, &g);
-                grads[param / 2] = Some((dw, db));
+                grads[param] = Some((r.next().expect("dW"), !scaled));
+                grads[param + 1] = Some((sum_rows(p, &g), true));
                 match r.next() {
                     Some(dx) => dx,
                     None => break,
@@ -399,15 +419,23 @@ pub async fn iteration<P: Trainable>(
                     });
                 }
                 let mut r = p.products(&lctx, &prods).await?.into_iter();
-                let dw = r.next().expect("dW");
+                grads[param] = Some((r.next().expect("dW"), !scaled));
                 let o = ws[3];
                 let rows = numel(&out_shape) / o;
-                let db = sum_rows(p, &p.reshape(&gs, &[rows, o]));
-                grads[param / 2] = Some((dw, db));
+                grads[param + 1] = Some((sum_rows(p, &p.reshape(&gs, &[rows, o])), true));
                 match r.next() {
                     Some(dx) => dx,
                     None => break,
                 }
+            }
+            (&Step::Bias { param }, Kept::Nothing) => {
+                let c = *out_shape.last().expect("a bias's axis");
+                let rows = numel(&out_shape) / c;
+                grads[param] = Some((sum_rows(p, &p.reshape(&g, &[rows, c])), true));
+                if !need_dx {
+                    break;
+                }
+                g
             }
             (Step::Relu, Kept::Bits(bits)) => {
                 let gs = p.reshape(&g, &out_shape);
@@ -459,17 +487,115 @@ pub async fn iteration<P: Trainable>(
     }
     // The update, local: W ← W − (lr/batch)·dW.
     let uctx = ctx.child("update");
-    for (l, grad) in grads.into_iter().enumerate() {
-        let Some((dw, db)) = grad else { continue };
-        let (dw, db) = match shift {
-            Some(s) => (dw, p.truncate(&uctx, &db, s)),
-            None => {
-                let c = sgd.learning_rate / batch as f64;
-                (p.mul_public(&uctx, &dw, c)?, p.mul_public(&uctx, &db, c)?)
-            }
+    for (i, grad) in grads.into_iter().enumerate() {
+        let Some((d, unscaled)) = grad else { continue };
+        let d = match (unscaled, shift) {
+            (false, _) => d,
+            (true, Some(s)) => p.truncate(&uctx, &d, s),
+            (true, None) => p.mul_public(&uctx, &d, sgd.learning_rate / batch as f64)?,
         };
-        params[2 * l] = p.sub(&uctx, &params[2 * l], &dw)?;
-        params[2 * l + 1] = p.sub(&uctx, &params[2 * l + 1], &db)?;
+        params[i] = p.sub(&uctx, &params[i], &d)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Mnist;
+    use crate::infer::{Layout, ProtocolKind};
+    use crate::nn::Weights;
+    use crate::party::{Network, PartyConfig};
+    use crate::training::{TrainSpec, run_training};
+    use ndarray::Array2;
+    use rand::{RngExt, SeedableRng};
+
+    /// The twin's update (lr / batch = 1/2, so dW = 2·(W − W')) against the float trainer's
+    /// backpropagation of the same error δ = ASM(u) − y, on a model with every layer kind the
+    /// float trainer has (a strided SAME convolution, max and average pooling, padding).
+    #[test]
+    fn the_update_is_the_float_gradient_of_the_asm_error() {
+        let model = Model::new(&[13, 13, 2])
+            .conv2d(3, 3, 2, Padding::Same)
+            .relu()
+            .maxpool(2)
+            .conv2d(4, 2, 1, Padding::Valid)
+            .avgpool(2)
+            .flatten()
+            .pad_to(6)
+            .dense(5)
+            .relu()
+            .dense(4);
+        let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let batch = 6;
+        let images: Vec<Vec<f64>> = (0..batch)
+            .map(|_| {
+                (0..13 * 13 * 2)
+                    .map(|_| g.random_range(-1.0..1.0))
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<u8> = (0..batch).map(|i| (i % 4) as u8).collect();
+        let fp = crate::fixed::FixedPoint::default();
+        let q = |v: f64| fp.decode(fp.encode(v).unwrap());
+        let mut weights = model.init_weights(2).unwrap();
+        for (_, t) in &mut weights.tensors {
+            t.mapv_inplace(|_| q(g.random_range(-1.0..1.0)));
+        }
+        let spec = TrainSpec {
+            protocol: ProtocolKind::Plaintext,
+            model_name: "mixed".into(),
+            model: model.clone(),
+            layout: Layout::Default,
+            weights: weights.clone(),
+            train: Mnist {
+                images: images.clone(),
+                labels: labels.clone(),
+            },
+            test: Mnist::default(),
+            epochs: 1,
+            batch,
+            learning_rate: batch as f64 / 2.0,
+            lr_halve_every: None,
+            seed: 1,
+            iterations: Some(1),
+            data_owner: crate::channel::P0,
+            model_owner: crate::channel::P0,
+            config: PartyConfig::default(),
+            network: Network::Memory,
+            network_name: "none".into(),
+            checkpoint_dir: None,
+            resume: false,
+        };
+        let after: Weights = run_training(&spec, None).unwrap().weights.unwrap();
+        // The batch in the twin's order.
+        let order = crate::training::epoch_order(1, 1, batch);
+        let x = Array2::from_shape_fn((batch, 13 * 13 * 2), |(i, j)| q(images[order[i]][j]));
+        let ulp = fp.ulp();
+        let float = crate::nn::train::gradients(&model, &weights, x, |u| {
+            let mut d = u.mapv(|v| v.max(0.0));
+            for (i, mut row) in d.rows_mut().into_iter().enumerate() {
+                let s = row.sum() + ulp;
+                row.mapv_inplace(|r| r / s);
+                row[labels[order[i]] as usize] -= 1.0;
+            }
+            d
+        })
+        .unwrap();
+        let mut checked = 0;
+        for ((name, grad), ((_, before), (_, after))) in
+            float.iter().zip(weights.tensors.iter().zip(&after.tensors))
+        {
+            for ((gf, b), a) in grad.iter().zip(before.iter()).zip(after.iter()) {
+                let twin = 2.0 * (b - a);
+                // δ carries the quotient's 13 bits, and each gradient sums up to a few hundred
+                // products of it: a few tens of ulps; a wrong index or transpose is off by the
+                // gradient's own size.
+                let tol = 0.05 * gf.abs() + 32.0 * ulp;
+                assert!((twin - gf).abs() <= tol, "{name}: twin {twin}, float {gf}");
+                checked += usize::from(gf.abs() > 0.05);
+            }
+        }
+        assert!(checked > 40, "only {checked} sizeable gradients");
+    }
 }

@@ -631,16 +631,24 @@ async fn party_job<P: Trainable>(
 /// (epoch, iteration, phase index, layer).
 type Cell = (usize, usize, usize, String);
 
+/// Bytes, messages, and the smallest and largest causal depth of a cell's envelopes.
+#[derive(Default)]
+struct Tally {
+    bytes: u64,
+    messages: u64,
+    first: u64,
+    last: u64,
+}
+
 /// Attribute envelopes to (phase, layer) by their keys (`train/epoch<e>/iter~k/<phase>/<layer>/…`,
 /// `train/epoch<e>/test/…`, `train/weights/…`, `train/reveal/…`); rounds are the causal depth
-/// each cell adds over everything before it (the job started at depth `start`).
+/// each cell adds over everything before it (the job started at depth `start`), the cells of an
+/// iteration's phase taken in causal order (the backward pass walks the layers in reverse).
 pub fn phase_costs(envelopes: &[EnvelopeRecord], start: u64) -> Vec<PhaseReport> {
-    const PHASES: [&str; 8] = [
-        "weights", "resume", "input", "forward", "asm", "backward", "update", "test",
+    const PHASES: [&str; 9] = [
+        "weights", "resume", "input", "forward", "asm", "backward", "update", "test", "reveal",
     ];
-    // (epoch, iter, phase index, layer) -> (bytes, messages, max depth)
-    let mut cells: BTreeMap<Cell, (u64, u64, u64)> = BTreeMap::new();
-    let mut reveal = (0u64, 0u64, 0u64);
+    let mut cells: BTreeMap<Cell, Tally> = BTreeMap::new();
     for e in envelopes {
         let key = e.key.split('#').next().unwrap_or("");
         let parts: Vec<&str> = key.split('/').skip(1).collect();
@@ -649,80 +657,59 @@ pub fn phase_costs(envelopes: &[EnvelopeRecord], start: u64) -> Vec<PhaseReport>
                 .and_then(|(_, k)| k.parse::<usize>().ok())
                 .unwrap_or(0)
         };
+        let epoch = |ep: &str| ep.trim_start_matches("epoch").parse().unwrap_or(0);
+        let phase = |name: &str| PHASES.iter().position(|p| *p == name);
         let cell = match parts.as_slice() {
-            ["reveal", ..] => {
-                reveal.0 += e.bytes;
-                reveal.1 += 1;
-                reveal.2 = reveal.2.max(e.depth);
-                continue;
+            [first @ ("weights" | "resume"), ..] => {
+                (0, 0, phase(first).unwrap_or(0), String::new())
             }
-            [first @ ("weights" | "resume"), ..] => (
-                0,
-                0,
-                PHASES.iter().position(|p| p == first).unwrap_or(0),
-                String::new(),
-            ),
-            [ep, "test", ..] => (
-                ep.trim_start_matches("epoch").parse().unwrap_or(0),
-                usize::MAX,
-                7,
-                String::new(),
-            ),
-            [ep, it, phase, rest @ ..] => {
-                let Some(pi) = PHASES.iter().position(|p| p == phase) else {
+            ["reveal", ..] => (usize::MAX, 0, 8, String::new()),
+            [ep, "test", ..] => (epoch(ep), usize::MAX, 7, String::new()),
+            [ep, it, name, rest @ ..] => {
+                let Some(pi) = phase(name) else {
                     continue;
                 };
-                let layer = match *phase {
+                let layer = match *name {
                     "forward" | "backward" => rest.first().copied().unwrap_or("").to_string(),
                     _ => String::new(),
                 };
-                (
-                    ep.trim_start_matches("epoch").parse().unwrap_or(0),
-                    idx(it) + 1,
-                    pi,
-                    // Backward walks the layers in reverse; order within the phase by name
-                    // is enough for rounds, which only grow.
-                    layer,
-                )
+                (epoch(ep), idx(it) + 1, pi, layer)
             }
             _ => continue,
         };
-        let c = cells.entry(cell).or_default();
-        c.0 += e.bytes;
-        c.1 += 1;
-        c.2 = c.2.max(e.depth);
+        let c = cells.entry(cell).or_insert(Tally {
+            first: u64::MAX,
+            ..Tally::default()
+        });
+        c.bytes += e.bytes;
+        c.messages += 1;
+        c.first = c.first.min(e.depth);
+        c.last = c.last.max(e.depth);
     }
+    let mut ordered: Vec<(Cell, Tally)> = cells.into_iter().collect();
+    ordered.sort_by_key(|((e, i, p, _), t)| (*e, *i, *p, t.first, t.last));
     let mut out: Vec<PhaseReport> = Vec::new();
     let mut reached = start;
-    for ((_, _, pi, layer), (bytes, messages, depth)) in cells {
-        let rounds = depth.saturating_sub(reached);
-        reached = reached.max(depth);
+    for ((_, _, pi, layer), t) in ordered {
+        let rounds = t.last.saturating_sub(reached);
+        reached = reached.max(t.last);
         match out
             .iter_mut()
             .find(|r| r.phase == PHASES[pi] && r.layer == layer)
         {
             Some(r) => {
-                r.bytes += bytes;
-                r.messages += messages;
+                r.bytes += t.bytes;
+                r.messages += t.messages;
                 r.rounds += rounds;
             }
             None => out.push(PhaseReport {
                 phase: PHASES[pi].to_string(),
                 layer,
-                bytes,
-                messages,
+                bytes: t.bytes,
+                messages: t.messages,
                 rounds,
             }),
         }
-    }
-    if reveal.1 > 0 {
-        out.push(PhaseReport {
-            phase: "reveal".into(),
-            layer: String::new(),
-            bytes: reveal.0,
-            messages: reveal.1,
-            rounds: reveal.2.saturating_sub(reached),
-        });
     }
     out
 }
