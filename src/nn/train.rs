@@ -156,6 +156,7 @@ pub fn train(
 /// The float gradients of every parameter (name, flattened values in the parameter's order)
 /// of a loss whose gradient with respect to the logits of the [batch, input] matrix `x` is
 /// `dlogits(logits)`: the float reference the secure training's backward pass is tested against.
+#[cfg(test)]
 pub(crate) fn gradients(
     model: &Model,
     weights: &Weights,
