@@ -6,7 +6,12 @@ use securenn::infer::{Layout, ProtocolKind};
 use securenn::models::{network_a, network_b, network_c};
 use securenn::nn::{Model, Weights};
 use securenn::party::{Network, PartyConfig};
+use securenn::training::checkpoint;
 use securenn::training::{TrainReport, TrainSpec, run_training};
+
+#[path = "common/files.rs"]
+mod files;
+use files::Scratch;
 
 fn spec(protocol: ProtocolKind, name: &str, model: Model, batch: usize, iters: usize) -> TrainSpec {
     let train = Mnist::load(DataSource::Bundled, Split::Train, 0, 64).unwrap();
@@ -241,4 +246,84 @@ fn every_trainable_layer_kind_equals_the_twin() {
             .any(|(x, y)| (x - y).abs() > 2.0 / 8192.0);
         assert!(moved, "{name} did not move");
     }
+}
+
+#[test]
+fn checkpoints_hold_uniform_shares_and_resume_to_the_same_weights() {
+    let dir = Scratch::new("train-ckpt");
+    let mut s = spec(ProtocolKind::SecureNn, "a", network_a(), 8, 2);
+    s.epochs = 2;
+    s.checkpoint_dir = Some(dir.0.clone());
+    let two = run_training(&s, None).unwrap();
+    for party in 0..3u8 {
+        let have: Vec<usize> = checkpoint::epochs(&dir.0, party)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(have, [1, 2], "party {party}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = &checkpoint::epochs(&dir.0, party).unwrap()[1].1;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+    }
+    // The helper holds no shares; a server's shares of the weights look uniform: the top bit
+    // of every word is set about half the time (the weights themselves are small numbers,
+    // whose top bit is their sign).
+    let load = |p: u8| {
+        let files = checkpoint::epochs(&dir.0, p).unwrap();
+        let bytes = std::fs::read(&files[1].1).unwrap();
+        let (c, _): (checkpoint::Checkpoint, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        c
+    };
+    let (c0, c2) = (load(0), load(2));
+    assert!(
+        c2.params.iter().all(|t| t.part.is_none()),
+        "P2 holds no shares"
+    );
+    let words: Vec<u64> = c0
+        .params
+        .iter()
+        .flat_map(|t| t.part.clone().unwrap())
+        .collect();
+    let top = words.iter().filter(|w| *w >> 63 == 1).count() as f64 / words.len() as f64;
+    assert!(
+        (0.48..0.52).contains(&top),
+        "top bit set in {top} of {} words",
+        words.len()
+    );
+    // Three epochs from scratch, and the same after resuming from the second epoch's
+    // checkpoint: identical weights.
+    let three = TrainSpec {
+        epochs: 3,
+        checkpoint_dir: None,
+        ..s.clone()
+    };
+    let straight = run_training(&three, None).unwrap();
+    let resumed = run_training(
+        &TrainSpec {
+            epochs: 3,
+            resume: true,
+            ..s.clone()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(resumed.resumed_from, 2);
+    assert_eq!(resumed.iterations, 2);
+    assert_eq!(resumed.weights, straight.weights);
+    assert_ne!(two.weights, straight.weights);
+    // Another job's checkpoints are refused.
+    let other = TrainSpec {
+        epochs: 3,
+        resume: true,
+        learning_rate: 0.125,
+        ..s.clone()
+    };
+    let e = run_training(&other, None).unwrap_err().to_string();
+    assert!(e.contains("another training job"), "{e}");
 }
