@@ -327,3 +327,40 @@ fn checkpoints_hold_uniform_shares_and_resume_to_the_same_weights() {
     let e = run_training(&other, None).unwrap_err().to_string();
     assert!(e.contains("another training job"), "{e}");
 }
+
+#[test]
+fn the_json_report_fits_the_schema() {
+    let mut s = spec(ProtocolKind::SecureNn, "a", network_a(), 4, 1);
+    s.test = Mnist::load(DataSource::Bundled, Split::Test, 0, 10).unwrap();
+    s.lr_halve_every = Some(2);
+    let secure = run_training(&s, None).unwrap();
+    assert_eq!(secure.epoch_stats.len(), 1);
+    assert!(secure.epoch_stats[0].test_accuracy.is_some());
+    assert!(
+        secure
+            .layers
+            .iter()
+            .any(|l| l.phase == "test" && l.bytes > 0)
+    );
+    s.protocol = ProtocolKind::Plaintext;
+    let twin = run_training(&s, None).unwrap();
+    assert_eq!(
+        secure.epoch_stats[0].test_accuracy, twin.epoch_stats[0].test_accuracy,
+        "10 test images: the secure test agrees with the twin's"
+    );
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/report.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for r in [&secure, &twin] {
+        let v = serde_json::to_value(r).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    let both = serde_json::to_value([&secure, &twin]).unwrap();
+    assert!(validator.is_valid(&both));
+}
