@@ -530,8 +530,14 @@ async fn party_job<P: Trainable>(
         None => input_params(&p, &ctx, &plan.train_model, model_owner, weights.as_ref()).await?,
     };
     let mut iterations = 0;
-    for epoch in start + 1..=plan.epochs {
-        let ectx = ctx.child(&format!("epoch{epoch}"));
+    for epoch in 1..=plan.epochs {
+        // Epoch e's operations are at `epoch~(e-1)` whether or not the run resumed (the
+        // skipped epochs' contexts are made, not used), so a resumed run draws the randomness
+        // an uninterrupted one draws, and the operation tree merges the epochs.
+        let ectx = ctx.child("epoch");
+        if epoch <= start {
+            continue;
+        }
         let order = data
             .is_some()
             .then(|| epoch_order(plan.seed, epoch, plan.train_len));
@@ -640,8 +646,8 @@ struct Tally {
     last: u64,
 }
 
-/// Attribute envelopes to (phase, layer) by their keys (`train/epoch<e>/iter~k/<phase>/<layer>/…`,
-/// `train/epoch<e>/test/…`, `train/weights/…`, `train/reveal/…`); rounds are the causal depth
+/// Attribute envelopes to (phase, layer) by their keys (`train/epoch~e/iter~k/<phase>/<layer>/…`,
+/// `train/epoch~e/test/…`, `train/weights/…`, `train/reveal/…`); rounds are the causal depth
 /// each cell adds over everything before it (the job started at depth `start`), the cells of an
 /// iteration's phase taken in causal order (the backward pass walks the layers in reverse).
 pub fn phase_costs(envelopes: &[EnvelopeRecord], start: u64) -> Vec<PhaseReport> {
@@ -657,7 +663,7 @@ pub fn phase_costs(envelopes: &[EnvelopeRecord], start: u64) -> Vec<PhaseReport>
                 .and_then(|(_, k)| k.parse::<usize>().ok())
                 .unwrap_or(0)
         };
-        let epoch = |ep: &str| ep.trim_start_matches("epoch").parse().unwrap_or(0);
+        let epoch = |ep: &str| idx(ep) + 1;
         let phase = |name: &str| PHASES.iter().position(|p| *p == name);
         let cell = match parts.as_slice() {
             [first @ ("weights" | "resume"), ..] => {
