@@ -847,7 +847,7 @@ impl Show {
                     {
                         self.last_line = Instant::now();
                         self.line(format!(
-                            "  epoch {epoch}/{}: iteration {iteration}/{of} ({:.1} s)",
+                            "  epoch {epoch:>2}/{}: iteration {iteration}/{of} ({:.1} s)",
                             self.epochs,
                             self.epoch_start.elapsed().as_secs_f64()
                         ));
@@ -891,11 +891,21 @@ impl Show {
     }
 }
 
+/// Bytes in MB or GB (powers of ten).
+fn human_bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else {
+        format!("{:.2} MB", b / 1e6)
+    }
+}
+
 fn print_summary(r: &TrainReport, per_epoch: usize, out: &Path, ckpt: Option<&Path>) {
     let secure = r.protocol == ProtocolKind::SecureNn;
     let epochs = match (r.resumed_from, r.epochs) {
         (0, 1) => "1 epoch".to_string(),
         (0, n) => format!("{n} epochs"),
+        (s, n) if s >= n => format!("{n} epochs (all in the checkpoints: none run now)"),
         (s, n) if s + 1 == n => format!("epoch {n} (resumed after epoch {s})"),
         (s, n) => format!("epochs {}-{n} (resumed after epoch {s})", s + 1),
     };
@@ -932,11 +942,16 @@ fn print_summary(r: &TrainReport, per_epoch: usize, out: &Path, ckpt: Option<&Pa
     }
     if r.protocol == ProtocolKind::SecureNn {
         println!(
-            "communication       {} bytes ({:.2} MB, {:.3} MB per iteration) in {} messages, {} \
-             rounds",
+            "communication       {} bytes ({}{}) in {} messages, {} rounds",
             r.bytes_total,
-            r.bytes_total as f64 / 1e6,
-            r.bytes_total as f64 / 1e6 / r.iterations.max(1) as f64,
+            human_bytes(r.bytes_total as f64),
+            match r.iterations {
+                0 => String::new(),
+                n => format!(
+                    ", {} per iteration",
+                    human_bytes(r.bytes_total as f64 / n as f64)
+                ),
+            },
             r.messages,
             r.rounds
         );
