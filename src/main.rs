@@ -27,8 +27,11 @@ enum Command {
     /// Draw a figure (SVG).
     #[command(subcommand)]
     Plot(cmd::plot::PlotCommand),
-    /// Train a built-in model in plaintext (f64, Adam, fixed seed) on the training split and write
-    /// its weights as safetensors: how the bundled models/*.safetensors were made.
+    /// Train a model on the training split and write its weights as safetensors: by secure
+    /// three-party computation (--protocol securenn: SGD with the approximate softmax, the
+    /// images, labels and weights secret-shared, per-epoch checkpoints and secure test
+    /// accuracy), by its plaintext fixed-point twin (--protocol plaintext), or in float (f64
+    /// Adam, fixed seed; the default): how the bundled models/*.safetensors were made.
     Train(cmd::train::TrainArgs),
     /// Write a built-in model and its weights (default: the bundled trained ones) as a standard
     /// ONNX file: IR version 8, opset 13, input `input` [batch, C, H, W] (NCHW), output

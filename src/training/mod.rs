@@ -607,6 +607,13 @@ async fn party_job<P: Trainable>(
             )
             .map_err(ckpt_err)?;
         }
+        // The next epoch starts from the parameters exactly as a checkpoint holds them: the
+        // test's forward pass memoised Beaver masks on them, which the next iteration would
+        // reuse where a resumed run masks afresh (at other paths, so with other randomness).
+        params = params
+            .iter()
+            .map(|t| p.restore(p.shape(t), p.frac(t), p.part(t)))
+            .collect();
         if let Some(cb) = progress.as_ref().filter(|_| me == model_owner || local) {
             cb(TrainProgress::Epoch {
                 epoch,
