@@ -42,9 +42,6 @@ pub const DEFAULT_TRAIN_RUNS: usize = 1;
 /// The phases an iteration repeats; the others (`weights`, `reveal`) are the job's one-off costs.
 pub const ITERATION_PHASES: &[&str] = &["input", "forward", "asm", "backward", "update"];
 
-/// The operation path of the job's first (and only) iteration.
-const ITERATION_PATH: &str = "train/epoch1/iter";
-
 /// Quotient bits of the public code's Division (`FLOAT_PRECISION`).
 const PUBLIC_DIVISION_BITS: u64 = 13;
 
@@ -558,10 +555,25 @@ struct IterationTrace {
     busiest_link_bytes: u64,
 }
 
+/// The operation path of the job's first iteration, `train/<epoch>/iter` (the epoch's name is
+/// the training job's: `epoch1` or `epoch`), found in the trace.
+fn iteration_path(trace: &SessionTrace) -> Option<&str> {
+    trace
+        .spans
+        .iter()
+        .map(|s| s.path.as_str())
+        .filter(|p| {
+            let parts: Vec<&str> = p.split('/').collect();
+            matches!(parts.as_slice(), ["train", e, "iter"] if e.starts_with("epoch"))
+        })
+        .min()
+}
+
 fn iteration_trace(trace: &SessionTrace) -> Option<IterationTrace> {
-    let cost = trace.cost(ITERATION_PATH, |_| false)?;
-    let prefix = format!("{ITERATION_PATH}/");
-    let under = |p: &str| p == ITERATION_PATH || p.starts_with(&prefix);
+    let path = iteration_path(trace)?;
+    let cost = trace.cost(path, |_| false)?;
+    let prefix = format!("{path}/");
+    let under = |p: &str| p == path || p.starts_with(&prefix);
     let uids: std::collections::HashSet<u64> = trace
         .spans
         .iter()
@@ -575,7 +587,7 @@ fn iteration_trace(trace: &SessionTrace) -> Option<IterationTrace> {
     let cpu = trace
         .spans
         .iter()
-        .filter(|s| s.path == ITERATION_PATH)
+        .filter(|s| s.path == path)
         .map(|s| s.cpu_ns)
         .max()
         .unwrap_or(0);
@@ -927,4 +939,79 @@ pub fn explain_table(rows: &[TrainRow]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{SendRecord, SpanRecord};
+
+    fn span(party: u8, uid: u64, path: &str, t: (u64, u64), cpu_ns: u64) -> SpanRecord {
+        SpanRecord {
+            party,
+            uid,
+            parent: None,
+            name: path.rsplit('/').next().unwrap_or("").into(),
+            path: path.into(),
+            fork: false,
+            shape: None,
+            depth_start: 0,
+            depth_end: 1,
+            wall_start: 0,
+            wall_end: 0,
+            virtual_start: Some(t.0),
+            virtual_end: Some(t.1),
+            cpu_ns,
+        }
+    }
+
+    fn send(span: u64, from: u8, to: u8, bytes: u64) -> SendRecord {
+        SendRecord {
+            span,
+            from,
+            to,
+            key: String::new(),
+            bytes,
+            depth: 1,
+            wall: 0,
+            virtual_time: None,
+        }
+    }
+
+    /// The iteration's span is found whatever the epoch is called, and only its subtree counts.
+    #[test]
+    fn the_iteration_in_a_trace() {
+        for epoch in ["epoch1", "epoch"] {
+            let it = format!("train/{epoch}/iter");
+            let trace = SessionTrace {
+                spans: vec![
+                    span(0, 1, "train/weights", (0, 100), 5),
+                    span(0, 2, &it, (100, 1_100), 400),
+                    span(1, 3, &it, (120, 1_300), 700),
+                    span(0, 4, &format!("{it}/forward"), (100, 600), 300),
+                    span(1, 5, "train/reveal", (1_300, 1_400), 5),
+                ],
+                sends: vec![
+                    send(1, 1, 0, 1_000_000),
+                    send(4, 0, 1, 30),
+                    send(4, 0, 1, 20),
+                    send(3, 1, 0, 40),
+                    send(5, 1, 0, 9_000),
+                ],
+                recvs: vec![],
+            };
+            let t = iteration_trace(&trace).unwrap();
+            assert_eq!(
+                t.busiest_link_bytes, 50,
+                "{epoch}: weights and reveal excluded"
+            );
+            assert!(
+                (t.seconds - 1_180e-9).abs() < 1e-15,
+                "{epoch}: {}",
+                t.seconds
+            );
+            assert!((t.cpu_seconds - 700e-9).abs() < 1e-15);
+        }
+        assert!(iteration_trace(&SessionTrace::default()).is_none());
+    }
 }
