@@ -13,6 +13,11 @@
 //! summed, without revealing the class to the data owner (8 bytes per image, in `reveal_bytes`).
 //! In the paper layout it equals the paper's Table 7 to the byte. `seconds`, `rounds` and
 //! `messages` cover the whole job, reveal included.
+//!
+//! [`train`] is the training bench (`bench --train`): one SGD iteration of networks A, B and C
+//! beside the paper's time per iteration and the public code's bytes.
+
+pub mod train;
 
 use crate::channel::PartyId;
 use crate::data::{DataError, DataSource, Mnist, Split};
@@ -78,6 +83,12 @@ pub enum BenchError {
     Run { cell: String, error: InferError },
     #[error("{cell}: {reason}")]
     Inconsistent { cell: String, reason: String },
+    /// A training cell's error (as [`BenchError::Run`]).
+    #[error("{cell}: {error}")]
+    Train {
+        cell: String,
+        error: crate::training::TrainError,
+    },
 }
 
 /// The paper's figures for one cell (Table 7; MB there are 10^6 bytes).

@@ -53,7 +53,8 @@ enum Command {
     /// accepts exactly the others' certificates), agree seeds, run the deployment's job.
     Party(cmd::party::PartyArgs),
     /// The SecureNN paper's inference benchmark (Table 7) on the simulated LAN and WAN: our
-    /// virtual time, bytes and rounds beside the paper's, with the network-only bound.
+    /// virtual time, bytes and rounds beside the paper's, with the network-only bound; with
+    /// --train, one training iteration (Tables 3-5) beside the paper's and the public code's.
     Bench(cmd::bench::BenchArgs),
 }
 

@@ -1,10 +1,16 @@
 //! `securenn bench`: the library's rows on a one-cell plan (network A, batch 1, the simulated LAN,
 //! the paper's layout: its bytes are the paper's to the byte), the grids the defaults and
-//! `--quick` select, the errors for bad names, and the command's JSON file.
+//! `--quick` select, the errors for bad names, and the command's JSON file; and the training
+//! bench (`--train`): its grid, the paper's per-iteration figures, the closed-form model of the
+//! public code's iteration against its measured bytes, and one tiny run through the command.
 
 mod common;
 
 use common::securenn_cli as securenn;
+use securenn::bench::train::{
+    TrainPlan, learning_rate, paper_train_cell, public_code_bytes, public_code_measured_mb,
+    public_code_phases,
+};
 use securenn::bench::{BenchError, BenchEvent, BenchPlan, paper_cell, run_bench};
 use securenn::infer::Layout;
 
@@ -202,5 +208,233 @@ fn cli_writes_json_and_keeps_existing_files() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_training_grids() {
+    let full = TrainPlan::full().cells().unwrap();
+    assert_eq!(full.len(), 3 * 2 * 2, "A-C x lan, wan x both layouts");
+    assert!(full.iter().all(|c| c.batch == 128));
+    assert_eq!(
+        (full[0].layout, full[1].layout),
+        (Layout::Paper, Layout::Default)
+    );
+    assert_eq!(TrainPlan::full().runs, 1);
+    let quick = TrainPlan::quick().cells().unwrap();
+    assert_eq!(quick.len(), 2 * 2);
+    assert!(quick.iter().all(|c| c.model == "a"));
+    let d = TrainPlan {
+        models: vec!["d".into()],
+        ..TrainPlan::full()
+    };
+    let e = d.cells().unwrap_err().to_string();
+    assert!(e.contains("--models") && e.contains("a, b, c"), "{e}");
+    let nothing = TrainPlan {
+        models: vec!["b".into()],
+        ..TrainPlan::quick()
+    };
+    assert!(
+        nothing.cells().unwrap_err().to_string().contains("--quick"),
+        "an empty quick grid says why"
+    );
+    assert_eq!(learning_rate("a"), 1.0 / 128.0);
+    assert_eq!(learning_rate("c"), 1.0 / 32.0);
+}
+
+#[test]
+fn the_paper_training_figures() {
+    // Tables 3 and 5 over their iterations (468.75 per epoch at batch 128).
+    for (m, net, s) in [
+        ("a", "lan", 0.527),
+        ("a", "wan", 4.009),
+        ("b", "lan", 8.909),
+        ("b", "wan", 27.63),
+        ("c", "lan", 15.33),
+        ("c", "wan", 47.09),
+    ] {
+        let p = paper_train_cell(m, 128, net).unwrap();
+        assert!((p.seconds - s).abs() < 0.005, "{m} {net}: {}", p.seconds);
+        assert_eq!(p.network, m.to_uppercase());
+    }
+    assert!(paper_train_cell("a", 1, "lan").is_none());
+    assert!(paper_train_cell("a", 128, "wan-tfe").is_none());
+    assert!(paper_train_cell("d", 128, "lan").is_none());
+}
+
+#[test]
+fn the_public_codes_iteration_in_closed_form() {
+    // Every measured figure (reference §4.4) to its printed digits, from the model.
+    for (m, batch, exact) in [
+        ("a", 1, 3_458_832u64),
+        ("b", 1, 11_587_248),
+        ("c", 1, 33_529_360),
+        ("a", 128, 47_124_480),
+        ("b", 128, 1_314_308_544),
+        ("c", 128, 2_105_834_080),
+    ] {
+        assert_eq!(
+            public_code_bytes(m, batch),
+            Some(exact),
+            "{m} batch {batch}"
+        );
+        let mb = public_code_measured_mb(m, batch).unwrap();
+        let digits = 6 - (mb.log10().floor() as i32 + 1);
+        let scale = 10f64.powi(digits);
+        assert_eq!(
+            (exact as f64 / 1e6 * scale).round() / scale,
+            mb,
+            "{m} batch {batch}"
+        );
+    }
+    // A at 128: Table 7's 29,117,440 without the argmax, the Division, the backward pass.
+    let a = public_code_phases("a", 128).unwrap();
+    let phase = |p: &str| {
+        a.iter()
+            .filter(|x| x.phase == p)
+            .map(|x| x.bytes)
+            .sum::<u64>()
+    };
+    assert_eq!(phase("forward"), 29_117_440 - 9 * 744 * 128);
+    assert_eq!(phase("asm"), 13 * 824 * 1280);
+    assert_eq!(phase("backward"), 5_152_768);
+    assert_eq!(phase("update") + phase("input"), 0);
+    assert!(public_code_phases("d", 128).is_none());
+    assert!(public_code_measured_mb("a", 2).is_none());
+}
+
+#[test]
+fn cli_trains_one_tiny_iteration() {
+    let dir = std::env::temp_dir().join(format!("securenn-bench-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("train.json");
+    let j = json.to_str().unwrap();
+    let args = [
+        "bench",
+        "--train",
+        "--explain",
+        "--batches",
+        "2",
+        "--models",
+        "a",
+        "--networks",
+        "lan",
+        "--json",
+        j,
+    ];
+    let (ok, out, err) = securenn(&args);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("s/iter") && out.contains("public MB") && out.contains("net bound"),
+        "{out}"
+    );
+    assert!(
+        out.contains("against the public code") && out.contains("total"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "paper and default layouts");
+    assert_eq!(
+        (rows[0]["layout"].as_str(), rows[1]["layout"].as_str()),
+        (Some("paper"), Some("default"))
+    );
+    for r in rows {
+        assert_eq!(r["batch"], 2);
+        assert_eq!(r["paper_network"], "A");
+        for f in [
+            "bytes",
+            "rounds",
+            "messages",
+            "busiest_link_bytes",
+            "oneoff_bytes",
+        ] {
+            assert!(r[f].as_u64().unwrap() > 0, "{f}: {r}");
+        }
+        for f in [
+            "seconds",
+            "network_bound_seconds",
+            "cpu_seconds",
+            "job_seconds",
+        ] {
+            assert!(r[f].as_f64().unwrap() > 0.0, "{f}: {r}");
+        }
+        // The paper and the public code have no figure at batch 2.
+        for f in [
+            "paper_seconds",
+            "ratio_seconds",
+            "public_bytes",
+            "ratio_bytes",
+        ] {
+            assert!(r[f].is_null(), "{f}: {r}");
+        }
+        // The bound's floor: every round costs the LAN's 0.11 ms one way.
+        let rounds = r["rounds"].as_f64().unwrap();
+        assert!(r["network_bound_seconds"].as_f64().unwrap() >= rounds * 0.11e-3 * 0.99);
+        let phases = r["phases"].as_array().unwrap();
+        let sum: u64 = phases.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
+        assert_eq!(sum, r["bytes"].as_u64().unwrap());
+        assert!(
+            phases
+                .iter()
+                .all(|p| p["phase"] != "weights" && p["phase"] != "reveal")
+        );
+    }
+    // The paper layout against the public code's model, line by line, at batch 2.
+    let paper = &rows[0];
+    let ours = |phase: &str, layer: Option<&str>| -> u64 {
+        paper["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["phase"] == phase && layer.is_none_or(|l| p["layer"] == l))
+            .map(|p| p["bytes"].as_u64().unwrap())
+            .sum()
+    };
+    let public = public_code_phases("a", 2).unwrap();
+    let theirs = |phase: &str, layer: &str| {
+        public
+            .iter()
+            .find(|p| p.phase == phase && p.layer == layer)
+            .unwrap()
+            .bytes
+    };
+    assert_eq!(
+        ours("forward", None),
+        theirs("forward", ""),
+        "Table 7 without the argmax"
+    );
+    assert_eq!(
+        ours("asm", None),
+        13 * 704 * 2 * 10,
+        "Division with PRF triples"
+    );
+    assert_eq!(theirs("asm", ""), 13 * 824 * 2 * 10, "with full triples");
+    for layer in ["1.dense", "3.dense", "4.relu", "5.dense"] {
+        assert_eq!(
+            ours("backward", Some(layer)),
+            theirs("backward", layer),
+            "{layer}"
+        );
+    }
+    assert_eq!(
+        (
+            ours("backward", Some("2.relu")),
+            theirs("backward", "2.relu")
+        ),
+        (40 * 2 * 128, 0)
+    );
+    assert_eq!(
+        (
+            ours("backward", Some("6.relu")),
+            theirs("backward", "6.relu")
+        ),
+        (0, 40 * 2 * 10)
+    );
+    let (ok, _, err) = securenn(&["bench", "--explain"]);
+    assert!(!ok && err.contains("--train"), "{err}");
+    let (ok, _, err) = securenn(&["bench", "--train", "--models", "d"]);
+    assert!(!ok && err.contains("--models"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

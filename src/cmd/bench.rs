@@ -1,27 +1,40 @@
-//! `securenn bench`: the SecureNN paper's inference benchmark (Table 7), ours beside it.
+//! `securenn bench`: the SecureNN paper's inference benchmark (Table 7), ours beside it; with
+//! `--train`, one training iteration of networks A, B and C beside the paper's Tables 3-5 and the
+//! public code's bytes.
 
 use super::*;
 use securenn::infer::Layout;
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
+    /// One training iteration of networks A, B and C at batch 128 (the paper's Tables 3-5)
+    /// instead of inference: seconds, bytes and rounds per iteration beside the paper's time
+    /// per iteration and the public SecureNN code's bytes.
+    #[arg(long)]
+    train: bool,
+    /// With --train: our bytes per iteration against the closed-form model of the public code's
+    /// iteration, phase by phase and layer by layer, each difference explained.
+    #[arg(long, requires = "train")]
+    explain: bool,
     /// A subset that runs in under a minute: batch 1 for every network and batch 128 for A
-    /// only, one run per cell (flags below narrow it further).
+    /// only, one run per cell (with --train: network A only; flags below narrow it further).
     #[arg(long)]
     quick: bool,
     /// Only this layout (default: both, as separate rows: the paper's, then ours).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, alias = "layouts")]
     layout: Option<LayoutArg>,
-    /// Models, comma-separated (default: a,b,c,d-as-benchmarked: Table 7's networks).
+    /// Models, comma-separated (default: a,b,c,d-as-benchmarked: Table 7's networks; with
+    /// --train a,b,c).
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
-    /// Batch sizes, comma-separated (default: 1,128).
+    /// Batch sizes, comma-separated (default: 1,128; with --train 128).
     #[arg(long, value_delimiter = ',')]
     batches: Vec<usize>,
     /// Simulator presets, comma-separated (default: lan,wan: the paper's networks).
     #[arg(long, value_delimiter = ',')]
     networks: Vec<String>,
-    /// Measured runs per cell; the median is reported (default: 3, or 1 with --quick).
+    /// Measured runs per cell; the median is reported (default: 3, or 1 with --quick or
+    /// --train).
     #[arg(long)]
     runs: Option<usize>,
     /// Session seed (fixed by default, so bytes, rounds and the network bound are reproducible).
@@ -39,6 +52,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
     use securenn::bench::{BenchEvent, BenchPlan, run_bench, table};
     if let Some(path) = &a.json {
         check_output(path, a.force)?;
+    }
+    if a.train {
+        return run_train(a);
     }
     let mut plan = if a.quick {
         BenchPlan::quick()
@@ -113,6 +129,88 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
     bar.finish_and_clear();
     let rows = rows?;
     print!("{}", table(&rows));
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("rows written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_train(a: BenchArgs) -> Result<()> {
+    use securenn::bench::train::{
+        TrainEvent, TrainPlan, explain_table, run_train_bench, train_table,
+    };
+    let mut plan = if a.quick {
+        TrainPlan::quick()
+    } else {
+        TrainPlan::full()
+    };
+    if let Some(l) = a.layout {
+        plan.layouts = vec![match l {
+            LayoutArg::Default => Layout::Default,
+            LayoutArg::Paper => Layout::Paper,
+        }];
+    }
+    if !a.models.is_empty() {
+        plan.models = a.models;
+    }
+    if !a.batches.is_empty() {
+        plan.batches = a.batches;
+    }
+    if !a.networks.is_empty() {
+        plan.networks = a.networks;
+    }
+    plan.runs = a.runs.unwrap_or(plan.runs);
+    plan.seed = a.seed;
+    let cells = plan.cells()?.len();
+    eprintln!(
+        "securenn bench --train: {cells} cells, each {} measured run{} of one training iteration; SecureNN, virtual clock, seed {}",
+        plan.runs,
+        if plan.runs == 1 { "" } else { "s" },
+        plan.seed
+    );
+    let bar = progress_bar(
+        cells * plan.runs,
+        "  {bar:30} {pos}/{len} runs, {elapsed_precise}: {msg}",
+    );
+    let rows = run_train_bench(&plan, &mut |e| match e {
+        TrainEvent::Run {
+            cell,
+            run,
+            runs,
+            done,
+            total,
+        } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{cell}, run {}/{runs}", run + 1));
+        }
+        TrainEvent::Cell(r) => {
+            let line = format!(
+                "  {} batch {} {} {}: {:.3} s per iteration (paper {}), {} bytes, {} rounds",
+                r.model,
+                r.batch,
+                r.network,
+                securenn::bench::layout_name(r.layout),
+                r.seconds,
+                r.paper_seconds.map_or("-".into(), |p| format!("{p:.3} s")),
+                r.bytes,
+                r.rounds
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+    });
+    bar.finish_and_clear();
+    let rows = rows?;
+    print!("{}", train_table(&rows));
+    if a.explain {
+        print!("{}", explain_table(&rows));
+    }
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
