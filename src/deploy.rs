@@ -5,10 +5,15 @@
 //!
 //! At start-up the parties connect (each peer reported as it connects), check that all three
 //! run the same public job ([`JobParams`]: a mismatch fails every party at once, naming the
-//! fields), agree their seeds and run the job, reporting progress ([`PartyEvent`]). A peer that
+//! fields), agree their seeds and run the job, secure inference or (`[job] kind = "train"`,
+//! [`train`]) secure training, reporting progress ([`PartyEvent`]). A peer that
 //! falls silent is declared dead after `[limits] dead_peer_timeout`; a party that is stopped
 //! ([`Watch::stop`], SIGINT or SIGTERM in the binary) tells its peers who stopped before it
 //! closes its connections.
+
+pub mod train;
+
+pub use train::{PartyTraining, TrainJobEntry};
 
 use crate::channel::{Ctx, PartyId, ProtocolError, Wire};
 use crate::data::{DataSource, Mnist};
@@ -17,6 +22,7 @@ use crate::infer::{Outputs, accuracy, infer_job};
 use crate::nn::weights_file;
 use crate::party::{JobFn, LocalCluster, PartyConfig, SeedSource, send_abort};
 use crate::protocol::{Pond, SecureNn, TFE_RELU_9};
+use futures::future::LocalBoxFuture;
 use securenn_transports::quic::{
     Identity, OnConnect, QuicConfig, QuicLimits, QuicNode, check_identity, generate_identity,
     server_name,
@@ -30,14 +36,42 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-/// A deployment file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A deployment file: the parties, the job (`[job] kind`: inference, the default, or
+/// `train`) and the limits.
+#[derive(Clone, Debug)]
 pub struct Deployment {
     pub party: Vec<PartyEntry>,
-    pub job: JobEntry,
-    #[serde(default)]
+    pub job: DeploymentJob,
     pub limits: LimitsEntry,
+}
+
+/// A deployment's job, by its `[job] kind`.
+#[derive(Clone, Debug)]
+pub enum DeploymentJob {
+    /// Secure inference (no `kind`, or `kind = "inference"`).
+    Inference(JobEntry),
+    /// Secure training (`kind = "train"`).
+    Train(TrainJobEntry),
+}
+
+impl DeploymentJob {
+    /// `[job] seed`.
+    pub fn seed(&self) -> Option<u64> {
+        match self {
+            Self::Inference(j) => j.seed,
+            Self::Train(j) => j.seed,
+        }
+    }
+}
+
+/// A deployment file as written, with the job of the kind its `[job] kind` names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentFile<J> {
+    party: Vec<PartyEntry>,
+    job: J,
+    #[serde(default)]
+    limits: LimitsEntry,
 }
 
 /// `[limits]`: what a peer may make this party hold or wait for. Every key is optional; the
@@ -126,6 +160,9 @@ fn resolve_addr(text: &str, what: &str) -> Result<SocketAddr, String> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobEntry {
+    /// `inference` (or absent); a training job is a [`TrainJobEntry`].
+    #[serde(default)]
+    pub kind: crate::scenario::JobKind,
     /// `securenn` or `pond`.
     pub protocol: String,
     /// A built-in model name (exactly one of `model` and `onnx` is given).
@@ -212,15 +249,13 @@ impl JobParams {
             _ => "exact".to_string(),
         };
         let relu = blake3::hash(relu.as_bytes()).to_hex();
-        let model = model.map(|m| {
-            let architecture = blake3::hash(format!("{m:?}").as_bytes()).to_hex();
-            (format!("{:?}", m.input), architecture[..16].to_string())
-        });
+        let model = model.map(architecture_fields);
         let fields = [
             (
                 "securenn.version",
                 Some(env!("CARGO_PKG_VERSION").to_string()),
             ),
+            ("job.kind", Some("inference".to_string())),
             ("job.protocol", Some(job.protocol.clone())),
             ("job.model", Some(job.model_name().to_string())),
             ("model.input", model.as_ref().map(|m| m.0.clone())),
@@ -246,6 +281,13 @@ impl JobParams {
             .find(|(k, _)| k == field)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// `model.input` and `model.architecture` of the job parameters: the input shape, and a digest
+/// of the model as run.
+fn architecture_fields(m: &crate::nn::Model) -> (String, String) {
+    let architecture = blake3::hash(format!("{m:?}").as_bytes()).to_hex();
+    (format!("{:?}", m.input), architecture[..16].to_string())
 }
 
 /// The fields on which the parties' parameters (`all[i]` is party i's) differ, each with every
@@ -442,6 +484,29 @@ pub enum PartyEvent {
     Started { batches: usize },
     /// `done` of `total` batches are done at this party.
     Progress { done: usize, total: usize },
+    /// All three parties run the same training job, of `epochs` epochs of `iterations`
+    /// iterations each, on the data owner's `train_images` (and `test_images` for the test at
+    /// every epoch end): it starts.
+    TrainingStarted {
+        epochs: usize,
+        iterations: usize,
+        train_images: usize,
+        test_images: usize,
+    },
+    /// Iteration `iteration` of `of` of epoch `epoch` is done at this party.
+    Iteration {
+        epoch: usize,
+        iteration: usize,
+        of: usize,
+    },
+    /// Epoch `epoch` of `epochs` is done at this party: its shares are checkpointed (into
+    /// `checkpoint_dir`, if it has one) and, at the model owner, the test accuracy is known.
+    Epoch {
+        epoch: usize,
+        epochs: usize,
+        test_accuracy: Option<f64>,
+        checkpoint_dir: Option<PathBuf>,
+    },
 }
 
 /// Who watches a running party: told of its [`PartyEvent`]s, and able to stop it.
@@ -569,6 +634,9 @@ pub enum DeployError {
         values: usize,
         pixels: usize,
     },
+    /// A training job that cannot run, or a party's part of it.
+    #[error(transparent)]
+    Train(#[from] crate::training::TrainError),
     /// This party was stopped (by a signal) while its job ran; its peers were told.
     #[error("{party} stopped ({signal}); the job was aborted and the other parties told")]
     Stopped { party: PartyId, signal: String },
@@ -602,70 +670,119 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> DeployError {
     }
 }
 
+/// `[job] model`, `onnx` and `weights` of a job of either kind: exactly one of `model` (a
+/// built-in model) and `onnx`, and no `weights` with `onnx`.
+fn check_model_keys(
+    model: Option<&str>,
+    onnx: Option<&Path>,
+    weights: Option<&Path>,
+    path: &Path,
+) -> Result<(), DeployError> {
+    match (model, onnx) {
+        (None, None) => {
+            return Err(file_err(
+                path,
+                format!(
+                    "[job] names no model: give `model` (a built-in model: {}) or `onnx` (an \
+                     ONNX file, read by the model owner only)",
+                    crate::models::BUILTIN.join(", ")
+                ),
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(file_err(
+                path,
+                "job.model and job.onnx: give one of them, not both",
+            ));
+        }
+        (Some(m), None) if crate::models::by_name(m).is_none() => {
+            return Err(file_err(
+                path,
+                format!(
+                    "job.model: unknown model {m:?}; known: {} (or give `onnx` = an ONNX file)",
+                    crate::models::BUILTIN.join(", ")
+                ),
+            ));
+        }
+        (None, Some(_)) if weights.is_some() => {
+            return Err(file_err(
+                path,
+                "job.weights: an ONNX model (job.onnx) carries its own weights",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The checks of an inference job that need no file but the deployment, naming the key.
+fn check_job(job: &JobEntry, path: &Path) -> Result<(), DeployError> {
+    check_model_keys(
+        job.model.as_deref(),
+        job.onnx.as_deref(),
+        job.weights.as_deref(),
+        path,
+    )?;
+    if !["securenn", "pond"].contains(&job.protocol.as_str()) {
+        return Err(file_err(
+            path,
+            format!("job.protocol: {:?} is not securenn or pond", job.protocol),
+        ));
+    }
+    if job.data_owner > 2 || job.model_owner > 2 {
+        return Err(file_err(
+            path,
+            "job.data_owner and job.model_owner must be 0, 1 or 2",
+        ));
+    }
+    if job.samples == 0 || job.batch == 0 {
+        return Err(file_err(
+            path,
+            "job.samples and job.batch must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
 impl Deployment {
     /// Read and check a deployment file: three parties with ids 0, 1, 2, a known model and
     /// protocol, owners among the parties.
     pub fn load(path: &Path) -> Result<Self, DeployError> {
         let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
-        let d: Deployment = toml::from_str(&text).map_err(|e| file_err(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// [`Deployment::load`] of `text`, the text of the file at `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, DeployError> {
+        use crate::scenario::{JobKind, job_kind};
+        let d = match job_kind(text).map_err(|e| file_err(path, e))? {
+            JobKind::Inference => {
+                let f: DeploymentFile<JobEntry> =
+                    toml::from_str(text).map_err(|e| file_err(path, e))?;
+                check_job(&f.job, path)?;
+                Deployment {
+                    party: f.party,
+                    job: DeploymentJob::Inference(f.job),
+                    limits: f.limits,
+                }
+            }
+            JobKind::Train => {
+                let f: DeploymentFile<TrainJobEntry> =
+                    toml::from_str(text).map_err(|e| file_err(path, e))?;
+                f.job.check(path)?;
+                Deployment {
+                    party: f.party,
+                    job: DeploymentJob::Train(f.job),
+                    limits: f.limits,
+                }
+            }
+        };
         let mut ids: Vec<u8> = d.party.iter().map(|p| p.id).collect();
         ids.sort_unstable();
         if ids != [0, 1, 2] {
             return Err(file_err(
                 path,
                 format!("[[party]] ids must be 0, 1 and 2, got {ids:?}"),
-            ));
-        }
-        match (&d.job.model, &d.job.onnx) {
-            (None, None) => {
-                return Err(file_err(
-                    path,
-                    format!(
-                        "[job] names no model: give `model` (a built-in model: {}) or `onnx` (an \
-                         ONNX file, read by the model owner only)",
-                        crate::models::BUILTIN.join(", ")
-                    ),
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(file_err(
-                    path,
-                    "job.model and job.onnx: give one of them, not both",
-                ));
-            }
-            (Some(m), None) if crate::models::by_name(m).is_none() => {
-                return Err(file_err(
-                    path,
-                    format!(
-                        "job.model: unknown model {m:?}; known: {} (or give `onnx` = an ONNX file)",
-                        crate::models::BUILTIN.join(", ")
-                    ),
-                ));
-            }
-            (None, Some(_)) if d.job.weights.is_some() => {
-                return Err(file_err(
-                    path,
-                    "job.weights: an ONNX model (job.onnx) carries its own weights",
-                ));
-            }
-            _ => {}
-        }
-        if !["securenn", "pond"].contains(&d.job.protocol.as_str()) {
-            return Err(file_err(
-                path,
-                format!("job.protocol: {:?} is not securenn or pond", d.job.protocol),
-            ));
-        }
-        if d.job.data_owner > 2 || d.job.model_owner > 2 {
-            return Err(file_err(
-                path,
-                "job.data_owner and job.model_owner must be 0, 1 or 2",
-            ));
-        }
-        if d.job.samples == 0 || d.job.batch == 0 {
-            return Err(file_err(
-                path,
-                "job.samples and job.batch must be at least 1",
             ));
         }
         if let Some(reason) = d.limits.check() {
@@ -681,7 +798,7 @@ impl Deployment {
         path: &Path,
         permission: FixedSeed,
     ) -> Result<SeedSource, DeployError> {
-        match (self.job.seed, permission) {
+        match (self.job.seed(), permission) {
             (None, _) => Ok(SeedSource::Os),
             (Some(seed), FixedSeed::AllowInsecure) => Ok(SeedSource::Fixed(seed)),
             (Some(seed), FixedSeed::Refuse) => Err(DeployError::FixedSeed {
@@ -694,7 +811,7 @@ impl Deployment {
     /// What a user running this deployment (read from `path`) with
     /// [`FixedSeed::AllowInsecure`] must be told, if its job has a seed.
     pub fn insecure_seed_warning(&self, path: &Path) -> Option<String> {
-        self.job.seed.map(|_| {
+        self.job.seed().map(|_| {
             format!(
                 "{}: [job] seed with --insecure-reproducible: anyone who knows the seed \
                  (everyone who has this file) can derive every pair seed, and thus every mask and \
@@ -863,6 +980,27 @@ timeout = 120          # seconds to wait for a peer's message
 # architecture, samples, batch, owners, fixed-point precision, securenn version) and fail at
 # once, naming the fields that differ; weights, data, paths and seeds are never sent.
 
+# Secure training instead of inference: the data owner's images train the model owner's model,
+# and only the model owner learns the trained weights. In [job] set kind = "train", remove
+# samples and offset, and add the keys below; model or onnx, data, label_column, the owners, seed
+# and the timeouts mean what they mean above, weights are the initial weights (default: a
+# seeded initialisation from fresh entropy at the model owner, known to no one else), and data
+# is split as the bundled sample is (the last fifth of each digit's images tests, the rest
+# trains).
+# kind = "train"
+# layout = "default"           # default | paper
+# epochs = 1
+# lr = 0.03125                 # the SGD learning rate (2^-5)
+# lr_halve_every = 10          # optional: halve lr every this many epochs
+# iterations = 100             # optional: at most this many iterations an epoch (default: every full batch)
+# test_samples = 50            # test images tested by secure inference at every epoch end (accuracy: model owner only)
+# out = "trained.safetensors"  # model owner only: the trained weights, never overwritten unless force = true
+# force = false
+# checkpoint_dir = "checkpoints"  # each party's own shares at every epoch end (files of mode 0600)
+# resume = false               # true: continue from the latest epoch all three parties checkpointed
+# The parties then also agree on these keys and on the data owner's numbers of training and
+# test images, which it sends them at start-up (never an image).
+
 # What a peer may make this party hold or wait for (the defaults; see the README's Threat model).
 [limits]
 max_frame_mib = 256      # largest message accepted from a peer
@@ -1000,6 +1138,9 @@ pub struct PartyReport {
     pub quic_wire_bytes: u64,
     /// From the seed agreement to the end of the QUIC shutdown (teardown included).
     pub wall_seconds: f64,
+    /// What a training job did at this party (`samples` then counts the training images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<PartyTraining>,
 }
 
 impl Deployment {
@@ -1069,15 +1210,15 @@ fn check_range(
     Ok(())
 }
 
-/// The model owner's ONNX file of `job` at `path`, imported and checked before any peer is
-/// contacted, every error naming the file: the weights encode in fixed point `fp` and pass the
-/// range check ([`check_range`], unless `allow`), the input takes an MNIST image, and the
-/// architecture is what the others accept ([`decode_architecture`]).
+/// The model owner's ONNX file at `path`, imported and checked before any peer is contacted,
+/// every error naming the file: the weights encode in fixed point `fp` and, for inference
+/// (`range`: the protocol, the samples and whether to allow a risk), pass the range check
+/// ([`check_range`]), the input takes an MNIST image, and the architecture is what the others
+/// accept ([`decode_architecture`]).
 fn load_onnx(
     path: &Path,
-    job: &JobEntry,
     fp: FixedPoint,
-    allow: bool,
+    range: Option<(&str, usize, bool)>,
 ) -> Result<(crate::nn::Model, crate::nn::Weights), DeployError> {
     let err = |e: &dyn std::fmt::Display| file_err(path, format!("job.onnx: {e}"));
     let m = crate::onnx::import(path).map_err(|e| err(&e))?;
@@ -1100,8 +1241,9 @@ fn load_onnx(
         )));
     }
     decode_architecture(&bytes).map_err(|e| err(&e))?;
-    check_range(&job.protocol, &m.model, &m.weights, fp, job.samples, allow)
-        .map_err(|e| err(&e))?;
+    if let Some((protocol, samples, allow)) = range {
+        check_range(protocol, &m.model, &m.weights, fp, samples, allow).map_err(|e| err(&e))?;
+    }
     tracing::info!(
         "{}: {} layers, input {:?}; its architecture ({} bytes) goes to the other parties, its \
          weights to no one",
@@ -1173,10 +1315,11 @@ async fn agree(cluster: &LocalCluster, name: &str, mine: JobParams) -> Result<()
 }
 
 /// Run party `id` of the deployment at `config` with its identity's key at `key` (default:
-/// `party<ID>.key.der` beside `config`), telling `watch` what it does. A job with a fixed
-/// seed is refused unless `seed` is [`FixedSeed::AllowInsecure`]; like every other check of
-/// the deployment and the key (addresses resolved, the key matching this party's certificate),
-/// before any peer is contacted.
+/// `party<ID>.key.der` beside `config`), telling `watch` what it does: the inference or the
+/// training job (see [`train`]) its `[job]` says. A job with a fixed seed is refused unless
+/// `seed` is [`FixedSeed::AllowInsecure`]; like every other check of the deployment and the key
+/// (addresses resolved, the key matching this party's certificate), before any peer is
+/// contacted.
 pub fn run_party(
     config: &Path,
     id: PartyId,
@@ -1193,201 +1336,161 @@ pub fn run_party(
         ));
     }
     let source = dep.seed_source(config, seed)?;
-    let (addrs, listen) = dep.addresses(config, id)?;
-    let dir = config.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            dir.join(p)
+    let net = PartyNet::new(&dep, config, id, key)?;
+    match &dep.job {
+        DeploymentJob::Inference(job) => {
+            infer_party(&dep, job, config, net, source, watch, allow_range_risk)
         }
-    };
-    let mut certs = Vec::new();
-    for i in 0..3u8 {
-        let path = resolve(&dep.entry(i).certificate);
-        certs.push(
-            std::fs::read(&path)
-                .map_err(|e| file_err(&path, format!("certificate of party {i}: {e}")))?,
-        );
+        DeploymentJob::Train(job) => train::train_party(&dep, job, config, net, source, watch),
     }
-    let key_path = key
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| key_path(dir, id.0));
-    let identity = Identity {
-        cert: certs[id.index()].clone(),
-        key: read_key(&key_path, id)?,
-    };
-    if let Err(why) = check_identity(&identity) {
-        return Err(file_err(
-            &key_path,
-            format!(
-                "key of {id}: {why} {} (the deployment's certificate for {id}): run with {id}'s \
-                 own key (--key), or put the certificate made with this key in the deployment",
-                resolve(&dep.entry(id.0).certificate).display()
-            ),
-        ));
+}
+
+/// `p` as written in the deployment file `config`: relative paths are relative to its
+/// directory.
+fn beside(config: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(p)
     }
-    let job = &dep.job;
-    let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
-    let fp = FixedPoint::default();
-    // The model: built in (every party has it), or the model owner's ONNX file, which it alone
-    // reads, here, before contacting anyone; the others receive its architecture at start-up.
-    let mut model = job
-        .model
-        .as_deref()
-        .map(|m| crate::models::by_name(m).expect("checked"));
-    let onnx = job.onnx.is_some();
-    // What this party owns.
-    let weights = if id == model_owner {
-        match &job.onnx {
-            Some(p) => {
-                let (m, w) = load_onnx(&resolve(p), job, fp, allow_range_risk)?;
-                model = Some(m);
-                Some(w)
-            }
-            None => {
-                let model = model.as_ref().expect("a built-in model");
-                let path = job.weights.as_ref().map(|p| resolve(p));
-                let (w, _) =
-                    weights_file::load_or_bundled(path.as_deref(), job.model_name(), model)?;
-                check_range(&job.protocol, model, &w, fp, job.samples, allow_range_risk)?;
-                Some(w)
-            }
+}
+
+/// Party `id`'s side of the network, checked before any peer is contacted: every party's
+/// address resolved, the three certificates read, and this party's key, which must be the key
+/// of its certificate.
+struct PartyNet {
+    id: PartyId,
+    addrs: Vec<SocketAddr>,
+    listen: Option<SocketAddr>,
+    identity: Identity,
+    certs: Vec<Vec<u8>>,
+}
+
+impl PartyNet {
+    fn new(
+        dep: &Deployment,
+        config: &Path,
+        id: PartyId,
+        key: Option<&Path>,
+    ) -> Result<Self, DeployError> {
+        let (addrs, listen) = dep.addresses(config, id)?;
+        let dir = config.parent().unwrap_or(Path::new("."));
+        let mut certs = Vec::new();
+        for i in 0..3u8 {
+            let path = beside(config, &dep.entry(i).certificate);
+            certs.push(
+                std::fs::read(&path)
+                    .map_err(|e| file_err(&path, format!("certificate of party {i}: {e}")))?,
+            );
         }
-    } else {
-        None
-    };
-    let data = if id == data_owner {
-        let path = job.data.as_ref().map(|p| resolve(p));
-        let source = DataSource::file_or_bundled(path.as_deref());
-        Some(
-            Mnist::select(
-                &source,
-                None,
-                job.label_column,
-                job.offset.unwrap_or(0),
-                Some(job.samples),
-            )?
-            .data,
-        )
-    } else {
-        None
-    };
-    let pond = job.protocol == "pond";
-    let run_model = move |m: &crate::nn::Model| match pond {
-        true => m.pool_before_relu().without_argmax(),
-        false => m.pool_before_relu(),
-    };
-    // The job as every party knows it before the session: for an ONNX job without the
-    // architecture, which all but the model owner learn only once connected.
-    let params = JobParams::new(
-        job,
-        model.as_ref().filter(|_| !onnx).map(run_model).as_ref(),
-        fp,
-    );
+        let key_path = key
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| key_path(dir, id.0));
+        let identity = Identity {
+            cert: certs[id.index()].clone(),
+            key: read_key(&key_path, id)?,
+        };
+        if let Err(why) = check_identity(&identity) {
+            return Err(file_err(
+                &key_path,
+                format!(
+                    "key of {id}: {why} {} (the deployment's certificate for {id}): run with \
+                     {id}'s own key (--key), or put the certificate made with this key in the \
+                     deployment",
+                    beside(config, &dep.entry(id.0).certificate).display()
+                ),
+            ));
+        }
+        Ok(Self {
+            id,
+            addrs,
+            listen,
+            identity,
+            certs,
+        })
+    }
+}
+
+/// How a party's session runs: its transport's timeouts and limits, its seeds, its watcher.
+struct SessionSetup {
+    connect_timeout: Duration,
+    limits: QuicLimits,
+    config: PartyConfig,
+    source: SeedSource,
+    watch: Watch,
+}
+
+/// Called with each [`PartyEvent`] of a running party (a no-op without a watcher).
+type Tell = Arc<dyn Fn(PartyEvent) + Send + Sync>;
+
+/// How a session ended at this party: what the job returned, the traffic, the peers as
+/// connected and the time.
+struct SessionEnd<R> {
+    value: R,
+    traffic: MeterSnapshot,
+    quic_wire_bytes: u64,
+    peers: Vec<(u8, String)>,
+    wall_seconds: f64,
+}
+
+/// Connect party `net.id` to its peers over QUIC, agree the session's seeds and run `work` on
+/// the party's cluster (its transport wrapped by `wrap`, given the events' callback); a
+/// `setup.watch.stop` that resolves meanwhile stops the work and tells the peers who stopped.
+/// The connections close, with the error if there is one, before this returns.
+fn run_session<R: 'static>(
+    net: PartyNet,
+    setup: SessionSetup,
+    wrap: impl FnOnce(Arc<dyn Transport>, Tell) -> Arc<dyn Transport>,
+    work: impl for<'c> FnOnce(&'c LocalCluster, Tell) -> LocalBoxFuture<'c, Result<R, DeployError>>,
+) -> Result<SessionEnd<R>, DeployError> {
+    let id = net.id;
+    let SessionSetup {
+        connect_timeout,
+        limits,
+        config,
+        source,
+        watch,
+    } = setup;
+    let Watch { events, stop } = watch;
+    let tell: Tell = Arc::new(move |e| {
+        if let Some(f) = &events {
+            f(e);
+        }
+    });
     let meter = Meter::new(3);
     let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let on_connect = {
-        let (peers, events) = (peers.clone(), watch.events.clone());
+        let (peers, tell) = (peers.clone(), tell.clone());
         OnConnect(Arc::new(move |peer: PartyId, addr: SocketAddr| {
             if let Ok(mut p) = peers.lock() {
                 p.push((peer.0, addr.to_string()));
             }
-            if let Some(f) = &events {
-                f(PartyEvent::Connected { peer, addr });
-            }
+            tell(PartyEvent::Connected { peer, addr });
         }))
     };
     let quic_cfg = QuicConfig {
         me: id,
-        addrs,
-        listen,
-        identity,
-        certs,
-        connect_timeout: Duration::from_secs(job.connect_timeout.unwrap_or(30)),
-        limits: dep.limits.quic(),
+        addrs: net.addrs,
+        listen: net.listen,
+        identity: net.identity,
+        certs: net.certs,
+        connect_timeout,
+        limits,
         on_connect: Some(on_connect),
     };
     tracing::info!(party = %id, name = %server_name(id), "connecting to the other parties");
     let (mut endpoint, node) = QuicNode::start(quic_cfg, &meter)?;
-    let total = job.samples.div_ceil(job.batch);
-    let watched = Arc::new(Watched {
-        inner: endpoint.transport.clone(),
-        begun: AtomicUsize::new(0),
-        total,
-        events: watch.events.clone(),
-    });
+    let watched = wrap(endpoint.transport.clone(), tell.clone());
     endpoint.transport = watched.clone();
-    let config_p = PartyConfig {
-        recv_timeout: Duration::from_secs(job.timeout.unwrap_or(120)),
-        fixed: fp,
-    };
-    let protocol = job.protocol.clone();
-    let data_ref = data.as_ref();
     let t0 = Instant::now();
-    let Watch { events, stop } = watch;
-    let tell = move |e: PartyEvent| {
-        if let Some(f) = &events {
-            f(e);
-        }
-    };
-    let result: Result<(Outputs, MeterSnapshot), DeployError> =
+    let result: Result<(R, MeterSnapshot), DeployError> =
         actix::System::new().block_on(async move {
-            let cluster = LocalCluster::with_endpoints(vec![endpoint], meter.clone(), config_p);
+            let cluster = LocalCluster::with_endpoints(vec![endpoint], meter.clone(), config);
             let session = 1;
             let work = async {
                 cluster.setup(session, source).await?;
-                agree(&cluster, "agree", params).await?;
-                let model = match model {
-                    Some(m) if !onnx => m,
-                    // An ONNX job: the model owner sends the architecture, the others check it,
-                    // and all three agree on it as on the rest of the job.
-                    owned => {
-                        let mut got = cluster
-                            .run("model", vec![architecture_job(owned, model_owner)])
-                            .await?;
-                        let m = got.remove(0).value;
-                        if id != model_owner {
-                            tracing::info!(
-                                party = %id,
-                                "the model owner {model_owner} sent the architecture: {} layers, \
-                                 input {:?}",
-                                m.nodes.len(),
-                                m.given_input_shape()
-                            );
-                        }
-                        if let Some(d) = data_ref {
-                            check_input(&m, model_owner, d)?;
-                        }
-                        let mine = JobParams::new(job, Some(&run_model(&m)), fp);
-                        agree(&cluster, "agree-model", mine).await?;
-                        m
-                    }
-                };
-                let (shapes, batches) = batches_of(&model, job, data_ref, fp, config)?;
-                let model_run = run_model(&model);
-                tell(PartyEvent::Started { batches: total });
-                let owners = (data_owner, model_owner);
-                let job = match protocol.as_str() {
-                    "pond" => {
-                        let pond = Pond {
-                            relu: TFE_RELU_9.to_vec(),
-                        };
-                        infer_job(pond, model_run, weights, batches, shapes, owners, None)
-                    }
-                    _ => infer_job(
-                        SecureNn::optimised(),
-                        model_run,
-                        weights,
-                        batches,
-                        shapes,
-                        owners,
-                        None,
-                    ),
-                };
-                let mut outs = cluster.run("infer", vec![job]).await?;
-                tell(PartyEvent::Progress { done: total, total });
-                Ok::<_, DeployError>((outs.remove(0).value, meter.snapshot()))
+                let value = work(&cluster, tell).await?;
+                Ok::<_, DeployError>((value, meter.snapshot()))
             };
             let out = match stop {
                 None => work.await,
@@ -1416,29 +1519,197 @@ pub fn run_party(
         Err(e) => node.shutdown_with(&e.to_string()),
         Ok(_) => node.shutdown(),
     }
-    let (outputs, traffic) = result?;
-    let predictions: Option<Vec<usize>> =
-        data.as_ref().map(|_| outputs.iter().map(|o| o.1).collect());
+    let (value, traffic) = result?;
     let mut peers = peers.lock().map(|p| p.clone()).unwrap_or_default();
     peers.sort();
+    Ok(SessionEnd {
+        value,
+        traffic,
+        quic_wire_bytes: wire,
+        peers,
+        wall_seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Party `net.id`'s inference job of the deployment `dep` (read from `config`).
+fn infer_party(
+    dep: &Deployment,
+    job: &JobEntry,
+    config: &Path,
+    net: PartyNet,
+    source: SeedSource,
+    watch: Watch,
+    allow_range_risk: bool,
+) -> Result<PartyReport, DeployError> {
+    let id = net.id;
+    let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
+    let fp = FixedPoint::default();
+    // The model: built in (every party has it), or the model owner's ONNX file, which it alone
+    // reads, here, before contacting anyone; the others receive its architecture at start-up.
+    let mut model = job
+        .model
+        .as_deref()
+        .map(|m| crate::models::by_name(m).expect("checked"));
+    let onnx = job.onnx.is_some();
+    // What this party owns.
+    let weights = if id == model_owner {
+        match &job.onnx {
+            Some(p) => {
+                let range = (job.protocol.as_str(), job.samples, allow_range_risk);
+                let (m, w) = load_onnx(&beside(config, p), fp, Some(range))?;
+                model = Some(m);
+                Some(w)
+            }
+            None => {
+                let model = model.as_ref().expect("a built-in model");
+                let path = job.weights.as_ref().map(|p| beside(config, p));
+                let (w, _) =
+                    weights_file::load_or_bundled(path.as_deref(), job.model_name(), model)?;
+                check_range(&job.protocol, model, &w, fp, job.samples, allow_range_risk)?;
+                Some(w)
+            }
+        }
+    } else {
+        None
+    };
+    let data = if id == data_owner {
+        let path = job.data.as_ref().map(|p| beside(config, p));
+        let source = DataSource::file_or_bundled(path.as_deref());
+        Some(
+            Mnist::select(
+                &source,
+                None,
+                job.label_column,
+                job.offset.unwrap_or(0),
+                Some(job.samples),
+            )?
+            .data,
+        )
+    } else {
+        None
+    };
+    let pond = job.protocol == "pond";
+    let run_model = move |m: &crate::nn::Model| match pond {
+        true => m.pool_before_relu().without_argmax(),
+        false => m.pool_before_relu(),
+    };
+    // The job as every party knows it before the session: for an ONNX job without the
+    // architecture, which all but the model owner learn only once connected.
+    let params = JobParams::new(
+        job,
+        model.as_ref().filter(|_| !onnx).map(run_model).as_ref(),
+        fp,
+    );
+    let total = job.samples.div_ceil(job.batch);
+    let setup = SessionSetup {
+        connect_timeout: Duration::from_secs(job.connect_timeout.unwrap_or(30)),
+        limits: dep.limits.quic(),
+        config: PartyConfig {
+            recv_timeout: Duration::from_secs(job.timeout.unwrap_or(120)),
+            fixed: fp,
+        },
+        source,
+        watch,
+    };
+    // The party's transport, watched: its progress through the batches.
+    let wrap = move |inner: Arc<dyn Transport>, tell: Tell| -> Arc<dyn Transport> {
+        Arc::new(Watched {
+            inner,
+            begun: AtomicUsize::new(0),
+            total,
+            events: Some(tell),
+        })
+    };
+    let (job_c, config_c, data_c) = (job.clone(), config.to_path_buf(), data.clone());
+    let end = run_session(net, setup, wrap, move |cluster, tell| {
+        Box::pin(async move {
+            let (job, config, data_ref) = (&job_c, &config_c, data_c.as_ref());
+            agree(cluster, "agree", params).await?;
+            let model = match model {
+                Some(m) if !onnx => m,
+                // An ONNX job: the model owner sends the architecture, the others check it,
+                // and all three agree on it as on the rest of the job.
+                owned => {
+                    let m = receive_model(cluster, owned, id, model_owner).await?;
+                    if let Some(d) = data_ref {
+                        check_input(&m, model_owner, d)?;
+                    }
+                    let mine = JobParams::new(job, Some(&run_model(&m)), fp);
+                    agree(cluster, "agree-model", mine).await?;
+                    m
+                }
+            };
+            let (shapes, batches) = batches_of(&model, job, data_ref, fp, config)?;
+            let model_run = run_model(&model);
+            tell(PartyEvent::Started { batches: total });
+            let owners = (data_owner, model_owner);
+            let infer = match job.protocol.as_str() {
+                "pond" => {
+                    let pond = Pond {
+                        relu: TFE_RELU_9.to_vec(),
+                    };
+                    infer_job(pond, model_run, weights, batches, shapes, owners, None)
+                }
+                _ => infer_job(
+                    SecureNn::optimised(),
+                    model_run,
+                    weights,
+                    batches,
+                    shapes,
+                    owners,
+                    None,
+                ),
+            };
+            let mut outs = cluster.run("infer", vec![infer]).await?;
+            tell(PartyEvent::Progress { done: total, total });
+            Ok(outs.remove(0).value)
+        })
+    })?;
+    let outputs: Outputs = end.value;
+    let predictions: Option<Vec<usize>> =
+        data.as_ref().map(|_| outputs.iter().map(|o| o.1).collect());
     Ok(PartyReport {
         party: id.0,
         protocol: job.protocol.clone(),
         model: job.model_name().to_string(),
         samples: job.samples,
         batch: job.batch,
-        peers,
+        peers: end.peers,
         accuracy: predictions
             .as_ref()
             .zip(data.as_ref())
             .map(|(p, d)| accuracy(p, &d.labels)),
         predictions,
-        bytes_sent: traffic.total_bytes(),
-        messages_sent: traffic.total_messages(),
-        rounds: traffic.rounds,
-        quic_wire_bytes: wire,
-        wall_seconds: t0.elapsed().as_secs_f64(),
+        bytes_sent: end.traffic.total_bytes(),
+        messages_sent: end.traffic.total_messages(),
+        rounds: end.traffic.rounds,
+        quic_wire_bytes: end.quic_wire_bytes,
+        wall_seconds: end.wall_seconds,
+        training: None,
     })
+}
+
+/// The model of an ONNX job at party `id`: the model owner (which passes its `owned` model)
+/// sends the architecture to both peers, who receive and check it.
+async fn receive_model(
+    cluster: &LocalCluster,
+    owned: Option<crate::nn::Model>,
+    id: PartyId,
+    model_owner: PartyId,
+) -> Result<crate::nn::Model, DeployError> {
+    let mut got = cluster
+        .run("model", vec![architecture_job(owned, model_owner)])
+        .await?;
+    let m = got.remove(0).value;
+    if id != model_owner {
+        tracing::info!(
+            party = %id,
+            "the model owner {model_owner} sent the architecture: {} layers, input {:?}",
+            m.nodes.len(),
+            m.given_input_shape()
+        );
+    }
+    Ok(m)
 }
 
 #[cfg(all(test, unix))]
@@ -1754,14 +2025,17 @@ mod architecture_tests {
     #[test]
     fn job_parameters_name_onnx_jobs_onnx() {
         let text = TEMPLATE.replace("model = \"a\"", "onnx = \"/only/on/the/owner.onnx\"");
-        let d: Deployment = toml::from_str(&text).unwrap();
+        let d = Deployment::parse(&text, Path::new("deploy.toml")).unwrap();
+        let DeploymentJob::Inference(job) = &d.job else {
+            panic!("an inference job")
+        };
         let fp = FixedPoint::default();
-        let before = JobParams::new(&d.job, None, fp);
+        let before = JobParams::new(job, None, fp);
         assert_eq!(before.get("job.model"), Some(ONNX_MODEL));
         assert_eq!(before.get("model.architecture"), None);
         assert!(!format!("{before:?}").contains("owner.onnx"));
         let m = Model::new(&[784]).dense(10).argmax();
-        let after = JobParams::new(&d.job, Some(&m), fp);
+        let after = JobParams::new(job, Some(&m), fp);
         assert_eq!(after.get("model.input"), Some("[784]"));
         assert_eq!(after.get("model.architecture").map(str::len), Some(16));
     }

@@ -1,7 +1,8 @@
 //! Scenario files: a secure inference job, its network and faults, and the variants to sweep, as
-//! TOML. `securenn run FILE` runs one. Unknown keys and bad values are errors naming the key, the
-//! line and what is allowed (serde's `deny_unknown_fields` and typed enums, with toml's
-//! positions).
+//! TOML; or, with `[job] kind = "train"`, a secure training job and its network
+//! ([`TrainScenario`]). `securenn run FILE` runs one ([`ScenarioFile::load`]). Unknown keys and
+//! bad values are errors naming the key, the line and what is allowed (serde's
+//! `deny_unknown_fields` and typed enums, with toml's positions).
 
 use crate::channel::PartyId;
 use crate::data::{DataSource, LabelColumn, Mnist};
@@ -42,17 +43,32 @@ pub enum ProtocolName {
     Plaintext,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LayoutName {
+    #[default]
     Default,
     Paper,
+}
+
+/// What a job does: `[job] kind` in scenario and deployment files (a file without it runs
+/// inference, as every file did before training).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Secure inference (the default).
+    #[default]
+    Inference,
+    /// Secure training.
+    Train,
 }
 
 /// The job; every field has a default (see [`Job::default`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Job {
+    /// `inference` (the default); a training file is a [`TrainScenario`].
+    pub kind: JobKind,
     pub protocol: ProtocolName,
     /// A built-in model (`a`, `b`, `c`, `d`, `d-as-benchmarked`, `-avg` variants); `a` if
     /// neither `model` nor `onnx` is given.
@@ -83,6 +99,7 @@ pub struct Job {
 impl Default for Job {
     fn default() -> Self {
         Self {
+            kind: JobKind::Inference,
             protocol: ProtocolName::Securenn,
             model: None,
             onnx: None,
@@ -228,10 +245,61 @@ fn party(v: u8, key: &str, path: &Path) -> Result<PartyId, ScenarioError> {
     }
 }
 
-impl Scenario {
+/// `[job] kind` of a file, read before the file is parsed as the job it names (other keys are
+/// left to that parse, which refuses unknown ones).
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    job: Option<ProbeJob>,
+}
+
+#[derive(Deserialize)]
+struct ProbeJob {
+    #[serde(default)]
+    kind: JobKind,
+}
+
+/// The kind of the job in TOML `text` (scenario and deployment files): `[job] kind`,
+/// inference if absent.
+pub(crate) fn job_kind(text: &str) -> Result<JobKind, toml::de::Error> {
+    let probe: Probe = toml::from_str(text)?;
+    Ok(probe.job.map_or(JobKind::Inference, |j| j.kind))
+}
+
+/// A scenario file of either kind.
+#[derive(Clone, Debug)]
+pub enum ScenarioFile {
+    Inference(Scenario),
+    Train(TrainScenario),
+}
+
+impl ScenarioFile {
+    /// Read and check a scenario file: `[job] kind` says which (inference if absent).
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|e| invalid(path, e))?;
-        let s: Scenario = toml::from_str(&text).map_err(|e| invalid(path, e))?;
+        Ok(match job_kind(&text).map_err(|e| invalid(path, e))? {
+            JobKind::Inference => Self::Inference(Scenario::parse(&text, path)?),
+            JobKind::Train => Self::Train(TrainScenario::parse(&text, path)?),
+        })
+    }
+}
+
+impl Scenario {
+    /// Read and check an inference scenario file (a training one is refused: see
+    /// [`ScenarioFile::load`]).
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(path, e))?;
+        if job_kind(&text).map_err(|e| invalid(path, e))? == JobKind::Train {
+            return Err(invalid(
+                path,
+                "[job] kind = \"train\": a training scenario, not an inference one",
+            ));
+        }
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| invalid(path, e))?;
         s.runs(path, None)?; // validate every variant up front
         Ok(s)
     }
@@ -253,6 +321,12 @@ impl Scenario {
 
     fn run(&self, path: &Path, v: &Variant, samples: Option<usize>) -> Result<Run, ScenarioError> {
         let j = &self.job;
+        if j.kind != JobKind::Inference {
+            return Err(invalid(
+                path,
+                "[job] kind = \"train\": a training scenario, not an inference one",
+            ));
+        }
         if let Some(onnx) = &j.onnx {
             if j.model.is_some() {
                 return Err(invalid(
@@ -313,29 +387,14 @@ impl Scenario {
                 format!("job.relu_fit: {} is not 9 or 3", j.relu_fit),
             ));
         }
-        let transport = v.transport.or(self.network.transport).unwrap_or(
-            if v.preset.is_some() || self.network.preset.is_some() {
-                TransportName::Sim
-            } else {
-                TransportName::Memory
-            },
-        );
-        let preset = v
-            .preset
-            .clone()
-            .or(self.network.preset.clone())
-            .unwrap_or_else(|| "lan".into());
-        let network = match transport {
-            TransportName::Memory => Network::Memory,
-            TransportName::Quic => Network::QuicLocalhost,
-            TransportName::Sim => Network::Sim(self.sim_config(path, &preset, j.seed)?),
-        };
-        if !self.faults.is_empty() && transport != TransportName::Sim {
-            return Err(invalid(
-                path,
-                "fault: faults need network.transport = \"sim\"",
-            ));
-        }
+        let (network, network_name) = network_of(
+            &self.network,
+            &self.faults,
+            path,
+            j.seed,
+            v.transport,
+            v.preset.clone(),
+        )?;
         let label = v.name.clone().unwrap_or_else(|| {
             let mut parts = Vec::new();
             if v.protocol.is_some() || v.model.is_some() {
@@ -370,131 +429,172 @@ impl Scenario {
                 ..j.clone()
             },
             network,
-            network_name: match transport {
-                TransportName::Memory => "none".into(),
-                TransportName::Quic => "localhost".into(),
-                TransportName::Sim => preset,
-            },
+            network_name,
         })
     }
+}
 
-    fn sim_config(&self, path: &Path, preset: &str, seed: u64) -> Result<SimConfig, ScenarioError> {
-        let base =
-            LinkSpec::preset(preset).map_err(|e| invalid(path, format!("network.preset: {e}")))?;
-        let apply = |l: &mut LinkSpec, o: &LinkOverride, key: &str| -> Result<(), ScenarioError> {
-            if let Some(v) = o.latency_ms {
-                l.latency = ms(v, &format!("{key}.latency_ms"), path)?;
-            }
-            if let Some(v) = o.jitter_ms {
-                l.jitter = ms(v, &format!("{key}.jitter_ms"), path)?;
-            }
-            if let Some(v) = o.rto_ms {
-                l.rto = ms(v, &format!("{key}.rto_ms"), path)?;
-            }
-            if let Some(v) = o.bandwidth {
-                l.bandwidth = v;
-            }
-            if let Some(v) = o.loss {
-                l.loss = v;
-            }
-            if o.queue_limit.is_some() {
-                l.queue_limit = o.queue_limit;
-            }
-            l.validate()
-                .map_err(|e| invalid(path, format!("{key}: {e}")))
-        };
-        let mut link = base;
-        apply(&mut link, &self.network.link, "network.link")?;
-        let mut cfg = SimConfig::uniform(3, link);
-        for (name, o) in &self.network.links {
-            let key = format!("network.links.\"{name}\"");
-            let (a, b) = name
-                .split_once("->")
-                .and_then(|(a, b)| {
-                    Some((a.trim().parse::<u8>().ok()?, b.trim().parse::<u8>().ok()?))
-                })
-                .filter(|(a, b)| a != b && *a < 3 && *b < 3)
-                .ok_or_else(|| {
-                    invalid(
-                        path,
-                        format!("{key}: name a directed link between two parties, like \"0->2\""),
-                    )
-                })?;
-            apply(&mut cfg.links[a as usize][b as usize], o, &key)?;
+/// The network of a scenario's `[network]` and `[[fault]]`s (a variant may override the
+/// transport and the preset), and its name in reports.
+fn network_of(
+    entry: &NetworkEntry,
+    faults: &[FaultEntry],
+    path: &Path,
+    seed: u64,
+    transport: Option<TransportName>,
+    preset: Option<String>,
+) -> Result<(Network, String), ScenarioError> {
+    let transport =
+        transport
+            .or(entry.transport)
+            .unwrap_or(if preset.is_some() || entry.preset.is_some() {
+                TransportName::Sim
+            } else {
+                TransportName::Memory
+            });
+    let preset = preset
+        .or(entry.preset.clone())
+        .unwrap_or_else(|| "lan".into());
+    let network = match transport {
+        TransportName::Memory => Network::Memory,
+        TransportName::Quic => Network::QuicLocalhost,
+        TransportName::Sim => Network::Sim(sim_config(entry, faults, path, &preset, seed)?),
+    };
+    if !faults.is_empty() && transport != TransportName::Sim {
+        return Err(invalid(
+            path,
+            "fault: faults need network.transport = \"sim\"",
+        ));
+    }
+    let name = match transport {
+        TransportName::Memory => "none".into(),
+        TransportName::Quic => "localhost".into(),
+        TransportName::Sim => preset,
+    };
+    Ok((network, name))
+}
+
+/// The simulator's configuration of a scenario's `[network]` and `[[fault]]`s.
+fn sim_config(
+    network: &NetworkEntry,
+    faults: &[FaultEntry],
+    path: &Path,
+    preset: &str,
+    seed: u64,
+) -> Result<SimConfig, ScenarioError> {
+    let base =
+        LinkSpec::preset(preset).map_err(|e| invalid(path, format!("network.preset: {e}")))?;
+    let apply = |l: &mut LinkSpec, o: &LinkOverride, key: &str| -> Result<(), ScenarioError> {
+        if let Some(v) = o.latency_ms {
+            l.latency = ms(v, &format!("{key}.latency_ms"), path)?;
         }
-        cfg.seed = seed;
-        cfg.clock = match self.network.clock.as_deref() {
-            None | Some("virtual") => Clock::Virtual,
-            Some("real") => Clock::Real,
-            Some(o) => {
-                return Err(invalid(
+        if let Some(v) = o.jitter_ms {
+            l.jitter = ms(v, &format!("{key}.jitter_ms"), path)?;
+        }
+        if let Some(v) = o.rto_ms {
+            l.rto = ms(v, &format!("{key}.rto_ms"), path)?;
+        }
+        if let Some(v) = o.bandwidth {
+            l.bandwidth = v;
+        }
+        if let Some(v) = o.loss {
+            l.loss = v;
+        }
+        if o.queue_limit.is_some() {
+            l.queue_limit = o.queue_limit;
+        }
+        l.validate()
+            .map_err(|e| invalid(path, format!("{key}: {e}")))
+    };
+    let mut link = base;
+    apply(&mut link, &network.link, "network.link")?;
+    let mut cfg = SimConfig::uniform(3, link);
+    for (name, o) in &network.links {
+        let key = format!("network.links.\"{name}\"");
+        let (a, b) = name
+            .split_once("->")
+            .and_then(|(a, b)| Some((a.trim().parse::<u8>().ok()?, b.trim().parse::<u8>().ok()?)))
+            .filter(|(a, b)| a != b && *a < 3 && *b < 3)
+            .ok_or_else(|| {
+                invalid(
                     path,
-                    format!("network.clock: {o:?} is not \"virtual\" or \"real\""),
-                ));
-            }
-        };
-        cfg.compute = match self.network.compute.as_deref() {
-            None | Some("measured") => Compute::Measured,
-            Some("zero") => Compute::Zero,
-            Some(o) => {
-                return Err(invalid(
-                    path,
-                    format!("network.compute: {o:?} is not \"measured\" or \"zero\""),
-                ));
-            }
-        };
-        for (i, f) in self.faults.iter().enumerate() {
-            let key = |k: &str| format!("fault[{i}].{k}");
-            cfg.faults.push(match *f {
-                FaultEntry::Cut {
-                    from,
-                    to,
-                    at_ms,
-                    after_messages,
-                } => {
-                    let (from, to) = (
-                        party(from, &key("from"), path)?,
-                        party(to, &key("to"), path)?,
-                    );
-                    match (at_ms, after_messages) {
-                        (Some(t), None) => Fault::CutAfterTime {
-                            from,
-                            to,
-                            at: ms(t, &key("at_ms"), path)?,
-                        },
-                        (None, Some(count)) => Fault::CutAfterMessages { from, to, count },
-                        _ => {
-                            return Err(invalid(
-                                path,
-                                format!(
-                                    "{}: give exactly one of at_ms and after_messages",
-                                    key("kind")
-                                ),
-                            ));
-                        }
+                    format!("{key}: name a directed link between two parties, like \"0->2\""),
+                )
+            })?;
+        apply(&mut cfg.links[a as usize][b as usize], o, &key)?;
+    }
+    cfg.seed = seed;
+    cfg.clock = match network.clock.as_deref() {
+        None | Some("virtual") => Clock::Virtual,
+        Some("real") => Clock::Real,
+        Some(o) => {
+            return Err(invalid(
+                path,
+                format!("network.clock: {o:?} is not \"virtual\" or \"real\""),
+            ));
+        }
+    };
+    cfg.compute = match network.compute.as_deref() {
+        None | Some("measured") => Compute::Measured,
+        Some("zero") => Compute::Zero,
+        Some(o) => {
+            return Err(invalid(
+                path,
+                format!("network.compute: {o:?} is not \"measured\" or \"zero\""),
+            ));
+        }
+    };
+    for (i, f) in faults.iter().enumerate() {
+        let key = |k: &str| format!("fault[{i}].{k}");
+        cfg.faults.push(match *f {
+            FaultEntry::Cut {
+                from,
+                to,
+                at_ms,
+                after_messages,
+            } => {
+                let (from, to) = (
+                    party(from, &key("from"), path)?,
+                    party(to, &key("to"), path)?,
+                );
+                match (at_ms, after_messages) {
+                    (Some(t), None) => Fault::CutAfterTime {
+                        from,
+                        to,
+                        at: ms(t, &key("at_ms"), path)?,
+                    },
+                    (None, Some(count)) => Fault::CutAfterMessages { from, to, count },
+                    _ => {
+                        return Err(invalid(
+                            path,
+                            format!(
+                                "{}: give exactly one of at_ms and after_messages",
+                                key("kind")
+                            ),
+                        ));
                     }
                 }
-                FaultEntry::Partition { party: p, at_ms } => Fault::Partition {
-                    party: party(p, &key("party"), path)?,
-                    at: ms(at_ms, &key("at_ms"), path)?,
-                },
-                FaultEntry::Delay {
-                    from,
-                    to,
-                    at_ms,
-                    length_ms,
-                    extra_ms,
-                } => Fault::DelaySpike {
-                    from: party(from, &key("from"), path)?,
-                    to: party(to, &key("to"), path)?,
-                    at: ms(at_ms, &key("at_ms"), path)?,
-                    length: ms(length_ms, &key("length_ms"), path)?,
-                    extra: ms(extra_ms, &key("extra_ms"), path)?,
-                },
-            });
-        }
-        Ok(cfg)
+            }
+            FaultEntry::Partition { party: p, at_ms } => Fault::Partition {
+                party: party(p, &key("party"), path)?,
+                at: ms(at_ms, &key("at_ms"), path)?,
+            },
+            FaultEntry::Delay {
+                from,
+                to,
+                at_ms,
+                length_ms,
+                extra_ms,
+            } => Fault::DelaySpike {
+                from: party(from, &key("from"), path)?,
+                to: party(to, &key("to"), path)?,
+                at: ms(at_ms, &key("at_ms"), path)?,
+                length: ms(length_ms, &key("length_ms"), path)?,
+                extra: ms(extra_ms, &key("extra_ms"), path)?,
+            },
+        });
     }
+    Ok(cfg)
 }
 
 /// One concrete run of a scenario: the job with the variant's overrides applied, and its network.
@@ -580,6 +680,310 @@ impl Run {
             network: self.network.clone(),
             network_name: self.network_name.clone(),
             allow_range_risk: false,
+        })
+    }
+}
+
+/// A training scenario: `[job] kind = "train"`, its network and faults (as an inference
+/// scenario's), and where the report goes. It has no variants.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainScenario {
+    /// One line on what the scenario shows.
+    pub description: String,
+    pub job: TrainJobEntry,
+    #[serde(default)]
+    pub network: NetworkEntry,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultEntry>,
+    #[serde(default)]
+    pub output: Output,
+}
+
+/// A training job (`[job] kind = "train"`); every field but `kind` has a default (see
+/// [`TrainJobEntry::default`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainJobEntry {
+    /// `train`.
+    pub kind: JobKind,
+    /// `securenn`, or `plaintext` for the fixed-point twin; Pond cannot train.
+    pub protocol: ProtocolName,
+    /// A built-in model; `a` if neither `model` nor `onnx` is given.
+    pub model: Option<String>,
+    /// Instead of `model`: an ONNX file (relative to the scenario file), its weights the initial
+    /// ones.
+    pub onnx: Option<PathBuf>,
+    /// Initial weights of a built-in `model` (relative to the scenario file); default: a seeded
+    /// initialisation from `seed`.
+    pub weights: Option<PathBuf>,
+    pub layout: LayoutName,
+    pub epochs: usize,
+    pub batch: usize,
+    /// The SGD learning rate.
+    pub lr: f64,
+    /// Halve `lr` every this many epochs.
+    pub lr_halve_every: Option<usize>,
+    /// Stop each epoch after this many iterations (default: every full batch).
+    pub iterations: Option<usize>,
+    /// Images of the test split tested by secure inference at every epoch end (0: none).
+    pub test_samples: usize,
+    /// MNIST CSV of one's own (relative to the scenario file), split as the bundled sample is:
+    /// the last fifth of each digit's images is the test split, the rest trains; default: the
+    /// bundled sample.
+    pub data: Option<PathBuf>,
+    /// Where the label is in each line of `data`.
+    pub label_column: LabelColumn,
+    /// Session seed, initial weights (without `weights`) and the data owner's shuffle.
+    pub seed: u64,
+    pub data_owner: u8,
+    pub model_owner: u8,
+    /// Seconds a party waits for a peer's message.
+    pub timeout: u64,
+    /// Where the model owner writes the trained weights (safetensors, relative to the scenario
+    /// file); an existing file is refused unless `force`.
+    pub out: Option<PathBuf>,
+    /// Overwrite `out` if it exists.
+    pub force: bool,
+    /// Each party checkpoints its shares here at every epoch end (relative to the scenario
+    /// file).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from the latest checkpoint every party has in `checkpoint_dir`.
+    pub resume: bool,
+}
+
+impl Default for TrainJobEntry {
+    fn default() -> Self {
+        Self {
+            kind: JobKind::Train,
+            protocol: ProtocolName::Securenn,
+            model: None,
+            onnx: None,
+            weights: None,
+            layout: LayoutName::Default,
+            epochs: 1,
+            batch: 128,
+            lr: 1.0 / 32.0,
+            lr_halve_every: None,
+            iterations: None,
+            test_samples: 0,
+            data: None,
+            label_column: LabelColumn::Last,
+            seed: 1,
+            data_owner: 0,
+            model_owner: 1,
+            timeout: 120,
+            out: None,
+            force: false,
+            checkpoint_dir: None,
+            resume: false,
+        }
+    }
+}
+
+/// A training scenario ready to run: the job, and where the model owner writes the trained
+/// weights.
+pub struct TrainRun {
+    pub spec: crate::training::TrainSpec,
+    /// `job.out`, relative to the scenario file resolved.
+    pub out: Option<PathBuf>,
+    pub force: bool,
+}
+
+/// The training and test images of a training job: the training split of `source` (by the
+/// bundled sample's rule, which `securenn train` applies to a file of one's own too) and the
+/// first `test` images of its test split.
+pub fn train_and_test(
+    source: &DataSource,
+    label_column: LabelColumn,
+    test: usize,
+) -> Result<(Mnist, Mnist, Option<String>), crate::data::DataError> {
+    let file = Mnist::read_csv(source.clone(), label_column)?;
+    let all = file.data;
+    let pick = |idx: &[usize]| Mnist {
+        images: idx.iter().map(|&i| all.images[i].clone()).collect(),
+        labels: idx.iter().map(|&i| all.labels[i]).collect(),
+    };
+    let train = pick(&all.split_order(crate::data::Split::Train));
+    let test_order = all.split_order(crate::data::Split::Test);
+    if test_order.len() < test {
+        return Err(crate::data::DataError::Range {
+            path: source.clone(),
+            what: "the test split (the last fifth of each digit's images)".into(),
+            from: 0,
+            count: test,
+            have: test_order.len(),
+        });
+    }
+    Ok((train, pick(&test_order[..test]), file.header))
+}
+
+impl TrainScenario {
+    fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
+        let s: TrainScenario = toml::from_str(text).map_err(|e| invalid(path, e))?;
+        s.check(path)?;
+        Ok(s)
+    }
+
+    /// The checks that need no file but the scenario: every value named by its key.
+    fn check(&self, path: &Path) -> Result<(), ScenarioError> {
+        let j = &self.job;
+        if j.kind != JobKind::Train {
+            return Err(invalid(path, "[job] kind: not a training job"));
+        }
+        if j.protocol == ProtocolName::Pond {
+            return Err(invalid(
+                path,
+                "job.protocol: pond cannot train (its ReLU is a polynomial with no exact \
+                 derivative, and it has no division); use securenn, or plaintext for the \
+                 fixed-point twin",
+            ));
+        }
+        match (&j.model, &j.onnx) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    path,
+                    "job.model and job.onnx: give one of them, not both",
+                ));
+            }
+            (None, Some(_)) if j.weights.is_some() => {
+                return Err(invalid(
+                    path,
+                    "job.weights: an ONNX model (job.onnx) carries its own initial weights",
+                ));
+            }
+            (Some(m), None) if crate::models::by_name(m).is_none() => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "model: {m:?} is not one of {}",
+                        crate::models::BUILTIN.join(", ")
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        for (key, v) in [
+            ("epochs", Some(j.epochs)),
+            ("batch", Some(j.batch)),
+            ("iterations", j.iterations),
+            ("lr_halve_every", j.lr_halve_every),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(path, format!("job.{key} must be at least 1")));
+            }
+        }
+        if !(j.lr.is_finite() && j.lr > 0.0) {
+            return Err(invalid(
+                path,
+                format!("job.lr: {} is not a positive number", j.lr),
+            ));
+        }
+        party(j.data_owner, "job.data_owner", path)?;
+        party(j.model_owner, "job.model_owner", path)?;
+        if j.resume && j.checkpoint_dir.is_none() {
+            return Err(invalid(
+                path,
+                "job.resume: resuming needs job.checkpoint_dir, where the run to continue \
+                 checkpointed",
+            ));
+        }
+        network_of(&self.network, &self.faults, path, j.seed, None, None)?;
+        Ok(())
+    }
+
+    /// The model's name in reports: the built-in model's, or the ONNX file's stem.
+    pub fn model_name(&self) -> String {
+        match &self.job.onnx {
+            Some(onnx) => onnx
+                .file_stem()
+                .map_or_else(|| "onnx".into(), |s| s.to_string_lossy().into_owned()),
+            None => self.job.model.clone().unwrap_or_else(|| "a".into()),
+        }
+    }
+
+    /// The training job with the model owner's initial weights and the data owner's images
+    /// loaded; `path` is the scenario file's (relative paths are relative to it).
+    pub fn run(&self, path: &Path) -> Result<TrainRun, ScenarioError> {
+        use crate::training::TrainSpec;
+        self.check(path)?;
+        let j = &self.job;
+        let name = self.model_name();
+        let (model, weights, label) = match &j.onnx {
+            Some(onnx) => {
+                let onnx = beside(path, onnx);
+                let m = crate::onnx::import(&onnx).map_err(|e| ScenarioError::Onnx {
+                    path: onnx.display().to_string(),
+                    error: Box::new(e),
+                })?;
+                if let Some(why) = m.model.mnist_mismatch() {
+                    return Err(invalid(
+                        &onnx,
+                        format!("job.onnx: the {why}; scenario jobs read MNIST images"),
+                    ));
+                }
+                (m.model, m.weights, onnx.display().to_string())
+            }
+            None => {
+                let model = crate::models::by_name(&name).expect("checked");
+                match &j.weights {
+                    Some(w) => {
+                        let w = beside(path, w);
+                        let (weights, _) = weights_file::load(&w, &model)?;
+                        (model, weights, w.display().to_string())
+                    }
+                    None => {
+                        let weights = model.init_weights(j.seed).map_err(|e| invalid(path, e))?;
+                        (
+                            model,
+                            weights,
+                            format!("model {name} initialised from seed {}", j.seed),
+                        )
+                    }
+                }
+            }
+        };
+        weights_file::check_fixed(&label, &weights, FixedPoint::default())?;
+        let source =
+            DataSource::file_or_bundled(j.data.as_ref().map(|d| beside(path, d)).as_deref());
+        let (train, test, _) = train_and_test(&source, j.label_column, j.test_samples)?;
+        let (network, network_name) =
+            network_of(&self.network, &self.faults, path, j.seed, None, None)?;
+        Ok(TrainRun {
+            spec: TrainSpec {
+                protocol: match j.protocol {
+                    ProtocolName::Securenn => ProtocolKind::SecureNn,
+                    ProtocolName::Pond => ProtocolKind::Pond,
+                    ProtocolName::Plaintext => ProtocolKind::Plaintext,
+                },
+                model_name: name,
+                model,
+                layout: match j.layout {
+                    LayoutName::Default => Layout::Default,
+                    LayoutName::Paper => Layout::Paper,
+                },
+                weights,
+                train,
+                test,
+                epochs: j.epochs,
+                batch: j.batch,
+                learning_rate: j.lr,
+                lr_halve_every: j.lr_halve_every,
+                seed: j.seed,
+                iterations: j.iterations,
+                data_owner: PartyId(j.data_owner),
+                model_owner: PartyId(j.model_owner),
+                config: PartyConfig {
+                    recv_timeout: Duration::from_secs(j.timeout),
+                    fixed: FixedPoint::default(),
+                },
+                network,
+                network_name,
+                checkpoint_dir: j.checkpoint_dir.as_ref().map(|d| beside(path, d)),
+                resume: j.resume,
+            },
+            out: j.out.as_ref().map(|o| beside(path, o)),
+            force: j.force,
         })
     }
 }

@@ -3,8 +3,12 @@
 //! certificate, parties with different jobs, a party killed or stopped mid-job, a busy party
 //! under a short dead-peer timeout; what is refused before any peer is contacted (a fixed seed,
 //! a key others can read, a key that is not the certificate's, an address that does not
-//! resolve); and what keygen writes (one party's key only with `--id`, never through a symbolic
-//! link).
+//! resolve); what keygen writes (one party's key only with `--id`, never through a symbolic
+//! link); and secure training over QUIC (`[job] kind = "train"`), with parties disagreeing on a
+//! training parameter.
+
+#[path = "common/files.rs"]
+mod files;
 
 use std::io::Read;
 use std::path::Path;
@@ -917,6 +921,175 @@ fn model_owner_checks_its_onnx_file_before_connecting() {
             }
         }
     }
+    for d in &dirs {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// A training deployment as three operators hold it: a directory per party with the
+/// deployment file, the three certificates and the party's own key; only the model owner's
+/// (party 1's) has the initial weights, only the data owner's (party 0's) the images: 200 of
+/// the bundled sample as a CSV of its own (160 train, 40 test by the split rule). Network A,
+/// one epoch of 3 iterations of batch 16, the test on 20 images; each party checkpoints into
+/// `ckpt` beside its own deployment file. Returns the directories and the initial weights.
+fn train_deployment(name: &str) -> (Vec<std::path::PathBuf>, securenn::nn::Weights) {
+    use securenn::data::{DataSource, Mnist, Split};
+    let all = tmp(name);
+    deployment(&all);
+    edit(&all, |t| {
+        let (head, rest) = t.split_once("[job]\n").unwrap();
+        let (_, tail) = rest.split_once("\n[limits]").unwrap();
+        format!(
+            "{head}[job]\nkind = \"train\"\nprotocol = \"securenn\"\nmodel = \"a\"\n\
+             weights = \"init.safetensors\"\nepochs = 1\nbatch = 16\nlr = 0.03125\n\
+             iterations = 3\ntest_samples = 20\ndata = \"mine.csv\"\ndata_owner = 0\n\
+             model_owner = 1\nout = \"trained.safetensors\"\ncheckpoint_dir = \"ckpt\"\n\
+             connect_timeout = 10\ntimeout = 60\n\n[limits]{tail}"
+        )
+    });
+    let dirs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let d = tmp(&format!("{name}-p{i}"));
+            std::fs::remove_dir_all(&d).ok();
+            std::fs::create_dir_all(&d).unwrap();
+            let key = format!("party{i}.key.der");
+            for f in [
+                "deploy.toml",
+                "party0.cert.der",
+                "party1.cert.der",
+                "party2.cert.der",
+                &key,
+            ] {
+                std::fs::copy(all.join(f), d.join(f)).unwrap();
+            }
+            d
+        })
+        .collect();
+    std::fs::remove_dir_all(&all).ok();
+    let init = securenn::models::network_a().init_weights(7).unwrap();
+    securenn::nn::weights_file::save(
+        &dirs[1].join("init.safetensors"),
+        &init,
+        Default::default(),
+        false,
+    )
+    .unwrap();
+    let mine = Mnist::load(DataSource::Bundled, Split::Train, 0, 200).unwrap();
+    std::fs::write(dirs[0].join("mine.csv"), files::csv(&mine, false, ",")).unwrap();
+    (dirs, init)
+}
+
+/// Three `party` processes train network A over QUIC: the parties agree on the data owner's
+/// counts of images, which only it knew (160 and 20); every party reports each epoch's end and
+/// checkpoints its own shares (mode 0600) in its own directory; only the model owner learns the
+/// test accuracy and the trained weights, which it writes: network A's tensors, moved from the
+/// initial weights. Run again, the model owner refuses to overwrite them before connecting.
+#[test]
+fn three_processes_train_network_a_over_quic() {
+    let (dirs, init) = train_deployment("train");
+    let t0 = Instant::now();
+    let report = dirs[1].join("report1.json");
+    let ps: Vec<Child> = (0..3u8)
+        .map(|i| {
+            let json = ["--json", report.to_str().unwrap()];
+            let flags: &[&str] = if i == 1 { &json } else { &[] };
+            party_with(&dirs[i as usize], i, None, flags)
+        })
+        .collect();
+    let outs: Vec<(bool, String, String)> = ps.into_iter().map(finish).collect();
+    eprintln!("training over QUIC took {:?}", t0.elapsed());
+    for (i, (ok, out, err)) in outs.iter().enumerate() {
+        assert!(ok, "P{i}: {err}");
+        assert!(
+            err.contains("both peers run the same training job; 1 epoch of 3 iterations on the data owner's 160 training images (20 test images)"),
+            "P{i}: {err}"
+        );
+        assert!(err.contains("epoch 1/1 done"), "P{i}: {err}");
+        assert!(
+            out.contains("images              160 training, 20 test"),
+            "P{i}: {out}"
+        );
+        // Only the model owner learns the accuracy and the weights.
+        assert_eq!(err.contains("test accuracy"), i == 1, "P{i}: {err}");
+        assert_eq!(
+            out.contains("trained weights     written to"),
+            i == 1,
+            "P{i}: {out}"
+        );
+        assert!(out.contains(&format!("party {i} sent")), "P{i}: {out}");
+        let ckpt = dirs[i].join("ckpt").join(format!("party{i}-epoch1.ckpt"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&ckpt).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", ckpt.display());
+        }
+        assert!(ckpt.exists(), "{}", ckpt.display());
+        assert_eq!(dirs[i].join("trained.safetensors").exists(), i == 1);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["training"]["iterations"], 3, "{json}");
+    assert!(json["bytes_sent"].as_u64().unwrap() > 0 && json["rounds"].as_u64().unwrap() > 0);
+    assert!(
+        json["training"]["epoch_stats"][0]["test_accuracy"].is_number(),
+        "{json}"
+    );
+    let model = securenn::models::network_a();
+    let out = dirs[1].join("trained.safetensors");
+    let (trained, _) = securenn::nn::weights_file::load(&out, &model).unwrap();
+    let names = |w: &securenn::nn::Weights| -> Vec<String> {
+        w.tensors.iter().map(|(n, _)| n.clone()).collect()
+    };
+    let shapes: Vec<String> = model
+        .param_shapes()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names(&trained), shapes);
+    let moved = trained
+        .tensors
+        .iter()
+        .zip(&init.tensors)
+        .map(|((_, a), (_, b))| (a - b).iter().fold(0f64, |m, d| m.max(d.abs())))
+        .fold(0f64, f64::max);
+    assert!(moved > 1e-3, "the weights did not move: {moved}");
+    // The weights are there: a second run is refused at the model owner, before connecting.
+    let before = std::fs::read(&out).unwrap();
+    let (ok, _, err) = finish_within(party(&dirs[1], 1, None), Duration::from_secs(10));
+    assert!(!ok);
+    assert!(
+        err.contains("job.out exists")
+            && err.contains("force = true")
+            && !err.contains("connected to"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    for d in &dirs {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// Party 1 trains with another learning rate: every party fails at once, before computing,
+/// naming the field and every party's value.
+#[test]
+fn training_parties_disagreeing_on_a_parameter_fail_naming_it() {
+    let (dirs, _) = train_deployment("train-mismatch");
+    edit(&dirs[1], |t| t.replace("lr = 0.03125", "lr = 0.0625"));
+    let ps: Vec<Child> = (0..3).map(|i| party(&dirs[i], i as u8, None)).collect();
+    for p in ps {
+        let (ok, _, err) = finish_within(p, Duration::from_secs(10));
+        assert!(!ok);
+        assert!(
+            err.contains(
+                "job.lr differs: party 0 has 0.03125, party 1 has 0.0625, party 2 has 0.03125"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("epoch"), "{err}");
+    }
+    assert!(!dirs[1].join("trained.safetensors").exists());
     for d in &dirs {
         std::fs::remove_dir_all(d).ok();
     }

@@ -186,3 +186,113 @@ fn bad_onnx_scenarios_name_the_key_and_the_file() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// The shipped training scenario runs in seconds: bytes and rounds, the epoch's test accuracy,
+/// and with `--report table` the cost of every phase and layer.
+#[test]
+fn shipped_train_scenario_runs() {
+    let (ok, out, err) = run(&["run", &scenario("train-a-lan"), "--report", "table"]);
+    assert!(ok, "{err}");
+    for needle in [
+        "training            securenn on model a",
+        "4 iterations run",
+        "test accuracy",
+        "virtual time",
+        "forward      1.dense",
+        "asm",
+        "backward     5.dense",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in {out}");
+    }
+    // --samples is for inference scenarios.
+    let (ok, _, err) = run(&["run", &scenario("train-a-lan"), "--samples", "2"]);
+    assert!(!ok && err.contains("training scenario"), "{err}");
+}
+
+/// A training scenario writes its JSON report (bytes, rounds, the per-phase table) and the
+/// model owner's trained weights (network A's tensors, moved from the seeded initialisation);
+/// a second run refuses to overwrite them, naming `job.out` and `force`, before it trains; with
+/// `force = true` it does.
+#[test]
+fn train_scenario_writes_the_weights_and_never_overwrites_them() {
+    use securenn::nn::weights_file;
+    let dir = Scratch::new("scenario-train");
+    let text = "description = \"a few iterations of A\"\n[job]\nkind = \"train\"\nmodel = \"a\"\n\
+                epochs = 1\nbatch = 8\niterations = 2\ntest_samples = 10\nseed = 3\n\
+                out = \"a.safetensors\"\n[output]\njson = \"report.json\"\n";
+    let file = dir.path("train.toml");
+    std::fs::write(&file, text).unwrap();
+    let (ok, out, err) = run(&["run", &file]);
+    assert!(ok, "{err}");
+    assert!(out.contains("weights             written to"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("report.json")).unwrap()).unwrap();
+    let r = &report[0];
+    assert!(r["bytes_total"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["rounds"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["iterations"], 2);
+    assert!(!r["layers"].as_array().unwrap().is_empty(), "{r}");
+    let model = securenn::models::network_a();
+    let (w, _) =
+        weights_file::load(std::path::Path::new(&dir.path("a.safetensors")), &model).unwrap();
+    let init = model.init_weights(3).unwrap();
+    assert_eq!(
+        w.tensors.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        init.tensors.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    assert_ne!(w, init);
+    let before = std::fs::read(dir.path("a.safetensors")).unwrap();
+    std::fs::remove_file(dir.path("report.json")).unwrap();
+    let (ok, out, err) = run(&["run", &file]);
+    assert!(!ok);
+    assert!(
+        err.contains("job.out")
+            && err.contains("a.safetensors exists")
+            && err.contains("force = true"),
+        "{err}"
+    );
+    assert!(!out.contains("communication"), "it trained: {out}");
+    assert_eq!(std::fs::read(dir.path("a.safetensors")).unwrap(), before);
+    std::fs::write(&file, text.replace("[output]", "force = true\n[output]")).unwrap();
+    let (ok, _, err) = run(&["run", &file]);
+    assert!(ok, "{err}");
+}
+
+/// Bad training scenarios are refused naming the key: an inference key in a training job, a
+/// protocol that cannot train, a zero, resuming without checkpoints, a kind that is not one.
+#[test]
+fn bad_train_scenarios_name_the_key() {
+    let dir = Scratch::new("scenario-train-bad");
+    let head = "description = \"x\"\n[job]\nkind = \"train\"\n";
+    for (text, needles) in [
+        (
+            format!("{head}samples = 3\n"),
+            vec!["line 4", "samples", "test_samples"],
+        ),
+        (
+            format!("{head}protocol = \"pond\"\n"),
+            vec!["job.protocol", "pond cannot train"],
+        ),
+        (
+            format!("{head}epochs = 0\n"),
+            vec!["job.epochs must be at least 1"],
+        ),
+        (
+            format!("{head}resume = true\n"),
+            vec!["job.resume", "job.checkpoint_dir"],
+        ),
+        (
+            "description = \"x\"\n[job]\nkind = \"learn\"\n".to_string(),
+            vec!["line 3", "learn", "train", "inference"],
+        ),
+    ] {
+        let f = dir.path("bad.toml");
+        std::fs::write(&f, &text).unwrap();
+        let (ok, _, err) = run(&["run", &f]);
+        assert!(!ok, "{text}");
+        for n in needles.iter().chain(&["bad.toml"]) {
+            assert!(err.contains(n), "{text}: missing {n:?} in {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

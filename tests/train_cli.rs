@@ -428,7 +428,7 @@ fn bad_input_is_refused_naming_the_flag() {
         ]),
         &[
             "cannot be trained",
-            "layer 2.bias",
+            "layer 3.leaky_relu",
             "not supported by secure training",
         ],
     );

@@ -284,6 +284,14 @@ pub(crate) fn write_trace(
         .iter()
         .filter_map(|(l, r)| r.trace.as_deref().map(|t| (l.clone(), t)))
         .collect();
+    write_traces(path, traces)
+}
+
+/// The Chrome trace of labelled session traces.
+pub(crate) fn write_traces(
+    path: &std::path::Path,
+    traces: Vec<(String, &securenn::metrics::SessionTrace)>,
+) -> Result<()> {
     let doc = securenn::metrics::chrome::chrome_trace(&traces);
     std::fs::write(path, serde_json::to_string(&doc)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;

@@ -102,6 +102,70 @@ impl Display {
                 }
                 st.1 = Instant::now();
             }
+            PartyEvent::TrainingStarted {
+                epochs,
+                iterations,
+                train_images,
+                test_images,
+            } => {
+                self.started.store(true, Ordering::SeqCst);
+                line(format!(
+                    "both peers run the same training job; {epochs} epoch{} of {iterations} \
+                     iterations on the data owner's {train_images} training images ({test_images} \
+                     test images)",
+                    if epochs == 1 { "" } else { "s" }
+                ));
+                if self.terminal {
+                    st.0 = Some(progress_bar(
+                        epochs * iterations,
+                        "{prefix} [{bar:40}] {pos}/{len} iterations {elapsed_precise} (eta {eta})",
+                    ));
+                    if let Some(b) = &st.0 {
+                        b.set_prefix(format!("party {id}"));
+                    }
+                }
+                st.1 = Instant::now();
+            }
+            PartyEvent::Iteration {
+                epoch,
+                iteration,
+                of,
+            } => {
+                if let Some(b) = &st.0 {
+                    b.set_position(((epoch - 1) * of + iteration) as u64);
+                } else if st.1.elapsed() >= LINE_EVERY {
+                    st.1 = Instant::now();
+                    line(format!(
+                        "epoch {epoch}: {iteration}/{of} iterations done ({:.1} s)",
+                        self.t0.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+            PartyEvent::Epoch {
+                epoch,
+                epochs,
+                test_accuracy,
+                checkpoint_dir,
+            } => {
+                if epoch == epochs
+                    && let Some(b) = &st.0
+                {
+                    b.finish_and_clear();
+                }
+                st.1 = Instant::now();
+                line(format!(
+                    "epoch {epoch}/{epochs} done ({:.1} s){}{}",
+                    self.t0.elapsed().as_secs_f64(),
+                    test_accuracy.map_or(String::new(), |a| format!(
+                        ": test accuracy {:.2}%",
+                        100.0 * a
+                    )),
+                    checkpoint_dir.map_or(String::new(), |d| format!(
+                        "; shares checkpointed in {}",
+                        d.display()
+                    ))
+                ));
+            }
             PartyEvent::Progress { done, total } => {
                 if let Some(b) = &st.0 {
                     b.set_position(done as u64);
@@ -219,23 +283,10 @@ fn party(
         stop,
     };
     let r = securenn::deploy::run_party(config, PartyId(id), key, seed, watch, allow_range_risk)?;
-    println!(
-        "job                 {} on model {}, {} images in batches of {}",
-        r.protocol, r.model, r.samples, r.batch
-    );
-    let peers: Vec<String> = r
-        .peers
-        .iter()
-        .map(|(p, a)| format!("P{p} at {a}"))
-        .collect();
-    println!("peers               {}", peers.join(", "));
-    if let (Some(p), Some(acc)) = (&r.predictions, r.accuracy) {
-        println!("predictions         {p:?}");
-        println!(
-            "accuracy            {:.2}% on {} images",
-            100.0 * acc,
-            p.len()
-        );
+    if let Some(t) = &r.training {
+        print_training(&r, t);
+    } else {
+        print_inference(&r);
     }
     println!(
         "party {id} sent       {} bytes in {} messages ({} UDP bytes on the wire), {} rounds, {:.3} s",
@@ -246,4 +297,87 @@ fn party(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The peers line of the summary.
+fn print_peers(r: &securenn::deploy::PartyReport) {
+    let peers: Vec<String> = r
+        .peers
+        .iter()
+        .map(|(p, a)| format!("P{p} at {a}"))
+        .collect();
+    println!("peers               {}", peers.join(", "));
+}
+
+/// The summary of a training job at this party: at the model owner the test accuracy of every
+/// epoch and where the trained weights went.
+fn print_training(r: &securenn::deploy::PartyReport, t: &securenn::deploy::PartyTraining) {
+    println!(
+        "job                 secure training of model {} ({} layout) by {}: {} epoch{} of {} \
+         iterations, batch {}, lr {}{}",
+        r.model,
+        format!("{:?}", t.layout).to_lowercase(),
+        r.protocol,
+        t.epochs,
+        if t.epochs == 1 { "" } else { "s" },
+        t.iterations_per_epoch,
+        r.batch,
+        t.learning_rate,
+        t.lr_halve_every
+            .map_or(String::new(), |k| format!(" halved every {k} epochs"))
+    );
+    println!(
+        "images              {} training, {} test (the data owner's)",
+        t.train_images, t.test_images
+    );
+    print_peers(r);
+    println!(
+        "iterations          {} run{}",
+        t.iterations,
+        if t.resumed_from > 0 {
+            format!(", resumed after epoch {}", t.resumed_from)
+        } else {
+            String::new()
+        }
+    );
+    for e in &t.epoch_stats {
+        if let Some(a) = e.test_accuracy {
+            println!(
+                "epoch {:<13} test accuracy {:.2}% on {} images",
+                e.epoch,
+                100.0 * a,
+                t.test_images
+            );
+        }
+    }
+    match (&t.initial_weights, t.resumed_from) {
+        (Some(_), e) if e > 0 => {
+            println!("initial weights     unused: resumed from the checkpoints of epoch {e}")
+        }
+        (Some(from), _) => println!("initial weights     {from}"),
+        (None, _) => {}
+    }
+    if let Some(w) = &t.weights_written {
+        println!("trained weights     written to {w} (known to this party only)");
+    }
+    if let Some(d) = &t.checkpoint_dir {
+        println!("checkpoints         {d}");
+    }
+}
+
+/// The summary of an inference job at this party.
+fn print_inference(r: &securenn::deploy::PartyReport) {
+    println!(
+        "job                 {} on model {}, {} images in batches of {}",
+        r.protocol, r.model, r.samples, r.batch
+    );
+    print_peers(r);
+    if let (Some(p), Some(acc)) = (&r.predictions, r.accuracy) {
+        println!("predictions         {p:?}");
+        println!(
+            "accuracy            {:.2}% on {} images",
+            100.0 * acc,
+            p.len()
+        );
+    }
 }

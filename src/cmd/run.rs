@@ -2,6 +2,7 @@
 
 use super::*;
 use securenn::infer::run_inference;
+use securenn::training::{TrainProgress, TrainReport, run_training};
 use std::sync::Arc;
 
 /// Arguments of `securenn run`.
@@ -22,7 +23,19 @@ pub(crate) fn run(a: RunArgs) -> Result<()> {
 }
 
 fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Outputs) -> Result<()> {
-    let scenario = securenn::scenario::Scenario::load(file)?;
+    let scenario = match securenn::scenario::ScenarioFile::load(file)? {
+        securenn::scenario::ScenarioFile::Inference(s) => s,
+        securenn::scenario::ScenarioFile::Train(s) => {
+            if samples.is_some() {
+                bail!(
+                    "--samples: {} is a training scenario; its size is [job] epochs, iterations \
+                     and test_samples",
+                    file.display()
+                );
+            }
+            return run_train_scenario(file, &s, outputs);
+        }
+    };
     let runs = scenario.runs(file, samples)?;
     let out = outputs.json.clone().or_else(|| {
         scenario
@@ -101,4 +114,209 @@ fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Output
         write_trace(path, &labelled)?;
     }
     Ok(())
+}
+
+/// A training scenario: its progress, summary, per-phase table (`--report table`), JSON report
+/// (an array of one, as inference writes one per run), trace, and the model owner's trained
+/// weights in `job.out`.
+fn run_train_scenario(
+    file: &std::path::Path,
+    scenario: &securenn::scenario::TrainScenario,
+    outputs: &Outputs,
+) -> Result<()> {
+    let out = outputs.json.clone().or_else(|| {
+        scenario
+            .output
+            .json
+            .as_ref()
+            .map(|p| file.parent().unwrap_or(std::path::Path::new(".")).join(p))
+    });
+    outputs.refuse_overwrite(out.as_deref())?;
+    let run = scenario
+        .run(file)
+        .with_context(|| format!("scenario {}", file.display()))?;
+    // Before the run, so that a file in the way does not cost it.
+    if let Some(w) = &run.out {
+        if w.is_dir() {
+            bail!(
+                "{}: job.out: {} is a directory; give a file name to write",
+                file.display(),
+                w.display()
+            );
+        }
+        if w.exists() && !run.force {
+            bail!(
+                "{}: job.out: {} exists; set `force = true` in [job] to overwrite it",
+                file.display(),
+                w.display()
+            );
+        }
+    }
+    let spec = &run.spec;
+    let job = spec.job();
+    eprintln!(
+        "securenn run {}: {} (training {} on {} images, {} test images)",
+        file.display(),
+        scenario.description,
+        spec.model_name,
+        job.train_images,
+        job.test_images
+    );
+    let per_epoch = job.iterations_per_epoch();
+    let bar = progress_bar(
+        spec.epochs * per_epoch,
+        "  {msg} {bar:30} {pos}/{len} iterations, {elapsed_precise}",
+    );
+    bar.set_message(format!("train {}", spec.model_name));
+    let b = bar.clone();
+    let epochs = spec.epochs;
+    let progress: securenn::training::Progress = Arc::new(move |p| match p {
+        TrainProgress::Iteration {
+            epoch,
+            iteration,
+            of,
+        } => b.set_position(((epoch - 1) * of + iteration) as u64),
+        TrainProgress::Epoch {
+            epoch,
+            test_accuracy,
+        } => b.suspend(|| {
+            eprintln!(
+                "  epoch {epoch}/{epochs} done{}",
+                test_accuracy.map_or(String::new(), |a| format!(
+                    ": test accuracy {:.2}%",
+                    100.0 * a
+                ))
+            )
+        }),
+    });
+    let report = run_training(spec, Some(progress));
+    bar.finish_and_clear();
+    let report = report.with_context(|| format!("scenario {}", file.display()))?;
+    print_train_report(&report);
+    if outputs.table {
+        print_phase_table(&report);
+    }
+    if let (Some(path), Some(w)) = (&run.out, &report.weights) {
+        let meta = std::collections::HashMap::from([
+            ("model".to_string(), report.model.clone()),
+            ("trained".to_string(), "secure training".to_string()),
+            ("protocol".to_string(), report.protocol.name().to_string()),
+            ("epochs".to_string(), report.epochs.to_string()),
+            ("batch".to_string(), report.batch.to_string()),
+            (
+                "learning_rate".to_string(),
+                report.learning_rate.to_string(),
+            ),
+            ("iterations".to_string(), report.iterations.to_string()),
+            ("train_images".to_string(), report.train_images.to_string()),
+            ("scenario".to_string(), file.display().to_string()),
+        ]);
+        securenn::nn::weights_file::save(path, w, meta, run.force)?;
+        println!("weights             written to {}", path.display());
+    }
+    if let Some(path) = out {
+        std::fs::write(
+            path.clone(),
+            serde_json::to_string_pretty(&[&report])? + "\n",
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    if let Some(path) = &outputs.trace {
+        let label = format!("train {}", report.model);
+        write_traces(
+            path,
+            report
+                .trace
+                .as_deref()
+                .map(|t| (label, t))
+                .into_iter()
+                .collect(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The summary of a training run.
+pub(crate) fn print_train_report(r: &TrainReport) {
+    println!(
+        "training            {} on model {} ({:?} layout), {} epoch{} of batch {}, lr {}{}",
+        r.protocol.name(),
+        r.model,
+        r.layout,
+        r.epochs,
+        if r.epochs == 1 { "" } else { "s" },
+        r.batch,
+        r.learning_rate,
+        r.lr_halve_every
+            .map_or(String::new(), |k| format!(" halved every {k} epochs"))
+    );
+    println!(
+        "images              {} training, {} test; {} iterations run{}",
+        r.train_images,
+        r.test_images,
+        r.iterations,
+        if r.resumed_from > 0 {
+            format!(" (resumed after epoch {})", r.resumed_from)
+        } else {
+            String::new()
+        }
+    );
+    for e in &r.epoch_stats {
+        println!(
+            "epoch {:<13} {}",
+            e.epoch,
+            e.test_accuracy.map_or("no test".to_string(), |a| format!(
+                "test accuracy {:.2}% on {} images",
+                100.0 * a,
+                r.test_images
+            ))
+        );
+    }
+    println!(
+        "communication       {} bytes ({:.2} MB) in {} messages, {} rounds",
+        r.bytes_total,
+        r.bytes_total as f64 / 1e6,
+        r.messages,
+        r.rounds
+    );
+    if let Some(v) = r.virtual_seconds {
+        println!(
+            "virtual time        {v:.3} s on the simulated {} network (three machines, one party each)",
+            r.network
+        );
+    }
+    println!(
+        "time                {:.3} s wall, {:.3} s CPU",
+        r.wall_seconds, r.cpu_seconds
+    );
+}
+
+/// `--report table` of a training run: bytes, messages and rounds per phase and layer.
+pub(crate) fn print_phase_table(r: &TrainReport) {
+    println!(
+        "\n{:<12} {:<14} {:>14} {:>10} {:>8}",
+        "phase", "layer", "bytes", "messages", "rounds"
+    );
+    for l in &r.layers {
+        println!(
+            "{:<12} {:<14} {:>14} {:>10} {:>8}",
+            l.phase,
+            if l.layer.is_empty() { "-" } else { &l.layer },
+            l.bytes,
+            l.messages,
+            l.rounds
+        );
+    }
+    let (bytes, messages, rounds) = r.layers.iter().fold((0, 0, 0), |(b, m, k), l| {
+        (b + l.bytes, m + l.messages, k + l.rounds)
+    });
+    println!(
+        "{:<12} {:<14} {:>14} {:>10} {:>8}",
+        "total", "", bytes, messages, rounds
+    );
+    println!(
+        "bytes, messages: all iterations and links; rounds: causal rounds the phase adds, all \
+         iterations"
+    );
 }

@@ -202,6 +202,127 @@ pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
 
 impl TrainSpec {
     fn check(&self) -> Result<(), TrainError> {
+        let job = self.job();
+        job.check_protocol()?;
+        self.model.validate(&self.weights)?;
+        job.check()?;
+        if self.resume && self.checkpoint_dir.is_none() {
+            return Err(TrainError::Spec(
+                "--resume needs the --checkpoint-dir of the run to continue".into(),
+            ));
+        }
+        let net = Net::new(&self.run_model())?;
+        let label = format!("model {}", self.model_name);
+        check_images(&self.model, &label, net.classes, "training", &self.train)?;
+        check_images(&self.model, &label, net.classes, "test", &self.test)?;
+        Ok(())
+    }
+
+    /// The public job of this spec: its parameters, the counts of its images, and its seed
+    /// (public: a spec's session seed is fixed).
+    pub fn job(&self) -> TrainJob {
+        TrainJob {
+            protocol: self.protocol,
+            model: self.model.clone(),
+            layout: self.layout,
+            epochs: self.epochs,
+            batch: self.batch,
+            learning_rate: self.learning_rate,
+            lr_halve_every: self.lr_halve_every,
+            iterations: self.iterations,
+            train_images: self.train.images.len(),
+            test_images: self.test.images.len(),
+            data_owner: self.data_owner,
+            model_owner: self.model_owner,
+            resume: self.resume,
+            seed: Some(self.seed),
+            frac_bits: self.config.fixed.frac_bits,
+        }
+    }
+
+    /// The model as it runs: the layout applied, argmax kept (the test's prediction).
+    fn run_model(&self) -> Model {
+        match self.layout {
+            Layout::Default => self.model.pool_before_relu(),
+            Layout::Paper => self.model.paper_layout(),
+        }
+    }
+
+    fn plan(&self) -> Result<Plan, TrainError> {
+        self.job().plan(self.seed, self.checkpoint_dir.clone())
+    }
+}
+
+/// Images and labels `d` (`what`: training or test) checked against `model` (`label` in
+/// errors) of `classes` classes: one label per image, every image of the model's input size,
+/// every label a class.
+fn check_images(
+    model: &Model,
+    label: &str,
+    classes: usize,
+    what: &str,
+    d: &Mnist,
+) -> Result<(), TrainError> {
+    let n = crate::ring::numel(&model.input);
+    if d.images.len() != d.labels.len() {
+        return Err(TrainError::Spec(format!(
+            "{} {what} images but {} labels",
+            d.images.len(),
+            d.labels.len()
+        )));
+    }
+    if let Some(i) = d.images.iter().position(|im| im.len() != n) {
+        return Err(TrainError::Spec(format!(
+            "{what} image {i} has {} values, {label} wants {n}",
+            d.images[i].len(),
+        )));
+    }
+    if let Some(i) = d.labels.iter().position(|&y| y as usize >= classes) {
+        return Err(TrainError::Spec(format!(
+            "{what} image {i} has label {}, the model has {classes} classes",
+            d.labels[i]
+        )));
+    }
+    Ok(())
+}
+
+/// The public parameters of a training job: what all three parties know and agree on before
+/// it runs, never a weight, an image, a path or a secret seed. [`run_training`] makes one from
+/// its [`TrainSpec`] ([`TrainSpec::job`]); in a deployment every party makes its own, with the
+/// data owner's counts of images agreed at start-up, and runs [`party_train_job`].
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    /// [`ProtocolKind::SecureNn`] (or the plaintext twin, in one process only).
+    pub protocol: ProtocolKind,
+    /// The model as defined (a trailing argmax is ignored for training and used for the test).
+    pub model: Model,
+    pub layout: Layout,
+    pub epochs: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    /// Halve the learning rate every this many epochs (`None`: a constant rate).
+    pub lr_halve_every: Option<usize>,
+    /// Stop each epoch after this many iterations (`None`: every full batch of the epoch).
+    pub iterations: Option<usize>,
+    /// The data owner's number of training images.
+    pub train_images: usize,
+    /// The data owner's number of test images (0: no epoch-end test).
+    pub test_images: usize,
+    pub data_owner: PartyId,
+    pub model_owner: PartyId,
+    /// Continue from the latest checkpoint all three parties have (every party must agree:
+    /// they exchange their latest epochs first).
+    pub resume: bool,
+    /// The session seed if it is public (an experiment's fixed seed), named in the checkpoints'
+    /// job digest; `None` where every party draws fresh entropy (a deployment).
+    pub seed: Option<u64>,
+    /// Fractional bits of the fixed-point encoding the session runs with.
+    pub frac_bits: u32,
+}
+
+impl TrainJob {
+    /// Pond cannot train.
+    fn check_protocol(&self) -> Result<(), TrainError> {
         if self.protocol == ProtocolKind::Pond {
             return Err(TrainError::Spec(
                 "Pond cannot train: its ReLU is a polynomial with no exact derivative and it has \
@@ -209,7 +330,14 @@ impl TrainSpec {
                     .into(),
             ));
         }
-        self.model.validate(&self.weights)?;
+        Ok(())
+    }
+
+    /// Whether the parameters can run: a protocol that trains, counts of at least 1, a positive
+    /// rate, enough training images for one batch, owners among the parties, and a model that
+    /// secure training can run.
+    pub fn check(&self) -> Result<(), TrainError> {
+        self.check_protocol()?;
         if self.batch == 0 {
             return Err(TrainError::Spec("--batch must be at least 1".into()));
         }
@@ -230,54 +358,31 @@ impl TrainSpec {
         if self.iterations == Some(0) {
             return Err(TrainError::Spec("--iterations must be at least 1".into()));
         }
-        if self.train.images.len() < self.batch {
+        if self.train_images < self.batch {
             return Err(TrainError::Spec(format!(
                 "{} training images do not fill one batch of {}",
-                self.train.images.len(),
-                self.batch
+                self.train_images, self.batch
             )));
         }
         if self.data_owner.0 > 2 || self.model_owner.0 > 2 {
             return Err(TrainError::Spec("owners must be parties 0, 1 or 2".into()));
         }
-        if self.resume && self.checkpoint_dir.is_none() {
-            return Err(TrainError::Spec(
-                "--resume needs the --checkpoint-dir of the run to continue".into(),
-            ));
-        }
-        let n = crate::ring::numel(&self.model.input);
-        let net = Net::new(&self.run_model())?;
-        for (what, d) in [("training", &self.train), ("test", &self.test)] {
-            if d.images.len() != d.labels.len() {
-                return Err(TrainError::Spec(format!(
-                    "{} {what} images but {} labels",
-                    d.images.len(),
-                    d.labels.len()
-                )));
-            }
-            if let Some(i) = d.images.iter().position(|im| im.len() != n) {
-                return Err(TrainError::Spec(format!(
-                    "{what} image {i} has {} values, model {} wants {n}",
-                    d.images[i].len(),
-                    self.model_name
-                )));
-            }
-            if let Some(i) = d.labels.iter().position(|&y| y as usize >= net.classes) {
-                return Err(TrainError::Spec(format!(
-                    "{what} image {i} has label {}, the model has {} classes",
-                    d.labels[i], net.classes
-                )));
-            }
-        }
+        Net::new(&self.run_model())?;
         Ok(())
     }
 
     /// The model as it runs: the layout applied, argmax kept (the test's prediction).
-    fn run_model(&self) -> Model {
+    pub fn run_model(&self) -> Model {
         match self.layout {
             Layout::Default => self.model.pool_before_relu(),
             Layout::Paper => self.model.paper_layout(),
         }
+    }
+
+    /// Iterations in each epoch: `iterations`, at most the full batches of the training images.
+    pub fn iterations_per_epoch(&self) -> usize {
+        let full = self.train_images / self.batch.max(1);
+        self.iterations.map_or(full, |i| i.min(full))
     }
 
     fn sgd(&self) -> Sgd {
@@ -288,8 +393,9 @@ impl TrainSpec {
         }
     }
 
-    /// A digest of the public job parameters, naming checkpoints.
-    fn digest(&self) -> String {
+    /// A digest of the public job parameters, naming checkpoints (the number of epochs is not
+    /// in it: a resumed run may go on for more).
+    pub fn digest(&self) -> String {
         let public = serde_json::json!({
             "protocol": self.protocol,
             "model": self.run_model(),
@@ -297,18 +403,19 @@ impl TrainSpec {
             "learning_rate": self.learning_rate,
             "lr_halve_every": self.lr_halve_every,
             "seed": self.seed,
-            "train_images": self.train.images.len(),
+            "train_images": self.train_images,
             "iterations": self.iterations,
             "owners": [self.data_owner.0, self.model_owner.0],
-            "frac_bits": self.config.fixed.frac_bits,
+            "frac_bits": self.frac_bits,
         });
         blake3::hash(public.to_string().as_bytes()).to_hex()[..16].to_string()
     }
 
-    fn plan(&self) -> Result<Plan, TrainError> {
+    /// The plan a party runs: the data owner shuffles with `shuffle_seed`; every party
+    /// checkpoints into its own `checkpoint_dir`.
+    fn plan(&self, shuffle_seed: u64, checkpoint_dir: Option<PathBuf>) -> Result<Plan, TrainError> {
         let eval = self.run_model();
         let train_model = eval.without_argmax();
-        let full = self.train.images.len() / self.batch;
         Ok(Plan {
             net: Net::new(&train_model)?,
             eval: if eval.nodes.last().map(|n| &n.layer) == Some(&crate::nn::Layer::Argmax) {
@@ -320,14 +427,14 @@ impl TrainSpec {
             input: self.model.input.clone(),
             epochs: self.epochs,
             batch: self.batch,
-            per_epoch: self.iterations.map_or(full, |i| i.min(full)),
+            per_epoch: self.iterations_per_epoch(),
             sgd: self.sgd(),
-            seed: self.seed,
-            train_len: self.train.images.len(),
-            test_len: self.test.images.len(),
+            seed: shuffle_seed,
+            train_len: self.train_images,
+            test_len: self.test_images,
             owners: (self.data_owner, self.model_owner),
             digest: self.digest(),
-            checkpoint_dir: self.checkpoint_dir.clone(),
+            checkpoint_dir,
             resume: self.resume,
         })
     }
@@ -457,7 +564,7 @@ async fn test_accuracy<P: Trainable>(
     Ok(opened.map(|v| v.as_slice()[0] as f64 / plan.test_len as f64))
 }
 
-/// One party's training job.
+/// One party's training job; `progress` is told of every iteration and epoch end at this party.
 async fn party_job<P: Trainable>(
     p: P,
     ctx: Ctx,
@@ -575,7 +682,7 @@ async fn party_job<P: Trainable>(
             backprop::iteration(&p, &ictx, &plan.net, &mut params, x, &y, plan.sgd.at(epoch))
                 .await?;
             iterations += 1;
-            if let Some(cb) = progress.as_ref().filter(|_| me == model_owner || local) {
+            if let Some(cb) = &progress {
                 cb(TrainProgress::Iteration {
                     epoch,
                     iteration: it + 1,
@@ -614,7 +721,7 @@ async fn party_job<P: Trainable>(
             .iter()
             .map(|t| p.restore(p.shape(t), p.frac(t), p.part(t)))
             .collect();
-        if let Some(cb) = progress.as_ref().filter(|_| me == model_owner || local) {
+        if let Some(cb) = &progress {
             cb(TrainProgress::Epoch {
                 epoch,
                 test_accuracy: acc,
@@ -747,6 +854,146 @@ fn job<P: Trainable + Send + 'static>(
 /// [`PartyOut`] crossing back from a party's thread.
 struct PartyOutSend(PartyOut);
 
+/// What one party of a training job holds of its own: nothing of it is public.
+#[derive(Default)]
+pub struct PartyTrainInputs {
+    /// The initial weights: the model owner's, and only its.
+    pub weights: Option<Weights>,
+    /// The training and test images: the data owner's, and only its.
+    pub data: Option<(Mnist, Mnist)>,
+    /// The data owner's seed of its per-epoch shuffle ([`epoch_order`]); unused elsewhere.
+    pub shuffle_seed: u64,
+    /// Where this party checkpoints its shares at every epoch end (see [`checkpoint`]).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Told of every iteration and epoch end at this party (the test accuracy at the model
+    /// owner only), from the party's thread.
+    pub progress: Option<Progress>,
+}
+
+/// What one party's training job returns.
+#[derive(Clone, Debug)]
+pub struct PartyTrainOutput {
+    /// The trained weights, at the model owner only.
+    pub weights: Option<Weights>,
+    /// One per epoch this run completed (and those a resumed run took over); the test accuracy
+    /// at the model owner only.
+    pub epoch_stats: Vec<EpochStat>,
+    /// Iterations this run computed.
+    pub iterations: usize,
+    /// The epoch this run started from (0: from the initial weights).
+    pub resumed_from: usize,
+}
+
+/// Party `me`'s secure training job when the other two parties run elsewhere (a deployment,
+/// one party per process): what `me` holds is checked against the public `job` (the model
+/// owner's weights against the model, the data owner's images against the model and the
+/// agreed counts; nobody else may hold either) before anything runs. The job runs in a session
+/// whose seeds are agreed, as [`LocalCluster::run`] runs jobs, under the name `train` (the keys
+/// [`phase_costs`] reads); the other two parties run theirs with the same `job`.
+pub fn party_train_job(
+    job: &TrainJob,
+    me: PartyId,
+    inputs: PartyTrainInputs,
+) -> Result<JobFn<PartyTrainOutput>, TrainError> {
+    job.check()?;
+    if job.protocol != ProtocolKind::SecureNn {
+        return Err(TrainError::Spec(format!(
+            "a party of a deployment trains with securenn, not {} (the plaintext twin runs in \
+             one process: run_training)",
+            job.protocol.name()
+        )));
+    }
+    if me.0 > 2 {
+        return Err(TrainError::Spec(format!(
+            "party {}: the parties are 0, 1 and 2",
+            me.0
+        )));
+    }
+    let PartyTrainInputs {
+        weights,
+        data,
+        shuffle_seed,
+        checkpoint_dir,
+        progress,
+    } = inputs;
+    match (&weights, me == job.model_owner) {
+        (Some(w), true) => job.model.validate(w)?,
+        (None, true) => {
+            return Err(TrainError::Spec(format!(
+                "{me} is the model owner: it brings the initial weights"
+            )));
+        }
+        (Some(_), false) => {
+            return Err(TrainError::Spec(format!(
+                "{me} is not the model owner ({}): it holds no weights",
+                job.model_owner
+            )));
+        }
+        (None, false) => {}
+    }
+    let net = Net::new(&job.run_model())?;
+    match (&data, me == job.data_owner) {
+        (Some((train, test)), true) => {
+            for (what, d, agreed) in [
+                ("training", train, job.train_images),
+                ("test", test, job.test_images),
+            ] {
+                check_images(&job.model, "the model", net.classes, what, d)?;
+                if d.images.len() != agreed {
+                    return Err(TrainError::Spec(format!(
+                        "the data owner {me} holds {} {what} images, the job {agreed}",
+                        d.images.len()
+                    )));
+                }
+            }
+        }
+        (None, true) => {
+            return Err(TrainError::Spec(format!(
+                "{me} is the data owner: it brings the training images"
+            )));
+        }
+        (Some(_), false) => {
+            return Err(TrainError::Spec(format!(
+                "{me} is not the data owner ({}): it holds no images",
+                job.data_owner
+            )));
+        }
+        (None, false) => {}
+    }
+    if job.resume && checkpoint_dir.is_none() {
+        return Err(TrainError::Spec(
+            "resuming needs this party's checkpoint directory".into(),
+        ));
+    }
+    let plan = Arc::new(job.plan(shuffle_seed, checkpoint_dir)?);
+    let frac_bits = job.frac_bits;
+    let snn = match job.layout {
+        Layout::Default => SecureNn::optimised(),
+        Layout::Paper => SecureNn::paper(),
+    };
+    Ok(Box::new(move |ctx: Ctx| {
+        Box::pin(async move {
+            if ctx.fixed().frac_bits != frac_bits {
+                return Err(ProtocolError::Input {
+                    op: ctx.path().to_string(),
+                    reason: format!(
+                        "the session encodes with {} fractional bits, the job {frac_bits}",
+                        ctx.fixed().frac_bits
+                    ),
+                });
+            }
+            let out =
+                party_job(snn, ctx, plan, weights, data.map(Arc::new), progress, false).await?;
+            Ok(PartyTrainOutput {
+                weights: out.weights,
+                epoch_stats: out.stats,
+                iterations: out.iterations,
+                resumed_from: out.resumed_from,
+            })
+        })
+    }))
+}
+
 /// Run the training job (three parties, or the plaintext twin in this thread).
 pub fn run_training(
     spec: &TrainSpec,
@@ -789,7 +1036,9 @@ pub fn run_training(
             let jobs = |party: PartyId| {
                 let weights = (party == spec.model_owner).then(|| spec.weights.clone());
                 let d = (party == spec.data_owner).then(|| data.clone());
-                job(snn, plan.clone(), weights, d, progress.clone())
+                // Progress as the model owner sees it (its epochs carry the test accuracy).
+                let cb = progress.clone().filter(|_| party == spec.model_owner);
+                job(snn, plan.clone(), weights, d, cb)
             };
             let r = LocalCluster::run_once_on(
                 &spec.network,
