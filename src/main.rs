@@ -62,9 +62,11 @@ fn main() -> std::process::ExitCode {
     use tracing_subscriber::prelude::*;
     let cli = Cli::parse();
     // The metrics layer costs about 5% of a run's time; it is installed where its operation
-    // tree is used: scenario runs, the bench (warm queries) and `infer` with a report or trace.
+    // tree is used: scenario runs, the bench (warm queries), `infer` with a report or trace and secure
+    // `train` with a report.
     let metrics = match &cli.command {
         Command::Infer(a) => a.records_ops(),
+        Command::Train(a) => a.records_ops(),
         Command::Run { .. } | Command::Bench(_) => true,
         _ => false,
     };

@@ -198,9 +198,9 @@ fn shipped_train_scenario_runs() {
         "4 iterations run",
         "test accuracy",
         "virtual time",
-        "forward      1.dense",
+        "forward   1.dense",
         "asm",
-        "backward     5.dense",
+        "backward  5.dense",
     ] {
         assert!(out.contains(needle), "no {needle:?} in {out}");
     }

@@ -194,7 +194,7 @@ fn run_train_scenario(
     let report = report.with_context(|| format!("scenario {}", file.display()))?;
     print_train_report(&report);
     if outputs.table {
-        print_phase_table(&report);
+        super::train::print_phase_table(&report);
     }
     if let (Some(path), Some(w)) = (&run.out, &report.weights) {
         let meta = std::collections::HashMap::from([
@@ -289,34 +289,5 @@ pub(crate) fn print_train_report(r: &TrainReport) {
     println!(
         "time                {:.3} s wall, {:.3} s CPU",
         r.wall_seconds, r.cpu_seconds
-    );
-}
-
-/// `--report table` of a training run: bytes, messages and rounds per phase and layer.
-pub(crate) fn print_phase_table(r: &TrainReport) {
-    println!(
-        "\n{:<12} {:<14} {:>14} {:>10} {:>8}",
-        "phase", "layer", "bytes", "messages", "rounds"
-    );
-    for l in &r.layers {
-        println!(
-            "{:<12} {:<14} {:>14} {:>10} {:>8}",
-            l.phase,
-            if l.layer.is_empty() { "-" } else { &l.layer },
-            l.bytes,
-            l.messages,
-            l.rounds
-        );
-    }
-    let (bytes, messages, rounds) = r.layers.iter().fold((0, 0, 0), |(b, m, k), l| {
-        (b + l.bytes, m + l.messages, k + l.rounds)
-    });
-    println!(
-        "{:<12} {:<14} {:>14} {:>10} {:>8}",
-        "total", "", bytes, messages, rounds
-    );
-    println!(
-        "bytes, messages: all iterations and links; rounds: causal rounds the phase adds, all \
-         iterations"
     );
 }

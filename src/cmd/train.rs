@@ -987,7 +987,9 @@ fn print_summary(r: &TrainReport, per_epoch: usize, out: &Path, ckpt: Option<&Pa
 /// Phases run once per iteration (the others once per run, or per epoch for the test).
 const PER_ITERATION: [&str; 5] = ["input", "forward", "asm", "backward", "update"];
 
-fn print_phase_table(r: &TrainReport) {
+/// `--report table` of a training run: bytes, messages and rounds per phase and layer, with
+/// per-iteration averages; the operation tree below it when the run was traced.
+pub(crate) fn print_phase_table(r: &TrainReport) {
     let n = r.iterations.max(1) as f64;
     println!(
         "\nper phase and layer ({} iterations; per iteration: the average over them)",
@@ -1045,4 +1047,27 @@ fn print_phase_table(r: &TrainReport) {
         "  session: {} bytes, {} messages, {} rounds (with the seed agreement)",
         r.bytes_total, r.messages, r.rounds
     );
+    if !r.ops.is_empty() {
+        let clock = if r.virtual_seconds.is_some() {
+            "virtual"
+        } else {
+            "wall"
+        };
+        println!(
+            "\noperations (all iterations; repeat counters merged: epoch/iter/forward/2.relu/...)"
+        );
+        println!(
+            "{}",
+            securenn::metrics::table::render(&r.ops, Some(7), clock)
+        );
+    }
+}
+
+impl TrainArgs {
+    /// Whether the run records its operation tree (the metrics layer): a secure run with a
+    /// report.
+    pub(crate) fn records_ops(&self) -> bool {
+        self.protocol == Some(TrainProtocolArg::Securenn)
+            && (self.report.is_some() || self.json.is_some())
+    }
 }

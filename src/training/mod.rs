@@ -404,7 +404,7 @@ impl TrainJob {
             "lr_halve_every": self.lr_halve_every,
             "seed": self.seed,
             "train_images": self.train_images,
-            "iterations": self.iterations,
+            "iterations": self.iterations_per_epoch(),
             "owners": [self.data_owner.0, self.model_owner.0],
             "frac_bits": self.frac_bits,
         });
