@@ -310,6 +310,24 @@ async fn forward_keep<P: Trainable>(
     Ok((x, kept))
 }
 
+/// `bits ⊙ g` for integer 0/1 `bits` (ReLU' or DMaxpool's one-hot): SelectShare(bits, 0, g),
+/// one product with no truncation.
+async fn select<P: Trainable>(
+    p: &P,
+    ctx: &Ctx,
+    bits: &P::Tensor,
+    g: &P::Tensor,
+) -> Result<P::Tensor, ProtocolError> {
+    let prod = TrainProduct {
+        x: bits,
+        y: g,
+        out: p.shape(g).to_vec(),
+        shift: 0,
+        op: Box::new(|a: &RingTensor, b: &RingTensor| a.mul(b)),
+    };
+    Ok(p.products(ctx, &[prod]).await?.pop().expect("one product"))
+}
+
 /// One SGD iteration on the batch `x` with one-hot labels `y` (fixed point): forward, the
 /// approximate softmax's error, backward, and the update of `params` in place. Operation paths:
 /// `forward/<layer>`, `asm`, `backward/<layer>`, `update`.
@@ -438,32 +456,11 @@ pub async fn iteration<P: Trainable>(
                 g
             }
             (Step::Relu, Kept::Bits(bits)) => {
-                let gs = p.reshape(&g, &out_shape);
-                let prod = TrainProduct {
-                    x: &bits,
-                    y: &gs,
-                    out: out_shape.clone(),
-                    shift: 0,
-                    op: Box::new(|a: &RingTensor, b: &RingTensor| a.mul(b)),
-                };
-                p.products(&lctx, &[prod])
-                    .await?
-                    .pop()
-                    .expect("one product")
+                select(p, &lctx, &bits, &p.reshape(&g, &out_shape)).await?
             }
             (&Step::MaxPool { k }, Kept::OneHot(one_hot)) => {
                 let up = p.gather(&p.reshape(&g, &out_shape), &unpool(&in_shape, k));
-                let prod = TrainProduct {
-                    x: &one_hot,
-                    y: &up,
-                    out: in_shape.clone(),
-                    shift: 0,
-                    op: Box::new(|a: &RingTensor, b: &RingTensor| a.mul(b)),
-                };
-                p.products(&lctx, &[prod])
-                    .await?
-                    .pop()
-                    .expect("one product")
+                select(p, &lctx, &one_hot, &up).await?
             }
             (&Step::AvgPool { k }, Kept::Nothing) => {
                 let up = p.gather(&p.reshape(&g, &out_shape), &unpool(&in_shape, k));
