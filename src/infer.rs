@@ -52,6 +52,24 @@ pub enum Layout {
     Paper,
 }
 
+impl Layout {
+    /// `model` as this layout runs it.
+    pub fn apply(self, model: &Model) -> Model {
+        match self {
+            Self::Default => model.pool_before_relu(),
+            Self::Paper => model.paper_layout(),
+        }
+    }
+
+    /// The SecureNN backend this layout accounts with.
+    pub fn securenn(self) -> SecureNn {
+        match self {
+            Self::Default => SecureNn::optimised(),
+            Self::Paper => SecureNn::paper(),
+        }
+    }
+}
+
 /// What the data owner learns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -349,10 +367,7 @@ impl InferSpec {
 
     /// The model as run: layout applied; without the argmax when the logits are revealed.
     fn run_model(&self) -> Model {
-        let m = match self.layout {
-            Layout::Default => self.model.pool_before_relu(),
-            Layout::Paper => self.model.paper_layout(),
-        };
+        let m = self.layout.apply(&self.model);
         match self.reveal() {
             Reveal::Class => m,
             Reveal::Logits => m.without_argmax(),
@@ -653,10 +668,7 @@ pub fn run_inference(
             run_parties(spec, &model, &batches, progress, move || pond.clone())?
         }
         ProtocolKind::SecureNn => {
-            let snn = match spec.layout {
-                Layout::Default => SecureNn::optimised(),
-                Layout::Paper => SecureNn::paper(),
-            };
+            let snn = spec.layout.securenn();
             run_parties(spec, &model, &batches, progress, move || snn)?
         }
     };
@@ -682,11 +694,7 @@ pub fn run_inference(
         model: spec.model_name.clone(),
         layout: spec.layout,
         reveal: spec.reveal(),
-        transport: match spec.network {
-            Network::Memory => "memory".into(),
-            Network::Sim(_) => "sim".into(),
-            Network::QuicLocalhost => "quic".into(),
-        },
+        transport: spec.network.transport_name().into(),
         network: spec.network_name.clone(),
         samples: predictions.len(),
         batch: spec.batch,

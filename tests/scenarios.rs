@@ -194,8 +194,8 @@ fn shipped_train_scenario_runs() {
     let (ok, out, err) = run(&["run", &scenario("train-a-lan"), "--report", "table"]);
     assert!(ok, "{err}");
     for needle in [
-        "training            securenn on model a",
-        "4 iterations run",
+        "trained             a by SecureNN (default layout): 1 epoch of 4 iterations of batch 16",
+        "(4 iterations in this run)",
         "test accuracy",
         "virtual time",
         "forward   1.dense",

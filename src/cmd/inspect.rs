@@ -325,10 +325,7 @@ fn print_nodes(nodes: &[NodeRow], what: &str) {
 
 /// The layers as the model runs in the chosen layout, and their SecureNN cost for one input.
 fn costs(model: &Model, layout: Layout, listing: &mut Listing) -> Result<()> {
-    let run_model = match layout {
-        Layout::Default => model.pool_before_relu(),
-        Layout::Paper => model.paper_layout(),
-    };
+    let run_model = layout.apply(model);
     let infos = run_model.describe()?;
     println!(
         "\nmodel {} as run in the {} layout{}: {} layers (shapes NHWC, without the batch)",

@@ -2,7 +2,7 @@
 
 use super::*;
 use securenn::infer::run_inference;
-use securenn::training::{TrainProgress, TrainReport, run_training};
+use securenn::training::{TrainProgress, run_training};
 use std::sync::Arc;
 
 /// Arguments of `securenn run`.
@@ -192,7 +192,7 @@ fn run_train_scenario(
     let report = run_training(spec, Some(progress));
     bar.finish_and_clear();
     let report = report.with_context(|| format!("scenario {}", file.display()))?;
-    print_train_report(&report);
+    super::train::print_summary(&report, per_epoch, None, spec.checkpoint_dir.as_deref());
     if outputs.table {
         super::train::print_phase_table(&report);
     }
@@ -235,59 +235,4 @@ fn run_train_scenario(
         )?;
     }
     Ok(())
-}
-
-/// The summary of a training run.
-pub(crate) fn print_train_report(r: &TrainReport) {
-    println!(
-        "training            {} on model {} ({:?} layout), {} epoch{} of batch {}, lr {}{}",
-        r.protocol.name(),
-        r.model,
-        r.layout,
-        r.epochs,
-        if r.epochs == 1 { "" } else { "s" },
-        r.batch,
-        r.learning_rate,
-        r.lr_halve_every
-            .map_or(String::new(), |k| format!(" halved every {k} epochs"))
-    );
-    println!(
-        "images              {} training, {} test; {} iterations run{}",
-        r.train_images,
-        r.test_images,
-        r.iterations,
-        if r.resumed_from > 0 {
-            format!(" (resumed after epoch {})", r.resumed_from)
-        } else {
-            String::new()
-        }
-    );
-    for e in &r.epoch_stats {
-        println!(
-            "epoch {:<13} {}",
-            e.epoch,
-            e.test_accuracy.map_or("no test".to_string(), |a| format!(
-                "test accuracy {:.2}% on {} images",
-                100.0 * a,
-                r.test_images
-            ))
-        );
-    }
-    println!(
-        "communication       {} bytes ({:.2} MB) in {} messages, {} rounds",
-        r.bytes_total,
-        r.bytes_total as f64 / 1e6,
-        r.messages,
-        r.rounds
-    );
-    if let Some(v) = r.virtual_seconds {
-        println!(
-            "virtual time        {v:.3} s on the simulated {} network (three machines, one party each)",
-            r.network
-        );
-    }
-    println!(
-        "time                {:.3} s wall, {:.3} s CPU",
-        r.wall_seconds, r.cpu_seconds
-    );
 }

@@ -769,7 +769,7 @@ fn run_secure(a: TrainArgs, protocol: ProtocolKind) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
-    print_summary(&report, per_epoch, &out, checkpoint_dir.as_deref());
+    print_summary(&report, per_epoch, Some(&out), checkpoint_dir.as_deref());
     if outputs.table {
         print_phase_table(&report);
     }
@@ -900,7 +900,14 @@ fn human_bytes(b: f64) -> String {
     }
 }
 
-fn print_summary(r: &TrainReport, per_epoch: usize, out: &Path, ckpt: Option<&Path>) {
+/// The summary of a local training run (`train`, and `run` of a training scenario); the line
+/// on the weights when they were written to `out`.
+pub(crate) fn print_summary(
+    r: &TrainReport,
+    per_epoch: usize,
+    out: Option<&Path>,
+    ckpt: Option<&Path>,
+) {
     let secure = r.protocol == ProtocolKind::SecureNn;
     let epochs = match (r.resumed_from, r.epochs) {
         (0, 1) => "1 epoch".to_string(),
@@ -938,7 +945,7 @@ fn print_summary(r: &TrainReport, per_epoch: usize, out: &Path, ckpt: Option<&Pa
                 "the twin's inference"
             }
         ),
-        _ => println!("test accuracy       not measured (--test-samples 0)"),
+        _ => println!("test accuracy       not measured (no test images)"),
     }
     if r.protocol == ProtocolKind::SecureNn {
         println!(
@@ -966,15 +973,15 @@ fn print_summary(r: &TrainReport, per_epoch: usize, out: &Path, ckpt: Option<&Pa
         "time                {:.3} s wall, {:.3} s CPU",
         r.wall_seconds, r.cpu_seconds
     );
-    if secure {
-        println!(
+    match out {
+        Some(out) if secure => println!(
             "weights             written to {} (by the model owner, P{}: the only party that \
              learns them)",
             out.display(),
             MODEL_OWNER.0
-        );
-    } else {
-        println!("weights             written to {}", out.display());
+        ),
+        Some(out) => println!("weights             written to {}", out.display()),
+        None => {}
     }
     if let Some(d) = ckpt {
         println!(

@@ -311,10 +311,7 @@ pub(super) fn train_party(
     let (data_owner, model_owner) = (PartyId(job.data_owner), PartyId(job.model_owner));
     let fp = FixedPoint::default();
     let layout = job.layout();
-    let run_model = move |m: &crate::nn::Model| match layout {
-        Layout::Default => m.pool_before_relu(),
-        Layout::Paper => m.paper_layout(),
-    };
+    let run_model = move |m: &crate::nn::Model| layout.apply(m);
     let fixed_seed = match source {
         SeedSource::Fixed(s) => Some(s),
         SeedSource::Os => None,

@@ -35,6 +35,17 @@ pub enum Network {
     QuicLocalhost,
 }
 
+impl Network {
+    /// How reports name the transport: `memory`, `sim` or `quic`.
+    pub fn transport_name(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sim(_) => "sim",
+            Self::QuicLocalhost => "quic",
+        }
+    }
+}
+
 /// What a job returned at each party, and what it cost.
 #[derive(Debug)]
 pub struct RunReport<R> {

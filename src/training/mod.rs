@@ -20,7 +20,7 @@ use crate::infer::{Layout, ProtocolKind};
 use crate::metrics::{OpReport, SessionTrace, op_reports};
 use crate::nn::{Model, ModelError, Weights, forward, input_params};
 use crate::party::{JobFn, LocalCluster, Network, PartyConfig, SeedSource};
-use crate::protocol::{Plaintext, ReluKind, SecureNn, Trainable};
+use crate::protocol::{Plaintext, ReluKind, Trainable};
 use crate::ring::RingTensor;
 use backprop::{Net, Sgd};
 use checkpoint::{Checkpoint, SavedTensor};
@@ -180,14 +180,6 @@ struct Plan {
     resume: bool,
 }
 
-/// What a party returns.
-struct PartyOut {
-    weights: Option<Weights>,
-    stats: Vec<EpochStat>,
-    iterations: usize,
-    resumed_from: usize,
-}
-
 /// The data owner's per-epoch order of the training images (a Fisher-Yates shuffle from the
 /// job's seed and the epoch), so a resumed run sees the same batches.
 pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
@@ -211,7 +203,7 @@ impl TrainSpec {
                 "--resume needs the --checkpoint-dir of the run to continue".into(),
             ));
         }
-        let net = Net::new(&self.run_model())?;
+        let net = Net::new(&job.run_model())?;
         let label = format!("model {}", self.model_name);
         check_images(&self.model, &label, net.classes, "training", &self.train)?;
         check_images(&self.model, &label, net.classes, "test", &self.test)?;
@@ -237,14 +229,6 @@ impl TrainSpec {
             resume: self.resume,
             seed: Some(self.seed),
             frac_bits: self.config.fixed.frac_bits,
-        }
-    }
-
-    /// The model as it runs: the layout applied, argmax kept (the test's prediction).
-    fn run_model(&self) -> Model {
-        match self.layout {
-            Layout::Default => self.model.pool_before_relu(),
-            Layout::Paper => self.model.paper_layout(),
         }
     }
 
@@ -373,10 +357,7 @@ impl TrainJob {
 
     /// The model as it runs: the layout applied, argmax kept (the test's prediction).
     pub fn run_model(&self) -> Model {
-        match self.layout {
-            Layout::Default => self.model.pool_before_relu(),
-            Layout::Paper => self.model.paper_layout(),
-        }
+        self.layout.apply(&self.model)
     }
 
     /// Iterations in each epoch: `iterations`, at most the full batches of the training images.
@@ -573,7 +554,7 @@ async fn party_job<P: Trainable>(
     data: Option<Arc<(Mnist, Mnist)>>,
     progress: Option<Progress>,
     local: bool,
-) -> Result<PartyOut, ProtocolError> {
+) -> Result<PartyTrainOutput, ProtocolError> {
     let fp = ctx.fixed();
     let me = ctx.me();
     let (data_owner, model_owner) = plan.owners;
@@ -740,9 +721,9 @@ async fn party_job<P: Trainable>(
             ));
         }
     }
-    Ok(PartyOut {
+    Ok(PartyTrainOutput {
         weights: (me == model_owner || local).then_some(Weights { tensors }),
-        stats,
+        epoch_stats: stats,
         iterations,
         resumed_from: start,
     })
@@ -841,18 +822,9 @@ fn job<P: Trainable + Send + 'static>(
     weights: Option<Weights>,
     data: Option<Arc<(Mnist, Mnist)>>,
     progress: Option<Progress>,
-) -> JobFn<PartyOutSend> {
-    Box::new(move |ctx| {
-        Box::pin(async move {
-            party_job(p, ctx, plan, weights, data, progress, false)
-                .await
-                .map(PartyOutSend)
-        })
-    })
+) -> JobFn<PartyTrainOutput> {
+    Box::new(move |ctx| Box::pin(party_job(p, ctx, plan, weights, data, progress, false)))
 }
-
-/// [`PartyOut`] crossing back from a party's thread.
-struct PartyOutSend(PartyOut);
 
 /// What one party of a training job holds of its own: nothing of it is public.
 #[derive(Default)]
@@ -967,10 +939,7 @@ pub fn party_train_job(
     }
     let plan = Arc::new(job.plan(shuffle_seed, checkpoint_dir)?);
     let frac_bits = job.frac_bits;
-    let snn = match job.layout {
-        Layout::Default => SecureNn::optimised(),
-        Layout::Paper => SecureNn::paper(),
-    };
+    let snn = job.layout.securenn();
     Ok(Box::new(move |ctx: Ctx| {
         Box::pin(async move {
             if ctx.fixed().frac_bits != frac_bits {
@@ -982,14 +951,7 @@ pub fn party_train_job(
                     ),
                 });
             }
-            let out =
-                party_job(snn, ctx, plan, weights, data.map(Arc::new), progress, false).await?;
-            Ok(PartyTrainOutput {
-                weights: out.weights,
-                epoch_stats: out.stats,
-                iterations: out.iterations,
-                resumed_from: out.resumed_from,
-            })
+            party_job(snn, ctx, plan, weights, data.map(Arc::new), progress, false).await
         })
     }))
 }
@@ -1006,7 +968,8 @@ pub fn run_training(
     let t0 = std::time::Instant::now();
     let c0 = crate::party::process_cpu_time();
     let (out, traffic, envelopes, start, virtual_time, trace, transport) = match spec.protocol {
-        ProtocolKind::Plaintext | ProtocolKind::Pond => {
+        ProtocolKind::Pond => unreachable!("refused by TrainSpec::check"),
+        ProtocolKind::Plaintext => {
             let out = futures::executor::block_on(party_job(
                 Plaintext {
                     relu: ReluKind::Exact,
@@ -1029,10 +992,7 @@ pub fn run_training(
             )
         }
         ProtocolKind::SecureNn => {
-            let snn = match spec.layout {
-                Layout::Default => SecureNn::optimised(),
-                Layout::Paper => SecureNn::paper(),
-            };
+            let snn = spec.layout.securenn();
             let jobs = |party: PartyId| {
                 let weights = (party == spec.model_owner).then(|| spec.weights.clone());
                 let d = (party == spec.data_owner).then(|| data.clone());
@@ -1048,7 +1008,7 @@ pub fn run_training(
                 jobs,
             )?;
             let start = r.setup.rounds;
-            let mut outs: Vec<PartyOut> = r.outputs.into_iter().map(|o| o.0).collect();
+            let mut outs = r.outputs;
             let out = outs.swap_remove(spec.model_owner.index());
             (
                 out,
@@ -1057,11 +1017,7 @@ pub fn run_training(
                 start,
                 r.virtual_time,
                 r.trace,
-                match spec.network {
-                    Network::Memory => "memory".into(),
-                    Network::Sim(_) => "sim".into(),
-                    Network::QuicLocalhost => "quic".into(),
-                },
+                spec.network.transport_name().to_string(),
             )
         }
     };
@@ -1082,7 +1038,7 @@ pub fn run_training(
         test_images: spec.test.images.len(),
         iterations: out.iterations,
         resumed_from: out.resumed_from,
-        epoch_stats: out.stats,
+        epoch_stats: out.epoch_stats,
         bytes_total: traffic.total_bytes(),
         messages: traffic.total_messages(),
         rounds: traffic.rounds,
