@@ -244,54 +244,75 @@ impl BenchPlan {
         if let Some(name) = self.models.iter().find(|m| !MODELS.contains(&m.as_str())) {
             return Err(BenchError::UnknownModel { name: name.clone() });
         }
-        let known = LinkSpec::preset_names();
-        if let Some(name) = self.networks.iter().find(|n| !known.contains(n)) {
-            return Err(BenchError::UnknownNetwork {
-                name: name.clone(),
-                known: known.join(", "),
-            });
-        }
-        if self.batches.contains(&0) {
-            return Err(BenchError::Config(
-                "--batches: a batch is at least 1".into(),
-            ));
-        }
-        if self.runs == 0 {
-            return Err(BenchError::Config("--runs must be at least 1".into()));
-        }
-        let mut cells = Vec::new();
-        for model in dedup(&self.models) {
-            for &batch in &dedup(&self.batches) {
-                if self.quick && batch > 1 && !QUICK_LARGE_BATCH_MODELS.contains(&model.as_str()) {
-                    continue;
-                }
-                for network in dedup(&self.networks) {
-                    for &layout in &dedup(&self.layouts) {
-                        cells.push(Cell {
-                            model: model.clone(),
-                            batch,
-                            network: network.clone(),
-                            layout,
-                        });
-                    }
+        grid(
+            [&self.models, &self.networks],
+            &self.batches,
+            &self.layouts,
+            self.runs,
+            |model, batch| !(self.quick && batch > 1 && !QUICK_LARGE_BATCH_MODELS.contains(&model)),
+            self.quick.then(|| {
+                format!(
+                    "--quick runs batches above 1 only for model {}",
+                    QUICK_LARGE_BATCH_MODELS.join(", ")
+                )
+            }),
+        )
+    }
+}
+
+/// The cells of a grid of `[models, networks]`, `batches` and `layouts` in run order (model,
+/// batch, network, then layout, so that the layouts of a cell sit side by side), after checking
+/// the networks, batches and runs (the caller checks the models: which it runs differs);
+/// `keep(model, batch)` drops what a quick grid skips, and `quick` says what it runs when that
+/// leaves nothing.
+pub(crate) fn grid(
+    [models, networks]: [&[String]; 2],
+    batches: &[usize],
+    layouts: &[Layout],
+    runs: usize,
+    keep: impl Fn(&str, usize) -> bool,
+    quick: Option<String>,
+) -> Result<Vec<Cell>, BenchError> {
+    let known = LinkSpec::preset_names();
+    if let Some(name) = networks.iter().find(|n| !known.contains(n)) {
+        return Err(BenchError::UnknownNetwork {
+            name: name.clone(),
+            known: known.join(", "),
+        });
+    }
+    if batches.contains(&0) {
+        return Err(BenchError::Config(
+            "--batches: a batch is at least 1".into(),
+        ));
+    }
+    if runs == 0 {
+        return Err(BenchError::Config("--runs must be at least 1".into()));
+    }
+    let mut cells = Vec::new();
+    for model in dedup(models) {
+        for &batch in &dedup(batches) {
+            if !keep(&model, batch) {
+                continue;
+            }
+            for network in dedup(networks) {
+                for &layout in &dedup(layouts) {
+                    cells.push(Cell {
+                        model: model.clone(),
+                        batch,
+                        network: network.clone(),
+                        layout,
+                    });
                 }
             }
         }
-        if cells.is_empty() {
-            return Err(BenchError::Config(format!(
-                "nothing to run{}",
-                if self.quick {
-                    format!(
-                        ": --quick runs batches above 1 only for model {}",
-                        QUICK_LARGE_BATCH_MODELS.join(", ")
-                    )
-                } else {
-                    String::new()
-                }
-            )));
-        }
-        Ok(cells)
     }
+    if cells.is_empty() {
+        return Err(BenchError::Config(format!(
+            "nothing to run{}",
+            quick.map_or(String::new(), |q| format!(": {q}"))
+        )));
+    }
+    Ok(cells)
 }
 
 fn dedup<T: Clone + PartialEq>(v: &[T]) -> Vec<T> {

@@ -12,7 +12,7 @@
 //! update. Its virtual seconds, CPU seconds and busiest link come from the metrics layer's
 //! operation tree (the iteration's span), so the layer must be installed, as the binary does.
 
-use super::{BenchError, Cell, RECV_TIMEOUT, dedup, layout_name, median, opt};
+use super::{BenchError, Cell, RECV_TIMEOUT, layout_name, median, opt};
 use crate::channel::{P0, P1};
 use crate::data::{DataSource, Mnist, Split};
 use crate::fixed::FixedPoint;
@@ -423,53 +423,19 @@ impl TrainPlan {
                 TRAIN_MODELS.join(", ")
             )));
         }
-        let known = LinkSpec::preset_names();
-        if let Some(name) = self.networks.iter().find(|n| !known.contains(n)) {
-            return Err(BenchError::UnknownNetwork {
-                name: name.clone(),
-                known: known.join(", "),
-            });
-        }
-        if self.batches.contains(&0) {
-            return Err(BenchError::Config(
-                "--batches: a batch is at least 1".into(),
-            ));
-        }
-        if self.runs == 0 {
-            return Err(BenchError::Config("--runs must be at least 1".into()));
-        }
-        let mut cells = Vec::new();
-        for model in dedup(&self.models) {
-            if self.quick && !TRAIN_QUICK_MODELS.contains(&model.as_str()) {
-                continue;
-            }
-            for &batch in &dedup(&self.batches) {
-                for network in dedup(&self.networks) {
-                    for &layout in &dedup(&self.layouts) {
-                        cells.push(Cell {
-                            model: model.clone(),
-                            batch,
-                            network: network.clone(),
-                            layout,
-                        });
-                    }
-                }
-            }
-        }
-        if cells.is_empty() {
-            return Err(BenchError::Config(format!(
-                "nothing to run{}",
-                if self.quick {
-                    format!(
-                        ": --train --quick runs only model {}",
-                        TRAIN_QUICK_MODELS.join(", ")
-                    )
-                } else {
-                    String::new()
-                }
-            )));
-        }
-        Ok(cells)
+        super::grid(
+            [&self.models, &self.networks],
+            &self.batches,
+            &self.layouts,
+            self.runs,
+            |model, _| !self.quick || TRAIN_QUICK_MODELS.contains(&model),
+            self.quick.then(|| {
+                format!(
+                    "--train --quick runs only model {}",
+                    TRAIN_QUICK_MODELS.join(", ")
+                )
+            }),
+        )
     }
 }
 
