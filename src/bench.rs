@@ -457,6 +457,7 @@ impl Inputs {
             network: Network::Sim(sim),
             network_name: cell.network.clone(),
             allow_range_risk: false,
+            comparison_width: Default::default(),
         })
     }
 }

@@ -108,6 +108,21 @@ pub struct InferSpec {
     /// product or comparison beyond the ring; otherwise such a job is refused with
     /// [`InferError::Range`].
     pub allow_range_risk: bool,
+    /// What width SecureNN's comparisons run on in the default layout.
+    pub comparison_width: ComparisonWidth,
+}
+
+/// The bits SecureNN compares on (default layout; the paper layout runs Algorithms 4-6 on 64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ComparisonWidth {
+    /// Each comparing layer on the fewest bits that hold its input's worst-case bound from the
+    /// range analysis ([`crate::nn::range::RangeReport::compare_widths`]): public, derived from
+    /// the weights and the input range, exact for every input in that range.
+    #[default]
+    Bounded,
+    /// Every comparison on all 64 bits.
+    Full,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +183,10 @@ pub struct InferReport {
     /// weights and warnings.
     #[serde(default)]
     pub range: RangeReport,
+    /// The bits each node's comparisons ran on (null: 64, or the node does not compare), in
+    /// node order of the model as run ([`ComparisonWidth`]).
+    #[serde(default)]
+    pub comparison_widths: Vec<Option<u32>>,
     /// Accuracy of the secure predictions against the labels; `null` when the inputs came
     /// without labels (`labels` is then empty).
     pub accuracy: Option<f64>,
@@ -276,6 +295,7 @@ impl InferSpec {
             network: Network::Memory,
             network_name: "none".into(),
             allow_range_risk: false,
+            comparison_width: Default::default(),
         }
     }
 
@@ -599,7 +619,13 @@ pub fn run_inference(
     }
     let fp = spec.config.fixed;
     let batches = spec.batches(fp)?;
-    let model = spec.run_model();
+    let mut model = spec.run_model();
+    if spec.protocol == ProtocolKind::SecureNn
+        && spec.layout == Layout::Default
+        && spec.comparison_width == ComparisonWidth::Bounded
+    {
+        model.compare_widths = range.compare_widths(&model);
+    }
     let logits_model = model.without_argmax();
 
     // References, outside the timed run: the plaintext fixed-point model with the protocol's ReLU
@@ -701,6 +727,7 @@ pub fn run_inference(
         seed: spec.seed,
         frac_bits: fp.frac_bits,
         range,
+        comparison_widths: model.compare_widths.clone(),
         accuracy: scored(&predictions),
         plaintext_agreement: agreement(&predictions, &plaintext_predictions),
         float_agreement: agreement(&predictions, &float_predictions),

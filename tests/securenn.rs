@@ -9,7 +9,7 @@ use securenn::channel::{Ctx, P0, P1, P2, ProtocolError};
 use securenn::protocol::securenn::bits::{L_BITS, bit_shares};
 use securenn::protocol::securenn::private_compare::private_compare_view;
 use securenn::protocol::securenn::share_convert::{ScRandomness, share_convert_with};
-use securenn::protocol::securenn::{compute_msb, division, maxpool, relu};
+use securenn::protocol::securenn::{compute_msb, division, maxpool, narrow_drelu, relu};
 use securenn::protocol::{Costing, SecureNn, SharedTensor};
 use securenn::ring::{ODD_MODULUS, OddTensor, RingTensor, Window, odd_reduce};
 
@@ -355,13 +355,13 @@ fn drelu_edges_and_cost() {
         t.rounds, 8,
         "the paper's 8 rounds: P2 deals ComputeMSB before ShareConvert"
     );
-    // P0's dealt shares from the P0-P2 seed (168 bytes fewer) and Z_67 packed in base 67: the
-    // same rounds and results.
+    // Ours: one opening modulo 2^64 and one PrivateCompare on 63 bits (narrow_drelu), the same
+    // results in 3 rounds.
     let (d2, t2) = drelu_run(&a, 6, REUSE);
     assert_eq!(d2, d);
     let n = a.len() as u64;
-    assert_eq!(t2.total_bytes(), 112 * n + 6 * packed(64 * n));
-    assert_eq!(t2.rounds, 8);
+    assert_eq!(t2.total_bytes(), 24 * n + 3 * packed(63 * n));
+    assert_eq!(t2.rounds, 3);
 }
 
 /// DReLU's domain is |a| < 2^62 (it doubles a): the largest fixed-point values the protocol
@@ -413,19 +413,119 @@ fn relu_is_exact_and_costs_704_bytes() {
         x = RingTensor::from_vec(&shape, v);
         let case = Case::new(Op::Relu, x.clone(), x.clone());
         let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
-        // The paper's 704 bytes; ours: P0's dealt shares from the P0-P2 seed, Z_67 packed.
+        // The paper's 704 bytes in 9 rounds; ours (narrow_drelu at 64 bits, the product with
+        // the helper's bit) in 3.
         let m = n as u64;
-        let backends: [(fn() -> SecureNn, u64); 2] = [
-            (SecureNn::paper, 704 * m),
-            (SecureNn::optimised, 152 * m + 6 * packed(64 * m)),
+        let backends = [
+            (SecureNn::paper(), 704 * m, 9),
+            (SecureNn::optimised(), 48 * m + 3 * packed(63 * m), 3),
         ];
-        for (backend, bytes) in backends {
-            let r = run_case(8, &case, backend).unwrap();
+        for (backend, bytes, rounds) in backends {
+            let r = run_case(8, &case, move || backend).unwrap();
             assert_eq!(reconstruct(&r.outputs), want, "batch {batch}");
             assert_eq!(r.traffic.total_bytes(), bytes);
-            assert_eq!(r.traffic.rounds, 9);
+            assert_eq!(r.traffic.rounds, rounds);
         }
     }
+}
+
+// ---------------------------------------------------------------- DReLU and ReLU on fewer bits
+
+/// Narrow DReLU and ReLU of `a` at `width` bits: (DReLU bits, ReLU values, traffic).
+fn narrow_run(
+    a: &[u64],
+    width: u32,
+    seed: u64,
+) -> (Vec<u64>, Vec<u64>, securenn_transports::MeterSnapshot) {
+    let n = a.len();
+    let shares = split(a, seed);
+    let r = run3(seed, move |ctx: Ctx| {
+        let shares = shares.clone();
+        async move {
+            let t = mine(&ctx, &shares, &[n], 13);
+            let (y, b) = narrow_drelu::relu_with_drelu(&ctx, &t, width).await?;
+            Ok((b.share().cloned(), y.share().cloned()))
+        }
+    })
+    .unwrap();
+    let b: Vec<Option<RingTensor>> = r.outputs.iter().map(|o| o.0.clone()).collect();
+    let y: Vec<Option<RingTensor>> = r.outputs.iter().map(|o| o.1.clone()).collect();
+    (open(&b), open(&y), r.traffic)
+}
+
+/// Values inside |a| < 2^(width-1): the boundary, 0, ±1, and random ones of every magnitude.
+fn narrow_values(width: u32, g: &mut securenn::share::Prg) -> Vec<u64> {
+    let top = if width == 64 {
+        i64::MAX
+    } else {
+        (1i64 << (width - 1)) - 1
+    };
+    let mut v: Vec<i64> = vec![0, 1, -1, top, -top, top - 1, -top + 1, top / 2, -top / 2];
+    for _ in 0..300 {
+        let bits = g.random_range(0..width);
+        let m = if bits >= 63 {
+            i64::MAX
+        } else {
+            (1i64 << bits) - 1
+        };
+        let x = (g.random::<u64>() as i64) & m;
+        v.push(if g.random::<bool>() { x } else { -x });
+    }
+    v.into_iter().map(|x| x as u64).collect()
+}
+
+#[test]
+fn narrow_drelu_and_relu_are_exact_inside_the_bound_at_every_width() {
+    let mut g = rng(80);
+    for width in [2u32, 3, 8, 14, 21, 32, 47, 62, 63, 64] {
+        let a = narrow_values(width, &mut g);
+        let (b, y, t) = narrow_run(&a, width, 80 + width as u64);
+        for ((&v, &bit), &relu) in a.iter().zip(&b).zip(&y) {
+            let pos = (v as i64) >= 0;
+            assert_eq!(bit, pos as u64, "width {width}, a = {}", v as i64);
+            assert_eq!(relu, if pos { v } else { 0 }, "width {width}");
+        }
+        // c both ways (width bits each), P1's bit shares of the mask's low bits and
+        // PrivateCompare (width - 1 Z_67 values, three times), z both ways, d and w to P1.
+        let n = a.len() as u64;
+        let w = width as u64;
+        assert_eq!(
+            t.total_bytes(),
+            2 * (n * w).div_ceil(8) + 3 * packed((w - 1) * n) + 32 * n,
+            "width {width}"
+        );
+        assert_eq!(t.rounds, 3);
+    }
+}
+
+/// The bound is a precondition, not a hope: 2^(width-1) itself reads as negative.
+#[test]
+fn narrow_drelu_is_wrong_just_outside_the_bound() {
+    for width in [8u32, 21, 40] {
+        let a = [1u64 << (width - 1), (1u64 << (width - 1)) + 5];
+        let (b, _, _) = narrow_run(&a, width, 90);
+        assert_eq!(
+            b,
+            vec![0, 0],
+            "width {width}: documented wrong answer outside"
+        );
+    }
+}
+
+/// At 64 bits every ring element is in range, the MSB's neighbourhood included: 100,000
+/// random values and the extremes, zero wrong answers.
+#[test]
+fn narrow_drelu_at_64_bits_covers_the_whole_ring() {
+    let mut g = rng(91);
+    let mut a: Vec<u64> = (0..100_000).map(|_| g.random::<u64>()).collect();
+    a.extend([1 << 63, (1 << 63) - 1, (1 << 63) + 1, u64::MAX, 0, 1 << 62]);
+    let (d, _) = drelu_run(&a, 91, REUSE);
+    let wrong = a
+        .iter()
+        .zip(&d)
+        .filter(|(v, b)| **b != ((**v as i64) >= 0) as u64)
+        .count();
+    assert_eq!(wrong, 0);
 }
 
 // ---------------------------------------------------------------- MatMul (Alg. 1) and linear layers
@@ -539,15 +639,14 @@ fn maxpool_matches_plaintext_with_ties_and_negative_windows() {
         let steps = (k * k - 1) as u64;
         assert_eq!(t.total_bytes(), 744 * steps * outputs, "{shape:?}");
         assert_eq!(t.rounds, 9 * steps);
-        // Reusing β's mask for the index selection (16 bytes less per step), P0's dealt shares
-        // from the P0-P2 seed (168 less) and Z_67 packed.
+        // Reusing β's mask for the index selection (16 bytes less per step) and narrow_drelu.
         let (max2, idx2, t2) = run_maxpool(&x, k, REUSE, 12);
         assert_eq!((max2, idx2), (pmax, pidx));
         assert_eq!(
             t2.total_bytes(),
-            steps * (176 * outputs + 6 * packed(64 * outputs))
+            steps * (88 * outputs + 3 * packed(63 * outputs))
         );
-        assert_eq!(t2.rounds, 9 * steps);
+        assert_eq!(t2.rounds, 4 * steps);
     }
 }
 
@@ -816,9 +915,9 @@ fn paper_conv_masks_the_im2col_matrix() {
 
 // ---------------------------------------------------------------- P1's view with derived deals
 
-/// With P0's dealt shares derived from the P0-P2 seed, P2 sends P0 nothing in ShareConvert and
-/// ComputeMSB, and what P1 receives (value - derived share) still looks uniform: P1's Z_67 bit
-/// shares of an all-zero input's masked value pass a chi-square test.
+/// P2 sends P0 nothing in DReLU (P0 derives its dealt shares from the P0-P2 seed), and what P1
+/// receives (value - derived share) still looks uniform: P1's Z_67 bit shares of the mask's low
+/// bits pass a chi-square test, and its shares of d are balanced.
 #[test]
 fn p1_sees_uniform_dealt_shares_when_p0_derives_its_own() {
     let n = 2000;
@@ -831,24 +930,18 @@ fn p1_sees_uniform_dealt_shares_when_p0_derives_its_own() {
         }
     })
     .unwrap();
-    let dealt = |to| {
-        log.iter()
-            .filter(|e| e.from == P2 && e.to == to)
-            .filter(|e| e.key.contains("share_convert#") || e.key.contains("compute_msb#"))
-            .count()
-    };
+    let dealt = |to| log.iter().filter(|e| e.from == P2 && e.to == to).count();
     assert_eq!(dealt(P0), 0, "P0 derives what P2 deals it");
     assert_eq!(
         dealt(P1),
-        4,
-        "P1 still gets the bit shares, δ, x, x[0], η' and β'"
+        2,
+        "P1 gets the mask's bit shares and its share of d"
     );
-    let deal = log
-        .iter()
-        .find(|e| e.from == P2 && e.to == P1 && e.key == "test/drelu/share_convert#0")
-        .unwrap();
-    let len = securenn::ring::z67::packed_len(n * L_BITS);
-    let bits = securenn::ring::Z67Vec::read_packed(&deal.payload[..len], n * L_BITS).unwrap();
+    let deal = log.iter().find(|e| e.from == P2 && e.to == P1).unwrap();
+    let width = L_BITS - 1;
+    let len = securenn::ring::z67::packed_len(n * width);
+    assert_eq!(deal.payload.len(), len);
+    let bits = securenn::ring::Z67Vec::read_packed(&deal.payload, n * width).unwrap();
     let mut counts = [0f64; 67];
     for &b in bits.as_slice() {
         counts[b as usize] += 1.0;
@@ -860,4 +953,12 @@ fn p1_sees_uniform_dealt_shares_when_p0_derives_its_own() {
         .sum();
     // 66 degrees of freedom: the 99.999th percentile is about 120.
     assert!(chi < 120.0, "chi-square {chi}");
+    let d = log.iter().rfind(|e| e.from == P2 && e.to == P1).unwrap();
+    let ones: u32 = d.payload.iter().map(|b| b.count_ones()).sum();
+    let total = (d.payload.len() * 8) as f64;
+    // Binomial(128000, 1/2): 6 standard deviations is about 1,073.
+    assert!(
+        (ones as f64 - total / 2.0).abs() < 1100.0,
+        "{ones} of {total}"
+    );
 }

@@ -10,4 +10,4 @@ mod wire;
 pub use ctx::{Ctx, Endpoint, P0, P1, P2};
 pub use error::ProtocolError;
 pub use securenn_transports::PartyId;
-pub use wire::{Wire, Z67Wire};
+pub use wire::{LowBits, Wire, Z67Wire};

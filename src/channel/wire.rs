@@ -112,6 +112,68 @@ impl Wire for Z67Wire {
     }
 }
 
+/// Values below 2^width, `width` bits each on the wire (1..=64; the last byte padded with
+/// zeros): what a comparison on fewer bits opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowBits {
+    pub values: Vec<u64>,
+    pub width: u32,
+}
+
+impl Wire for LowBits {
+    /// (values, width)
+    type Shape = (usize, u32);
+    fn wire_len(&(n, width): &(usize, u32)) -> usize {
+        (n * width as usize).div_ceil(8)
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        let w = self.width;
+        let mut acc: u128 = 0;
+        let mut held = 0u32;
+        out.reserve((self.values.len() * w as usize).div_ceil(8));
+        for &v in &self.values {
+            debug_assert!(w == 64 || v >> w == 0, "value beyond its width");
+            acc |= (v as u128) << held;
+            held += w;
+            while held >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                held -= 8;
+            }
+        }
+        if held > 0 {
+            out.push(acc as u8);
+        }
+    }
+    fn read(bytes: &[u8], &(n, width): &(usize, u32)) -> Result<Self, String> {
+        if !(1..=64).contains(&width) {
+            return Err(format!("a width of {width} bits is not in 1..=64"));
+        }
+        let mask = if width == 64 {
+            u64::MAX
+        } else {
+            (1u64 << width) - 1
+        };
+        let mut values = Vec::with_capacity(n);
+        let mut acc: u128 = 0;
+        let mut held = 0u32;
+        let mut it = bytes.iter();
+        for _ in 0..n {
+            while held < width {
+                acc |= (*it.next().expect("length checked") as u128) << held;
+                held += 8;
+            }
+            values.push(acc as u64 & mask);
+            acc >>= width;
+            held -= width;
+        }
+        if acc != 0 {
+            return Err("nonzero padding bits after the last value".into());
+        }
+        Ok(Self { values, width })
+    }
+}
+
 impl Wire for [u8; 32] {
     type Shape = ();
     fn wire_len(_: &()) -> usize {
@@ -178,6 +240,24 @@ mod tests {
         round_trip(&(r.clone(), o), &(vec![2, 2], vec![2]));
         // A random u64 costs 8 bytes, not a varint.
         assert_eq!(RingTensor::wire_len(&vec![1000]), 8000);
+    }
+
+    #[test]
+    fn low_bits_round_trip_at_every_width() {
+        for width in 1..=64u32 {
+            let top = if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            };
+            let v = LowBits {
+                values: vec![0, top, top / 3, 1, top ^ 1],
+                width,
+            };
+            round_trip(&v, &(5, width));
+        }
+        assert_eq!(LowBits::wire_len(&(10, 20)), 25);
+        assert!(LowBits::read(&[0xff], &(1, 4)).is_err(), "padding bits");
     }
 
     #[test]

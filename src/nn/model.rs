@@ -179,6 +179,12 @@ pub struct Model {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub input_layout: InputLayout,
+    /// Public comparison widths per node (empty: none declared): a node that compares (ReLU,
+    /// LeakyReLU, Clip, max pooling, argmax) with `Some(w)` has every |input| < 2^(w − 1) in
+    /// ring units, so SecureNN compares on w bits instead of 64
+    /// ([`crate::nn::range::RangeReport::compare_widths`] derives them from the weights).
+    #[serde(default)]
+    pub compare_widths: Vec<Option<u32>>,
 }
 
 /// Most elements one value (per image) or parameter of a model may have, and the largest
@@ -219,6 +225,7 @@ impl Model {
             input: input.to_vec(),
             nodes: Vec::new(),
             input_layout: InputLayout::ChannelsLast,
+            compare_widths: Vec::new(),
         }
     }
 
@@ -814,6 +821,18 @@ pub async fn forward<P: Protocol>(
     forward_inspect(p, ctx, model, params, x, &mut |_, _, _| {}).await
 }
 
+/// Whether `layer` compares its input (so a declared comparison width applies to it).
+pub(crate) fn compares(layer: &Layer) -> bool {
+    matches!(
+        layer,
+        Layer::Relu
+            | Layer::LeakyRelu { .. }
+            | Layer::Clip { .. }
+            | Layer::MaxPool { .. }
+            | Layer::Argmax
+    )
+}
+
 /// A callback seeing each node's index, inputs and output.
 pub(crate) type Inspect<'a, T> = dyn FnMut(usize, &[&T], &T) + 'a;
 
@@ -846,7 +865,11 @@ pub(crate) async fn forward_inspect<P: Protocol>(
                     .expect("a value is kept until its last reader")
             })
             .collect();
-        let x = ins[0];
+        let declared = match model.compare_widths.get(i).copied().flatten() {
+            Some(w) if compares(&node.layer) => Some(p.bounded(&lctx, ins[0], w)?),
+            _ => None,
+        };
+        let x = declared.as_ref().unwrap_or(ins[0]);
         lctx.shape(p.shape(x));
         let mut take = || {
             params.next().ok_or_else(|| ProtocolError::Input {
@@ -882,7 +905,11 @@ pub(crate) async fn forward_inspect<P: Protocol>(
             Layer::Clip { max } => {
                 // ReLU(x) and ReLU(x - max) in one call, side by side on the last axis.
                 let shifted = p.add_public(&lctx, x, -max)?;
-                let both = p.concat(&lctx, &[x, &shifted])?;
+                let mut both = p.concat(&lctx, &[x, &shifted])?;
+                if let Some(w) = model.compare_widths.get(i).copied().flatten() {
+                    // The declared width covers |x| + max.
+                    both = p.bounded(&lctx, &both, w)?;
+                }
                 let r = p.relu(&lctx, &both).await?;
                 let shape = full(&info.output);
                 let half = numel(&shape);

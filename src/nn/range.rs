@@ -920,6 +920,44 @@ fn polynomial(
 
 impl RangeReport {
     /// Refuse the run when a bound exceeds the ring.
+    /// The public comparison width of every node of `model` (the model this report bounds),
+    /// for [`Model::compare_widths`]: for a node that compares (ReLU, LeakyReLU, Clip, max
+    /// pooling, argmax), the fewest bits w with every |input| < 2^(w − 1) in ring units by the
+    /// worst-case bound (Clip: |x| + max, as it also compares x − max), with two ulps of margin
+    /// over the bound's own slack; `None` elsewhere, for a bound of 2^62 or more (64 bits serve),
+    /// and when the report's verdict is not the worst case (Pond's polynomial ReLU).
+    pub fn compare_widths(&self, model: &Model) -> Vec<Option<u32>> {
+        if self.basis != Basis::WorstCase || self.layers.len() != model.nodes.len() {
+            return vec![None; model.nodes.len()];
+        }
+        let scale = 2f64.powi(self.frac_bits as i32);
+        let input = self.input[0].abs().max(self.input[1].abs());
+        model
+            .nodes
+            .iter()
+            .map(|node| {
+                if !super::model::compares(&node.layer) {
+                    return None;
+                }
+                let v = *node.inputs.first()?;
+                let mut bound = if v == 0 {
+                    input
+                } else {
+                    self.layers[v - 1].bound
+                };
+                if let Layer::Clip { max } = node.layer {
+                    bound += max.abs();
+                }
+                let ring = bound * scale + 2.0;
+                if !ring.is_finite() || ring >= 2f64.powi(62) {
+                    return None;
+                }
+                // |x| <= ring < 2^(floor(log2 ring) + 1) = 2^(w - 1).
+                Some((ring.log2().floor() as u32 + 2).max(2))
+            })
+            .collect()
+    }
+
     pub fn check(&self) -> Result<(), RangeError> {
         let Some(v) = self.violations.first() else {
             return Ok(());

@@ -30,6 +30,14 @@ impl Costing {
         self == Self::Optimised
     }
 
+    /// Whether DReLU and ReLU run as one masked opening modulo 2^m and one PrivateCompare on
+    /// m − 1 bits ([`crate::protocol::securenn::narrow_drelu`]: 3 rounds, about 175 bytes per
+    /// element at m = 64 and fewer on narrower bounded values) instead of ShareConvert and
+    /// ComputeMSB (Algorithms 4-6: 8 rounds, 419 bytes with the other optimisations).
+    pub fn narrow_comparisons(self) -> bool {
+        self == Self::Optimised
+    }
+
     /// Whether Z_67 values travel packed in base 67, ten per eight bytes
     /// ([`crate::channel::Z67Wire`]), instead of one byte each as the paper counts them: 20%
     /// fewer bytes for PrivateCompare and the dealt bit shares.

@@ -135,6 +135,17 @@ pub trait Protocol {
     /// Index of the maximum of each row of a [batch, n] tensor, as integers (the later one among
     /// equal values).
     async fn argmax(&self, ctx: &Ctx, x: &Self::Tensor) -> Result<Self::Tensor, ProtocolError>;
+
+    /// `x` declared bounded by a public bound: every |value| < 2^(width − 1) in ring units (from
+    /// the range analysis, [`crate::nn::range::RangeReport::compare_widths`]), so comparisons of
+    /// it (ReLU, max pooling, argmax) may run on `width` bits. The plaintext reference checks
+    /// the bound and refuses a value beyond it; shared tensors carry it as metadata.
+    fn bounded(
+        &self,
+        ctx: &Ctx,
+        x: &Self::Tensor,
+        width: u32,
+    ) -> Result<Self::Tensor, ProtocolError>;
 }
 
 /// Append zeros to the last axis of a [batch, n] tensor (local on every backend: shares of zero

@@ -265,6 +265,35 @@ impl Protocol for Plaintext {
         })
     }
 
+    fn bounded(
+        &self,
+        ctx: &Ctx,
+        x: &PlainTensor,
+        width: u32,
+    ) -> Result<PlainTensor, ProtocolError> {
+        let limit = if width >= 64 {
+            u64::MAX
+        } else {
+            1u64 << (width - 1)
+        };
+        match x
+            .value
+            .as_slice()
+            .iter()
+            .position(|&v| (v as i64).unsigned_abs() >= limit && width < 64)
+        {
+            None => Ok(x.clone()),
+            Some(i) => Err(ProtocolError::Input {
+                op: ctx.path().to_string(),
+                reason: format!(
+                    "element {i} leaves the declared comparison bound |x| < 2^{} (ring units): \
+                     the range analysis that declared it is unsound",
+                    width - 1
+                ),
+            }),
+        }
+    }
+
     async fn argmax(&self, ctx: &Ctx, x: &PlainTensor) -> Result<PlainTensor, ProtocolError> {
         let s = x.value.shape();
         if s.len() != 2 || s[1] == 0 {

@@ -457,6 +457,15 @@ impl<S: SharedProtocol> Protocol for S {
     async fn argmax(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
         SharedProtocol::argmax(self, ctx, x).await
     }
+
+    fn bounded(
+        &self,
+        _: &Ctx,
+        x: &SharedTensor,
+        width: u32,
+    ) -> Result<SharedTensor, ProtocolError> {
+        Ok(x.with_compare_width(width))
+    }
 }
 
 /// A product's output, re-randomised if the protocol asks for it.

@@ -30,6 +30,10 @@ pub struct SharedTensor {
     pub(super) frac: u32,
     pub(super) share: Option<RingTensor>,
     pub(crate) mask: Rc<RefCell<Option<Mask>>>,
+    /// Public bound on the values, from the range analysis: every |value| < 2^(width − 1) in
+    /// ring units, so comparisons need only `width` bits
+    /// ([`crate::protocol::securenn::narrow_drelu`]). `None`: any ring element (64 bits).
+    pub(super) width: Option<u32>,
 }
 
 impl std::fmt::Debug for SharedTensor {
@@ -50,6 +54,21 @@ impl SharedTensor {
             frac,
             share,
             mask: Rc::default(),
+            width: None,
+        }
+    }
+
+    /// The bits a comparison of these values needs: the declared bound's or the ring's 64.
+    pub fn compare_width(&self) -> u32 {
+        self.width.unwrap_or(64)
+    }
+
+    /// The same tensor (and mask) declared bounded by |value| < 2^(width − 1) (2..=64).
+    pub fn with_compare_width(&self, width: u32) -> Self {
+        assert!((2..=64).contains(&width), "compare width {width}");
+        Self {
+            width: Some(width),
+            ..self.clone()
         }
     }
 

@@ -16,10 +16,15 @@ pub fn wrap(a: u64, b: u64) -> u64 {
 
 /// Bit k (0 = most significant) of each value, as Z_67 shares: (share for P0, share for P1).
 pub fn bit_shares<R: Rng + ?Sized>(x: &[u64], rng: &mut R) -> (Z67Vec, Z67Vec) {
-    let s0 = Z67Vec::random(x.len() * L_BITS, rng);
+    bit_shares_width(x, L_BITS, rng)
+}
+
+/// [`bit_shares`] of the low `width` bits of each value (most significant of them first).
+pub fn bit_shares_width<R: Rng + ?Sized>(x: &[u64], width: usize, rng: &mut R) -> (Z67Vec, Z67Vec) {
+    let s0 = Z67Vec::random(x.len() * width, rng);
     let s1: Vec<u8> = x
         .iter()
-        .flat_map(|&v| (0..L_BITS).map(move |k| ((v >> (L_BITS - 1 - k)) & 1) as u8))
+        .flat_map(|&v| (0..width).map(move |k| ((v >> (width - 1 - k)) & 1) as u8))
         .zip(s0.as_slice())
         .map(|(bit, &r)| z67::sub(bit, r))
         .collect();
@@ -45,6 +50,15 @@ pub fn dealer_prg(ctx: &Ctx, derived: bool) -> Prg {
 /// P0's side of [`dealer_prg`] with `derived`: the same stream, from the P0-P2 seed.
 pub fn p0_dealt_prg(ctx: &Ctx) -> Prg {
     ctx.prg_with(P2)
+}
+
+/// The values below 2^width: all ones in the low `width` bits (1..=64).
+pub const fn low_mask(width: usize) -> u64 {
+    if width >= L_BITS {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    }
 }
 
 /// `n` uniform bits.

@@ -64,7 +64,7 @@ pub async fn maxpool_with_index(
     let ctx = ctx.child("maxpool");
     let parts = windows(x, &window);
     ctx.shape(&pool_shape(&parts));
-    max_sequential(&ctx, &parts, costing, with_one_hot).await
+    max_sequential(&ctx, &parts, costing, with_one_hot, difference_width(x)).await
 }
 
 /// Max over the windows of an NHWC tensor with the given strategy (a padded cell repeats one of
@@ -81,8 +81,12 @@ pub async fn maxpool(
     let parts = windows(x, window);
     ctx.shape(&pool_shape(&parts));
     match strategy {
-        MaxStrategy::Sequential => max_sequential(&ctx, &parts, costing, false).await,
-        MaxStrategy::Tree | MaxStrategy::AllPairs => max_tree(&ctx, &parts, costing).await,
+        MaxStrategy::Sequential => {
+            max_sequential(&ctx, &parts, costing, false, difference_width(x)).await
+        }
+        MaxStrategy::Tree | MaxStrategy::AllPairs => {
+            max_tree(&ctx, &parts, costing, difference_width(x)).await
+        }
     }
 }
 
@@ -115,9 +119,19 @@ pub async fn argmax(
         })
         .collect();
     Ok(match strategy {
-        MaxStrategy::Sequential => max_sequential(&ctx, &parts, costing, false).await?.index,
-        MaxStrategy::Tree => max_tree(&ctx, &parts, costing).await?.index,
-        MaxStrategy::AllPairs => index_all_pairs(&ctx, &parts, costing).await?,
+        MaxStrategy::Sequential => {
+            max_sequential(&ctx, &parts, costing, false, difference_width(x))
+                .await?
+                .index
+        }
+        MaxStrategy::Tree => {
+            max_tree(&ctx, &parts, costing, difference_width(x))
+                .await?
+                .index
+        }
+        MaxStrategy::AllPairs => {
+            index_all_pairs(&ctx, &parts, costing, difference_width(x)).await?
+        }
     })
 }
 
@@ -127,6 +141,7 @@ async fn index_all_pairs(
     ctx: &Ctx,
     parts: &[SharedTensor],
     costing: Costing,
+    width: u32,
 ) -> Result<SharedTensor, ProtocolError> {
     let n = parts.len();
     let shape = parts[0].shape().to_vec();
@@ -146,6 +161,7 @@ async fn index_all_pairs(
             .map(|&(i, j)| sub(&step, &parts[j], &parts[i]))
             .collect::<Result<Vec<_>, _>>()?,
     );
+    let diff = diff.with_compare_width(width);
     let later = split(&drelu(&step, &diff, costing).await?, pairs.len(), &shape);
     let one = public(ctx, &RingTensor::filled(&shape, 1), 0);
     // Candidate i's wins: over every earlier j, [x_i ≥ x_j]; over every later j, 1 - [x_j ≥ x_i].
@@ -194,6 +210,12 @@ fn pool_shape(parts: &[SharedTensor]) -> [usize; 2] {
     [parts[0].shape().iter().product(), parts.len()]
 }
 
+/// The comparison width of differences of `x`'s values: one bit more than `x`'s (every max
+/// and every value compared is one of `x`'s, so |a - b| < 2·2^(w-1)).
+fn difference_width(x: &SharedTensor) -> u32 {
+    (x.compare_width() + 1).min(64)
+}
+
 /// Cell t (= dy·kw + dx) of every window, as one tensor of the pooled shape per cell.
 fn windows(x: &SharedTensor, window: &Window) -> Vec<SharedTensor> {
     (0..window.cells())
@@ -207,6 +229,7 @@ async fn max_sequential(
     parts: &[SharedTensor],
     costing: Costing,
     with_one_hot: bool,
+    width: u32,
 ) -> Result<MaxPooled, ProtocolError> {
     let n = parts.len();
     let out_shape = parts[0].shape().to_vec();
@@ -218,7 +241,7 @@ async fn max_sequential(
     for (t, part) in parts.iter().enumerate().skip(1) {
         let step = ctx.child("step");
         step.shape(&[out_shape.iter().product()]);
-        let w = sub(&step, part, &max)?;
+        let w = sub(&step, part, &max)?.with_compare_width(width);
         let beta = drelu(&step, &w, costing).await?;
         let target = constant(t as u64);
         let units: Vec<SharedTensor> = match &one_hot {
@@ -251,6 +274,7 @@ async fn max_tree(
     ctx: &Ctx,
     parts: &[SharedTensor],
     costing: Costing,
+    width: u32,
 ) -> Result<MaxPooled, ProtocolError> {
     let shape = parts[0].shape().to_vec();
     let constant = |v: u64| public(ctx, &RingTensor::filled(&shape, v), 0);
@@ -270,7 +294,7 @@ async fn max_tree(
                 .map(|i| sub(&step, &level[2 * i + 1].0, &level[2 * i].0))
                 .collect::<Result<Vec<_>, _>>()?,
         );
-        let beta = drelu(&step, &diff, costing).await?;
+        let beta = drelu(&step, &diff.with_compare_width(width), costing).await?;
         let betas = split(&beta, pairs, &shape);
         let mut selections = Vec::with_capacity(2 * pairs);
         for (i, b) in betas.iter().enumerate() {
@@ -364,9 +388,9 @@ pub async fn maxpool_one_hot(
         ctx.shape(&pool_shape(&parts));
         match strategy {
             MaxStrategy::Tree | MaxStrategy::AllPairs if efficient => {
-                max_tree(&ctx, &parts, costing).await?
+                max_tree(&ctx, &parts, costing, difference_width(x)).await?
             }
-            _ => max_sequential(&ctx, &parts, costing, !efficient).await?,
+            _ => max_sequential(&ctx, &parts, costing, !efficient, difference_width(x)).await?,
         }
     };
     let parts = match pooled.one_hot {

@@ -15,6 +15,7 @@ pub mod bits;
 pub mod compute_msb;
 pub mod division;
 pub mod maxpool;
+pub mod narrow_drelu;
 pub mod private_compare;
 pub mod relu;
 pub mod select_share;

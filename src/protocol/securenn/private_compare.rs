@@ -24,8 +24,9 @@ pub struct HelperView {
     pub beta_prime: Vec<u8>,
 }
 
-/// Run PrivateCompare on `n` values. Servers pass their bit shares (`n·ℓ` values, most
-/// significant bit first), `r` and `beta`; P2 passes `None` and empty slices. P2 gets β'.
+/// Run PrivateCompare on `n` values of ℓ = 64 bits. Servers pass their bit shares (`n·ℓ`
+/// values, most significant bit first), `r` and `beta`; P2 passes `None` and empty slices. P2
+/// gets β'.
 pub async fn private_compare(
     ctx: &Ctx,
     n: usize,
@@ -34,7 +35,22 @@ pub async fn private_compare(
     beta: &[u8],
     costing: Costing,
 ) -> Result<Option<Vec<u8>>, ProtocolError> {
-    Ok(private_compare_view(ctx, n, bits, r, beta, costing)
+    private_compare_width(ctx, n, L_BITS, bits, r, beta, costing).await
+}
+
+/// [`private_compare`] on values of `width` bits (1..=64): `bits` holds `n·width` shares and
+/// every `r` is below 2^width. The comparison of narrower values costs `width` Z_67 values per
+/// server and comparison instead of 64.
+pub async fn private_compare_width(
+    ctx: &Ctx,
+    n: usize,
+    width: usize,
+    bits: Option<&Z67Vec>,
+    r: &[u64],
+    beta: &[u8],
+    costing: Costing,
+) -> Result<Option<Vec<u8>>, ProtocolError> {
+    Ok(view(ctx, n, width, bits, r, beta, costing)
         .await?
         .map(|v| v.beta_prime))
 }
@@ -48,51 +64,71 @@ pub async fn private_compare_view(
     beta: &[u8],
     costing: Costing,
 ) -> Result<Option<HelperView>, ProtocolError> {
+    view(ctx, n, L_BITS, bits, r, beta, costing).await
+}
+
+async fn view(
+    ctx: &Ctx,
+    n: usize,
+    width: usize,
+    bits: Option<&Z67Vec>,
+    r: &[u64],
+    beta: &[u8],
+    costing: Costing,
+) -> Result<Option<HelperView>, ProtocolError> {
+    assert!((1..=L_BITS).contains(&width), "PrivateCompare width");
     let ctx = ctx.child("private_compare");
     ctx.shape(&[n]);
     let me = ctx.me();
     let packed = costing.pack_z67();
     if me == P2 {
-        let d0: Z67Wire = ctx.recv(P0, &(n * L_BITS, packed)).await?;
-        let d1: Z67Wire = ctx.recv(P1, &(n * L_BITS, packed)).await?;
+        let d0: Z67Wire = ctx.recv(P0, &(n * width, packed)).await?;
+        let d1: Z67Wire = ctx.recv(P1, &(n * width, packed)).await?;
         let d = d0.values.add(&d1.values);
         let beta_prime = d
             .as_slice()
-            .chunks_exact(L_BITS)
+            .chunks_exact(width)
             .map(|c| c.contains(&0) as u8)
             .collect();
         return Ok(Some(HelperView { d, beta_prime }));
     }
     let bits = bits.expect("servers hold bit shares");
     assert!(
-        bits.len() == n * L_BITS && r.len() == n && beta.len() == n,
+        bits.len() == n * width && r.len() == n && beta.len() == n,
         "PrivateCompare input sizes"
     );
+    let top = if width == L_BITS {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
+    debug_assert!(r.iter().all(|&v| v <= top), "PrivateCompare r beyond width");
     let j = me.0 as u32;
     let mut prg = common_prg(&ctx);
-    let s = Z67Vec::random_nonzero(n * L_BITS, &mut prg);
+    let s = Z67Vec::random_nonzero(n * width, &mut prg);
     let s = s.as_slice();
     let xb = bits.as_slice();
-    let mut out = vec![0u8; n * L_BITS];
-    let mut perm = [0u8; L_BITS];
-    let mut c = [0u32; L_BITS];
+    let mut out = vec![0u8; n * width];
+    let mut perm_all = [0u8; L_BITS];
+    let mut c_all = [0u32; L_BITS];
+    let (perm, c) = (&mut perm_all[..width], &mut c_all[..width]);
     for e in 0..n {
         // A fresh permutation of the ℓ slots per comparison (Fisher-Yates).
         for (k, p) in perm.iter_mut().enumerate() {
             *p = k as u8;
         }
-        for k in (1..L_BITS).rev() {
+        for k in (1..width).rev() {
             perm.swap(k, uniform_below(k as u32 + 1, &mut prg) as usize);
         }
-        let base = e * L_BITS;
-        let x = &xb[base..base + L_BITS];
-        if beta[e] == 1 && r[e] == u64::MAX {
+        let base = e * width;
+        let x = &xb[base..base + width];
+        if beta[e] == 1 && r[e] == top {
             // The corner: one planted zero (the last slot at both servers sums to 0), nonzero
             // elsewhere. Both servers know the corner (r and β are common), so only they draw u.
-            let u = Z67Vec::random_nonzero(L_BITS, &mut prg);
+            let u = Z67Vec::random_nonzero(width, &mut prg);
             for (k, (ck, &ui)) in c.iter_mut().zip(u.as_slice()).enumerate() {
                 let ui = ui as u32;
-                *ck = match (k == L_BITS - 1, j) {
+                *ck = match (k == width - 1, j) {
                     (false, 0) => ui + 1,
                     (true, 0) => ui,
                     _ => P as u32 - ui,
@@ -111,7 +147,7 @@ pub async fn private_compare_view(
             // Running Σ_{k>i} w_k over the more significant bits.
             let mut acc = 0u32;
             for (k, ck) in c.iter_mut().enumerate() {
-                let ri = ((cmp >> (L_BITS - 1 - k)) & 1) as u32;
+                let ri = ((cmp >> (width - 1 - k)) & 1) as u32;
                 let xi = x[k] as u32;
                 // β = 0: j·r_i - x_i + j + Σw;  β = 1: x_i - j·t_i + j + Σw (t = r + 1)
                 let (plus, minus) = if flip == 0 {
@@ -124,8 +160,8 @@ pub async fn private_compare_view(
                 acc += if ri == 0 { xi } else { j + p - xi };
             }
         }
-        let o = &mut out[base..base + L_BITS];
-        for k in 0..L_BITS {
+        let o = &mut out[base..base + width];
+        for k in 0..width {
             o[perm[k] as usize] = ((s[base + k] as u32 * (c[k] % P as u32)) % P as u32) as u8;
         }
     }
