@@ -102,7 +102,9 @@ fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
             1,
             Some(1),
         ),
-        ("infer/batch/1.dense/matmul".into(), 1, Some(2)),
+        // The first query's product waits at the helper for the weight's F (known_operand):
+        // 2 rounds, as the paper counts; later queries 1.
+        ("infer/batch/1.dense/matmul".into(), 2, Some(2)),
         (
             "infer/batch/6.argmax/argmax/all_pairs/drelu".into(),
             8,
@@ -377,10 +379,13 @@ fn a_second_query_costs_less_once_the_masked_weights_are_cached() {
     // The two queries are the whole job (the weights are shared locally: no traffic).
     assert_eq!(first.bytes + second.bytes, r.bytes_total);
     assert_eq!(first.messages + second.messages, r.messages);
-    // The first query masks the weights (784·128 + 128·128 + 128·10 words, both servers).
-    let weights = 2 * 8 * (784 * 128 + 128 * 128 + 128 * 10);
+    // The first query sends the helper the model owner's masked weights once
+    // (784·128 + 128·128 + 128·10 words; see known_operand), and the helper waits for them
+    // before its corrections: 36 rounds. A warm query takes 31 (33 with Beaver products: in a
+    // product with a known weight the other server receives nothing, so it runs ahead).
+    let weights = 8 * (784 * 128 + 128 * 128 + 128 * 10);
     assert_eq!(first.bytes - second.bytes, weights);
-    assert_eq!(first.rounds, second.rounds);
+    assert_eq!((first.rounds, second.rounds), (36, 31));
     assert!(second.seconds > 0.0 && second.seconds < first.seconds);
     // Excluding a subtree: the reveal is the second query's last 8 bytes.
     let without_reveal = t

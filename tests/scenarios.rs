@@ -35,7 +35,9 @@ fn partition_scenario_fails_naming_the_link() {
     let (ok, _, err) = run(&["run", &scenario("partition-p2"), "--samples", "2"]);
     assert!(!ok);
     assert!(
-        err.contains("-> P2 is cut by a fault from 1ms") && err.contains("relu"),
+        // The helper's first message after the cut: the first layer's correction to the
+        // weights' owner, once their F has arrived (known_operand).
+        err.contains("P2 -> P1 is cut by a fault from 1ms") && err.contains("1.dense/matmul/known"),
         "{err}"
     );
 }

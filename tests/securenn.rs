@@ -530,25 +530,39 @@ fn narrow_drelu_at_64_bits_covers_the_whole_ring() {
 
 // ---------------------------------------------------------------- MatMul (Alg. 1) and linear layers
 
+/// Beaver's MatMul on shared operands (input by the helper: its input sends P1 (mn + nv) words
+/// first) costs (2mn + 2nv + mv) words; with x the data owner's and W the model owner's, known
+/// to them (tests/known_operand.rs), it costs (mn + nv + mv).
 #[test]
 fn matmul_and_conv_match_plaintext_and_cost_the_formula() {
     let mut g = rng(9);
     for (m, n, v) in [(1, 100, 1), (1, 500, 100), (3, 7, 5), (128, 13, 10)] {
-        let case = Case::new(
+        let mut case = Case::new(
             Op::Matmul,
             random_fixed(&[m, n], 1.0, &mut g),
             random_fixed(&[n, v], 1.0, &mut g),
         );
-        let r = run_case(9, &case, SecureNn::default).unwrap();
         let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
-        assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
         let (m, n, v) = (m as u64, n as u64, v as u64);
-        assert_eq!(r.traffic.total_bytes(), (2 * m * n + 2 * n * v + m * v) * 8);
+        let r = run_case(9, &case, SecureNn::default).unwrap();
+        assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
+        assert_eq!(r.traffic.total_bytes(), (m * n + n * v + m * v) * 8);
         assert_eq!(r.traffic.link_bytes(P2, P1), m * v * 8);
-        assert_eq!(r.traffic.rounds, 1);
+        assert_eq!(r.traffic.rounds, 2, "the helper waits for the weight's F");
+        case.owners = (P2, P2);
+        let r = run_case(9, &case, SecureNn::default).unwrap();
+        assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
+        let input = (m * n + n * v) * 8;
+        assert_eq!(
+            r.traffic.total_bytes() - input,
+            (2 * m * n + 2 * n * v + m * v) * 8
+        );
+        assert_eq!(r.traffic.link_bytes(P2, P1) - input, m * v * 8);
+        assert_eq!(r.traffic.rounds, 2, "the input, then the product");
     }
-    // Conv: the image is masked, not its im2col matrix.
-    let case = Case::new(
+    // Conv: the image is masked (Beaver) or sent masked to the filter's owner, not its im2col
+    // matrix.
+    let mut case = Case::new(
         Op::Conv {
             stride: 1,
             padding: securenn::ring::Padding::Valid,
@@ -556,11 +570,18 @@ fn matmul_and_conv_match_plaintext_and_cost_the_formula() {
         random_fixed(&[2, 8, 8, 3], 1.0, &mut g),
         random_fixed(&[5, 5, 3, 4], 1.0, &mut g),
     );
-    let r = run_case(10, &case, SecureNn::default).unwrap();
     let want = plain_case(&case, securenn::protocol::ReluKind::Exact).unwrap();
+    let r = run_case(10, &case, SecureNn::default).unwrap();
     assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
     assert_eq!(
         r.traffic.total_bytes(),
+        (2 * 64 * 3 + 75 * 4 + 2 * 16 * 4) * 8
+    );
+    case.owners = (P2, P2);
+    let r = run_case(10, &case, SecureNn::default).unwrap();
+    assert!(max_ulp_diff(&reconstruct(&r.outputs), &want) <= 1);
+    assert_eq!(
+        r.traffic.total_bytes() - (2 * 64 * 3 + 75 * 4) * 8,
         (2 * 2 * 64 * 3 + 2 * 75 * 4 + 2 * 16 * 4) * 8
     );
 }

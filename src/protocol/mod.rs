@@ -4,6 +4,7 @@
 
 pub(crate) mod beaver;
 pub mod costing;
+mod known_operand;
 pub mod plaintext;
 mod polynomial;
 pub mod pond;

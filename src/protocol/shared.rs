@@ -6,6 +6,7 @@
 
 use super::beaver::beaver;
 use super::costing::Costing;
+use super::known_operand;
 use super::plaintext::check_bias;
 pub use super::shared_tensor::SharedTensor;
 use super::{
@@ -34,14 +35,16 @@ fn bad(ctx: &Ctx, reason: String) -> ProtocolError {
 }
 
 /// Bring `owner`'s value in. An owner among the servers shares with the other server through
-/// their common PRG: no message. P2 as owner derives P0's share from their seed and sends P1 the
-/// rest: one word per element.
+/// their common PRG: no message; or, with `known` (see [`super::known_operand`]), keeps the value
+/// as its share, the other server's share being zero, and the tensor is marked known to it.
+/// P2 as owner derives P0's share from their seed and sends P1 the rest: one word per element.
 pub(crate) async fn input(
     ctx: &Ctx,
     owner: PartyId,
     value: Option<&RingTensor>,
     shape: &[usize],
     frac: u32,
+    known: bool,
 ) -> Result<SharedTensor, ProtocolError> {
     let ctx = ctx.child("input");
     ctx.shape(shape);
@@ -53,6 +56,14 @@ pub(crate) async fn input(
         let v =
             value.ok_or_else(|| bad(&ctx, format!("{owner} owns this input but has no value")))?;
         same_shape(&ctx, v.shape(), shape)?;
+    }
+    if known && is_server(owner) {
+        let share = match me {
+            m if m == owner => Some(value.expect("checked").clone()),
+            P2 => None,
+            _ => Some(RingTensor::zeros(shape)),
+        };
+        return Ok(SharedTensor::new(shape, frac, share).known_to(Some(owner)));
     }
     let share = match (owner, me) {
         (o, m) if is_server(o) && m == o => {
@@ -201,12 +212,12 @@ pub(crate) fn mul_public(
 }
 
 pub(crate) fn reshape(x: &SharedTensor, shape: &[usize]) -> SharedTensor {
-    x.map_share(shape, x.frac, |s| s.clone().reshape(shape))
+    x.move_share(shape, |s| s.clone().reshape(shape))
 }
 
 pub(crate) fn pad_last(x: &SharedTensor, to: usize) -> SharedTensor {
     let shape = [x.shape[0], to];
-    x.map_share(&shape, x.frac, |s| super::pad_ring(s, to))
+    x.move_share(&shape, |s| super::pad_ring(s, to))
 }
 
 pub(crate) fn sum_pool(x: &SharedTensor, window: &Window) -> SharedTensor {
@@ -217,7 +228,7 @@ pub(crate) fn sum_pool(x: &SharedTensor, window: &Window) -> SharedTensor {
 
 /// A local data movement of every share (shares of zero are zeros).
 pub(crate) fn gather(x: &SharedTensor, g: &Gather) -> SharedTensor {
-    x.map_share(&g.shape, x.frac, |v| v.gather(g))
+    x.move_share(&g.shape, |v| v.gather(g))
 }
 
 pub(crate) fn concat(ctx: &Ctx, xs: &[&SharedTensor]) -> Result<SharedTensor, ProtocolError> {
@@ -255,6 +266,11 @@ pub trait SharedProtocol {
     fn conv_masks_im2col(&self) -> bool {
         false
     }
+    /// Whether a server's inputs stay known to it (value and zero, no randomness) and products
+    /// with such an operand take [`super::known_operand`]'s protocol instead of a Beaver triple.
+    fn known_operands(&self) -> bool {
+        false
+    }
     async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError>;
     async fn maxpool(
         &self,
@@ -288,7 +304,7 @@ impl<S: SharedProtocol> Protocol for S {
         shape: &[usize],
         frac: u32,
     ) -> Result<SharedTensor, ProtocolError> {
-        input(ctx, owner, value, shape, frac).await
+        input(ctx, owner, value, shape, frac, self.known_operands()).await
     }
 
     async fn reveal(
@@ -374,7 +390,11 @@ impl<S: SharedProtocol> Protocol for S {
         same_shape(ctx, x.shape(), y.shape())?;
         let ctx = ctx.child("mul");
         ctx.shape(x.shape());
-        let z = beaver(&ctx, x, y, x.shape(), self.costing(), |a, b| a.mul(b)).await?;
+        let op = |a: &RingTensor, b: &RingTensor| a.mul(b);
+        if let Some(z) = known(self, &ctx, x, y, x.shape(), op).await? {
+            return Ok(z);
+        }
+        let z = beaver(&ctx, x, y, x.shape(), self.costing(), op).await?;
         Ok(finish(self, &ctx, z))
     }
 
@@ -389,7 +409,11 @@ impl<S: SharedProtocol> Protocol for S {
         let out = check_matmul(ctx, x.shape(), y.shape())?;
         let ctx = ctx.child("matmul");
         ctx.shape(&[x.shape()[0], x.shape()[1], y.shape()[1]]);
-        let z = beaver(&ctx, x, y, &out, self.costing(), |a, b| a.matmul(b)).await?;
+        let op = |a: &RingTensor, b: &RingTensor| a.matmul(b);
+        if let Some(z) = known(self, &ctx, x, y, &out, op).await? {
+            return Ok(z);
+        }
+        let z = beaver(&ctx, x, y, &out, self.costing(), op).await?;
         Ok(finish(self, &ctx, z))
     }
 
@@ -408,6 +432,10 @@ impl<S: SharedProtocol> Protocol for S {
         // As the matmul of the im2col matrix by the filter (the paper's Conv2d cost).
         let fs = f.shape();
         ctx.shape(&[out[0] * out[1] * out[2], fs[0] * fs[1] * fs[2], fs[3]]);
+        let op = |a: &RingTensor, b: &RingTensor| a.conv2d(b, stride, padding);
+        if let Some(z) = known(self, &ctx, x, f, &out, op).await? {
+            return Ok(z);
+        }
         let z = if self.conv_masks_im2col() {
             let (xs, fs) = (x.shape(), f.shape());
             let rows = out[0] * out[1] * out[2];
@@ -433,10 +461,7 @@ impl<S: SharedProtocol> Protocol for S {
             .await?;
             reshape(&z, &out)
         } else {
-            beaver(&ctx, x, f, &out, self.costing(), |a, b| {
-                a.conv2d(b, stride, padding)
-            })
-            .await?
+            beaver(&ctx, x, f, &out, self.costing(), op).await?
         };
         Ok(finish(self, &ctx, z))
     }
@@ -466,6 +491,29 @@ impl<S: SharedProtocol> Protocol for S {
     ) -> Result<SharedTensor, ProtocolError> {
         Ok(x.with_compare_width(width))
     }
+}
+
+/// B(x, y) by [`known_operand`] when the protocol holds server inputs known to their owner and
+/// an operand is (the product convolves the image however convolutions are masked: only the
+/// other operand travels); `None` otherwise. A product computed by K alone stays known to K and
+/// is not re-randomised (its shares must stay value and zero).
+async fn known<S: SharedProtocol + ?Sized>(
+    p: &S,
+    ctx: &Ctx,
+    x: &SharedTensor,
+    y: &SharedTensor,
+    out: &[usize],
+    op: impl Fn(&RingTensor, &RingTensor) -> RingTensor,
+) -> Result<Option<SharedTensor>, ProtocolError> {
+    if !p.known_operands() {
+        return Ok(None);
+    }
+    Ok(known_operand::product(ctx, x, y, out, op)
+        .await?
+        .map(|z| match z.known_by() {
+            Some(_) => z,
+            None => finish(p, ctx, z),
+        }))
 }
 
 /// A product's output, re-randomised if the protocol asks for it.

@@ -2,6 +2,7 @@
 //! P1, the shape only on P2) and the Beaver mask memoised on it (see [`super::beaver`]): the
 //! type every protocol on shared tensors (Pond, SecureNN) computes with.
 
+use crate::channel::PartyId;
 use crate::ring::RingTensor;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,6 +23,21 @@ pub(crate) enum Mask {
     Pending,
 }
 
+/// What a product with an operand known to one server memoises on that operand (see
+/// [`super::known_operand`]): its owner has sent the helper F = W - B0 once, the other server
+/// keeps B0 (from the P0-P1 seed), the helper keeps F.
+#[derive(Clone)]
+pub(crate) enum KnownMemo {
+    /// On the owner: F went to the helper.
+    Sent,
+    /// On the other server: B0.
+    Server(RingTensor),
+    /// On the helper: F.
+    Helper(RingTensor),
+    /// On the helper, while F is on its way: a concurrent branch must not wait for it again.
+    Pending,
+}
+
 /// A party's view of a private tensor: a share on P0 and P1, only the shape on P2; plus the
 /// memoised Beaver mask (see [`super::beaver`]).
 #[derive(Clone)]
@@ -34,6 +50,11 @@ pub struct SharedTensor {
     /// ring units, so comparisons need only `width` bits
     /// ([`crate::protocol::securenn::narrow_drelu`]). `None`: any ring element (64 bits).
     pub(super) width: Option<u32>,
+    /// The server that knows the value in the clear, holding it as its share while the other
+    /// server's share is zero (public metadata: every party knows it).
+    pub(crate) known_by: Option<PartyId>,
+    /// What products with this tensor as the known operand memoised.
+    pub(crate) known_memo: Rc<RefCell<Option<KnownMemo>>>,
 }
 
 impl std::fmt::Debug for SharedTensor {
@@ -55,6 +76,8 @@ impl SharedTensor {
             share,
             mask: Rc::default(),
             width: None,
+            known_by: None,
+            known_memo: Rc::default(),
         }
     }
 
@@ -72,6 +95,19 @@ impl SharedTensor {
         }
     }
 
+    /// The server that knows this tensor in the clear (its share is the value, the other
+    /// server's is zero), if any.
+    pub fn known_by(&self) -> Option<PartyId> {
+        self.known_by
+    }
+
+    /// The same tensor marked as known to `server` (the caller guarantees the shares are the
+    /// value at `server` and zero at the other server).
+    pub(crate) fn known_to(mut self, server: Option<PartyId>) -> Self {
+        self.known_by = server;
+        self
+    }
+
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -86,9 +122,20 @@ impl SharedTensor {
         self.share.as_ref()
     }
 
-    /// The same share read with other fractional bits (no arithmetic).
+    /// The same share read with other fractional bits (no arithmetic; still known to whom it
+    /// was).
     pub fn with_frac(&self, frac: u32) -> Self {
-        Self::new(&self.shape, frac, self.share.clone())
+        Self::new(&self.shape, frac, self.share.clone()).known_to(self.known_by)
+    }
+
+    /// Apply a local data movement (reshape, gather, padding: zeros stay zeros) to the share;
+    /// a tensor known to a server stays known to it.
+    pub(crate) fn move_share(
+        &self,
+        shape: &[usize],
+        f: impl FnOnce(&RingTensor) -> RingTensor,
+    ) -> Self {
+        self.map_share(shape, self.frac, f).known_to(self.known_by)
     }
 
     /// Apply a local linear map to the share (P2 holds none).

@@ -106,6 +106,13 @@ impl SharedProtocol for SecureNn {
         self.conv == ConvMasking::Im2col
     }
 
+    /// With [`Costing::Optimised`]: servers' inputs stay known to them and products with them
+    /// take [`crate::protocol::known_operand`]'s protocol. The paper's accounting shares every
+    /// input and Beaver-multiplies every product.
+    fn known_operands(&self) -> bool {
+        self.costing == Costing::Optimised
+    }
+
     async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
         relu::relu(ctx, x, self.costing).await
     }
