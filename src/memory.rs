@@ -294,7 +294,8 @@ mod tests {
         #[repr(align(4096))]
         struct Page([u8; 4096]);
         let (page, peak) = measure(|| {
-            let p = Box::new(Page([1; 4096]));
+            // black_box: unobserved, the optimiser would drop the allocation.
+            let p = std::hint::black_box(Box::new(Page([1; 4096])));
             assert_eq!(&*p as *const Page as usize % 4096, 0);
             p.0[4095]
         });

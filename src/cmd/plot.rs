@@ -30,13 +30,17 @@ pub(crate) enum PlotCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Curves from `securenn bench --json` rows, one SVG each: bytes and time against the batch
-    /// size for one model (bytes-vs-batch-MODEL.svg, time-vs-batch-MODEL.svg), and against the
-    /// model's size in parameters at one batch size (bytes-vs-model-batchN.svg,
-    /// time-vs-model-batchN.svg); log scales, one line per layout and network (bytes: per
-    /// layout, the networks' bytes being equal), each time line with its network bound (free
-    /// compute) in a paler line. Make the rows with, e.g., `securenn bench --models a,b,c
-    /// --batches 1,8,64,512 --json bench.json`.
+    /// Bytes and time against the batch size and against the model's size, from `securenn
+    /// bench --json` rows (four SVGs).
+    ///
+    /// One SVG per figure: bytes and time against the batch size for one model
+    /// (bytes-vs-batch-MODEL.svg, time-vs-batch-MODEL.svg), and against the model's size in
+    /// parameters at one batch size (bytes-vs-model-batchN.svg, time-vs-model-batchN.svg); log
+    /// scales, one line per layout and network (bytes: per layout, the networks' bytes being
+    /// equal), each time line with its network bound (free compute) in a paler line. Make the
+    /// rows with, e.g., `securenn bench --models a,b,c --batches 1,8,64,256 --json bench.json`
+    /// (batch 512 needs more than the bundled 1,000 test images: the bench takes twice the
+    /// batch).
     Bench {
         /// The rows: the JSON array `securenn bench --json FILE` writes (fields read: model,
         /// batch, network, layout, seconds, bytes, and network_bound_seconds if present).
@@ -56,6 +60,7 @@ pub(crate) enum PlotCommand {
         /// at, the smallest among equals).
         #[arg(long, value_parser = at_least_one)]
         batch: Option<usize>,
+        /// Overwrite existing figures (without it, all four are checked before any is drawn).
         #[arg(long)]
         force: bool,
     },
