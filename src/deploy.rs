@@ -1138,6 +1138,11 @@ pub struct PartyReport {
     pub quic_wire_bytes: u64,
     /// From the seed agreement to the end of the QUIC shutdown (teardown included).
     pub wall_seconds: f64,
+    /// This party's peak of live heap bytes in the session (seed and job agreement included;
+    /// see [`crate::memory`]): what its party thread allocated and had not freed. The QUIC
+    /// endpoint's threads, and what was read before the session (weights, images), count
+    /// nowhere.
+    pub peak_memory_bytes: u64,
     /// What a training job did at this party (`samples` then counts the training images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub training: Option<PartyTraining>,
@@ -1431,6 +1436,7 @@ struct SessionEnd<R> {
     quic_wire_bytes: u64,
     peers: Vec<(u8, String)>,
     wall_seconds: f64,
+    peak_memory_bytes: u64,
 }
 
 /// Connect party `net.id` to its peers over QUIC, agree the session's seeds and run `work` on
@@ -1483,14 +1489,15 @@ fn run_session<R: 'static>(
     let watched = wrap(endpoint.transport.clone(), tell.clone());
     endpoint.transport = watched.clone();
     let t0 = Instant::now();
-    let result: Result<(R, MeterSnapshot), DeployError> =
+    let result: Result<(R, MeterSnapshot, u64), DeployError> =
         actix::System::new().block_on(async move {
             let cluster = LocalCluster::with_endpoints(vec![endpoint], meter.clone(), config);
             let session = 1;
             let work = async {
                 cluster.setup(session, source).await?;
                 let value = work(&cluster, tell).await?;
-                Ok::<_, DeployError>((value, meter.snapshot()))
+                let peak = cluster.peak_memory().into_iter().max().unwrap_or(0);
+                Ok::<_, DeployError>((value, meter.snapshot(), peak))
             };
             let out = match stop {
                 None => work.await,
@@ -1519,7 +1526,7 @@ fn run_session<R: 'static>(
         Err(e) => node.shutdown_with(&e.to_string()),
         Ok(_) => node.shutdown(),
     }
-    let (value, traffic) = result?;
+    let (value, traffic, peak_memory_bytes) = result?;
     let mut peers = peers.lock().map(|p| p.clone()).unwrap_or_default();
     peers.sort();
     Ok(SessionEnd {
@@ -1528,6 +1535,7 @@ fn run_session<R: 'static>(
         quic_wire_bytes: wire,
         peers,
         wall_seconds: t0.elapsed().as_secs_f64(),
+        peak_memory_bytes,
     })
 }
 
@@ -1685,6 +1693,7 @@ fn infer_party(
         rounds: end.traffic.rounds,
         quic_wire_bytes: end.quic_wire_bytes,
         wall_seconds: end.wall_seconds,
+        peak_memory_bytes: end.peak_memory_bytes,
         training: None,
     })
 }

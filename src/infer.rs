@@ -224,6 +224,13 @@ pub struct InferReport {
     pub cpu_seconds: f64,
     /// CPU time of each party's thread (P0, P1, P2).
     pub party_cpu_seconds: Vec<f64>,
+    /// Each party's peak of live heap bytes during the job (P0, P1, P2; one figure for a
+    /// plaintext run): what the party's thread allocated and had not yet freed, wherever the
+    /// blocks went ([`crate::memory`]). The inputs handed to the job (the weights and images)
+    /// count at no party; the shares, masks and messages the party makes of them do. Empty in
+    /// reports written before it was measured.
+    #[serde(default)]
+    pub peak_memory_bytes: Vec<u64>,
     pub predictions: Vec<usize>,
     /// The logits the data owner learnt, one row per sample, with `--reveal logits` (absent from
     /// the JSON, and empty, when only the class is revealed).
@@ -502,6 +509,7 @@ struct Secure {
     cpu: Duration,
     party_cpu: Vec<Duration>,
     trace: Option<SessionTrace>,
+    peak_memory: Vec<u64>,
 }
 
 /// The secure job at three parties: the model owner's job gets the weights, the data owner's
@@ -550,6 +558,7 @@ fn run_parties<P: Protocol + Send + 'static>(
         cpu: r.cpu,
         party_cpu: r.party_cpu,
         trace: r.trace,
+        peak_memory: r.peak_memory,
     })
 }
 
@@ -661,18 +670,23 @@ pub fn run_inference(
         ProtocolKind::Plaintext => {
             let t0 = std::time::Instant::now();
             let c0 = crate::party::process_cpu_time();
-            let outputs = futures::executor::block_on(party_job(
-                Plaintext {
-                    relu: ReluKind::Exact,
-                },
-                Ctx::local(fp),
-                model.clone(),
-                Some(spec.weights.clone()),
-                Some(batches.clone()),
-                batches.iter().map(|b| b.shape().to_vec()).collect(),
-                (P0, P0),
-                progress,
-            ))?;
+            let (weights, images) = (spec.weights.clone(), batches.clone());
+            let shapes = batches.iter().map(|b| b.shape().to_vec()).collect();
+            let (outputs, peak) = crate::memory::measure(|| {
+                futures::executor::block_on(party_job(
+                    Plaintext {
+                        relu: ReluKind::Exact,
+                    },
+                    Ctx::local(fp),
+                    model.clone(),
+                    Some(weights),
+                    Some(images),
+                    shapes,
+                    (P0, P0),
+                    progress,
+                ))
+            });
+            let outputs = outputs?;
             let cpu = crate::party::process_cpu_time() - c0;
             Secure {
                 virtual_time: None,
@@ -685,6 +699,7 @@ pub fn run_inference(
                 cpu,
                 party_cpu: vec![cpu],
                 trace: None,
+                peak_memory: vec![peak],
             }
         }
         ProtocolKind::Pond => {
@@ -758,6 +773,7 @@ pub fn run_inference(
         quic_wire_bytes: secure.quic_wire_bytes,
         cpu_seconds: secure.cpu.as_secs_f64(),
         party_cpu_seconds: secure.party_cpu.iter().map(|d| d.as_secs_f64()).collect(),
+        peak_memory_bytes: secure.peak_memory,
         predictions,
         logits: secure.outputs.iter().filter_map(|o| o.0.clone()).collect(),
         plaintext_predictions,

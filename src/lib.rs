@@ -12,6 +12,7 @@ pub mod data;
 pub mod deploy;
 pub mod fixed;
 pub mod infer;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod nn;
@@ -23,3 +24,8 @@ pub mod ring;
 pub mod scenario;
 pub mod share;
 pub mod training;
+
+/// Every allocation of a process that links the library is counted per party ([`memory`]): the
+/// binary, the tests and the benches alike.
+#[global_allocator]
+static ALLOCATOR: memory::CountingAlloc = memory::CountingAlloc;

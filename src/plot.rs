@@ -1,5 +1,10 @@
 //! Figures (plotters, SVG): the exact ReLU beside Pond's polynomial approximations and their
-//! error (the seed's Figure 1), and a run's costs per layer from its JSON report.
+//! error (the seed's Figure 1), a run's costs per layer from its JSON report, and the bench's
+//! bytes and time against the batch size and the model's size ([`bench`]).
+
+pub mod bench;
+
+pub use bench::{BenchFigure, BenchFigures, BenchPlotError, BenchPoint, bench_figures, load_bench};
 
 use crate::protocol::{TFE_RELU_3, TFE_RELU_9};
 use plotters::prelude::*;

@@ -210,3 +210,101 @@ fn plot_costs_from_a_report() {
     assert!(!ok && err.contains("not a report"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn plot_bench_draws_curves_from_bench_rows() {
+    let rows = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bench/rows.json"
+    );
+    let dir = std::env::temp_dir().join(format!("securenn-cli-bench-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let out = dir.join("figs");
+    let o = out.to_str().unwrap();
+    let (ok, _, err) = securenn(&["plot", "bench", rows, "--out-dir", o]);
+    assert!(ok, "{err}");
+    // Network A has the most batch sizes; batch 1 is the one every model ran at.
+    for (file, series) in [
+        (
+            "bytes-vs-batch-a.svg",
+            &["default layout (lan, wan)", "paper layout (lan, wan)"][..],
+        ),
+        (
+            "time-vs-batch-a.svg",
+            &[
+                "default layout, lan",
+                "paper layout, wan",
+                "paper layout, wan: network bound",
+            ],
+        ),
+        (
+            "bytes-vs-model-batch1.svg",
+            &["default layout (lan, wan)", "c (431k)"],
+        ),
+        (
+            "time-vs-model-batch1.svg",
+            &["default layout, wan", "a (118k)", "d-as-benchmarked (99k)"],
+        ),
+    ] {
+        let svg = std::fs::read_to_string(out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(svg.starts_with("<svg"), "{file}");
+        for s in series {
+            assert!(svg.contains(s), "{file} lacks {s:?}");
+        }
+        assert!(svg.contains("log scale"), "{file}: axis labels");
+    }
+    // Existing figures are kept unless --force.
+    let (ok, _, err) = securenn(&["plot", "bench", rows, "--out-dir", o]);
+    assert!(!ok && err.contains("--force"), "{err}");
+    let (ok, _, err) = securenn(&[
+        "plot",
+        "bench",
+        rows,
+        "--out-dir",
+        o,
+        "--force",
+        "--model",
+        "c",
+        "--models",
+        "a,c",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.join("bytes-vs-batch-c.svg").exists());
+    let (ok, _, err) = securenn(&["plot", "bench", rows, "--out-dir", o, "--model", "z"]);
+    assert!(!ok && err.contains("--model z"), "{err}");
+
+    // Bad input: the file, the row and the field, no panic.
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    let b = bad.to_str().unwrap();
+    let text = std::fs::read_to_string(rows).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[2]["bytes"] = "many".into();
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let (ok, _, err) = securenn(&["plot", "bench", b, "--out-dir", o, "--force"]);
+    assert!(
+        !ok && err.contains("bad.json") && err.contains("row 3") && err.contains("`bytes`"),
+        "{err}"
+    );
+    v[2].as_object_mut().unwrap().remove("bytes");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let (ok, _, err) = securenn(&["plot", "bench", b, "--out-dir", o, "--force"]);
+    assert!(!ok && err.contains("`bytes`: missing"), "{err}");
+    for (text, says) in [
+        ("{\"model\": 1}", "not an array"),
+        ("[1", "not a bench file"),
+        ("[]", "no rows"),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let (ok, _, err) = securenn(&["plot", "bench", b, "--out-dir", o, "--force"]);
+        assert!(
+            !ok && err.contains("bad.json") && err.contains(says),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let missing = dir.join("missing.json");
+    let (ok, _, err) = securenn(&["plot", "bench", missing.to_str().unwrap(), "--out-dir", o]);
+    assert!(!ok && err.contains("missing.json"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1031,6 +1031,8 @@ fn three_processes_train_network_a_over_quic() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["training"]["iterations"], 3, "{json}");
     assert!(json["bytes_sent"].as_u64().unwrap() > 0 && json["rounds"].as_u64().unwrap() > 0);
+    // The party's own peak of live heap bytes (its process runs one party).
+    assert!(json["peak_memory_bytes"].as_u64().unwrap() > 0, "{json}");
     assert!(
         json["training"]["epoch_stats"][0]["test_accuracy"].is_number(),
         "{json}"

@@ -141,3 +141,24 @@ fn network_a_over_every_transport() {
     assert!(runs[1].virtual_seconds.unwrap() > runs[1].rounds as f64 * 0.029);
     assert!(runs[2].quic_wire_bytes.unwrap() > runs[2].bytes_total);
 }
+
+#[test]
+fn every_party_has_its_peak_memory() {
+    let s = InferSpec {
+        batch: 16,
+        ..spec(ProtocolKind::SecureNn, 16, 16, 3)
+    };
+    let r = run_inference(&s, None).unwrap();
+    let m = &r.peak_memory_bytes;
+    assert_eq!(m.len(), 3, "{m:?}");
+    // At least the batch's shares of the first layer's input: 16 images of 784 words.
+    assert!(m.iter().all(|&b| b > 16 * 784 * 8), "{m:?}");
+    // The helper does other work than the servers: never the same figure.
+    assert!(m[2] != m[0] && m[2] != m[1], "{m:?}");
+    // In the JSON, as the schema says.
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["peak_memory_bytes"].as_array().unwrap().len(), 3);
+    // A plaintext run: one figure, its thread's.
+    let p = run_inference(&spec(ProtocolKind::Plaintext, 4, 4, 3), None).unwrap();
+    assert!(p.peak_memory_bytes.len() == 1 && p.peak_memory_bytes[0] > 0);
+}

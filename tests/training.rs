@@ -344,6 +344,13 @@ fn the_json_report_fits_the_schema() {
     );
     s.protocol = ProtocolKind::Plaintext;
     let twin = run_training(&s, None).unwrap();
+    // Each party's peak heap, and the twin's one thread's.
+    assert!(
+        secure.peak_memory_bytes.len() == 3 && secure.peak_memory_bytes.iter().all(|&b| b > 0),
+        "{:?}",
+        secure.peak_memory_bytes
+    );
+    assert!(twin.peak_memory_bytes.len() == 1 && twin.peak_memory_bytes[0] > 0);
     assert_eq!(
         secure.epoch_stats[0].test_accuracy, twin.epoch_stats[0].test_accuracy,
         "10 test images: the secure test agrees with the twin's"

@@ -292,6 +292,10 @@ fn party(
         "party {id} sent       {} bytes in {} messages ({} UDP bytes on the wire), {} rounds, {:.3} s",
         r.bytes_sent, r.messages_sent, r.quic_wire_bytes, r.rounds, r.wall_seconds
     );
+    println!(
+        "peak memory         {:.2} MB (heap live at once on this party's thread)",
+        r.peak_memory_bytes as f64 / 1e6
+    );
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;

@@ -30,6 +30,40 @@ pub(crate) enum PlotCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Bytes and time against the batch size and against the model's size, from `securenn
+    /// bench --json` rows (four SVGs).
+    ///
+    /// One SVG per figure: bytes and time against the batch size for one model
+    /// (bytes-vs-batch-MODEL.svg, time-vs-batch-MODEL.svg), and against the model's size in
+    /// parameters at one batch size (bytes-vs-model-batchN.svg, time-vs-model-batchN.svg); log
+    /// scales, one line per layout and network (bytes: per layout, the networks' bytes being
+    /// equal), each time line with its network bound (free compute) in a paler line. Make the
+    /// rows with, e.g., `securenn bench --models a,b,c --batches 1,8,64,256 --json bench.json`
+    /// (batch 512 needs more than the bundled 1,000 test images: the bench takes twice the
+    /// batch).
+    Bench {
+        /// The rows: the JSON array `securenn bench --json FILE` writes (fields read: model,
+        /// batch, network, layout, seconds, bytes, and network_bound_seconds if present).
+        rows: PathBuf,
+        /// The directory to write the figures into (made if missing; existing figures are
+        /// refused unless --force).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// The model of the batch-size figures (default: the one with the most batch sizes).
+        #[arg(long)]
+        model: Option<String>,
+        /// The models of the model-size figures, comma-separated (default: all in the file;
+        /// built-in models only: their size is their parameter count).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// The batch size of the model-size figures (default: the one most models were run
+        /// at, the smallest among equals).
+        #[arg(long, value_parser = at_least_one)]
+        batch: Option<usize>,
+        /// Overwrite existing figures (without it, all four are checked before any is drawn).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub(crate) fn run(c: PlotCommand) -> Result<()> {
@@ -40,6 +74,37 @@ pub(crate) fn run(c: PlotCommand) -> Result<()> {
             out,
             force,
         } => plot_costs(&report, run, &out, force),
+        PlotCommand::Bench {
+            rows,
+            out_dir,
+            model,
+            models,
+            batch,
+            force,
+        } => {
+            let points = securenn::plot::load_bench(&rows)?;
+            let want = securenn::plot::BenchFigures {
+                model,
+                batch,
+                models,
+            };
+            let figures = securenn::plot::bench_figures(&points, &rows, &want)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            // Every file is checked before any is drawn.
+            for f in &figures {
+                check_output(&out_dir.join(&f.file), force)?;
+            }
+            for f in &figures {
+                let path = f.draw(&out_dir)?;
+                eprintln!(
+                    "figure written to {} ({})",
+                    path.display(),
+                    f.series().join("; ")
+                );
+            }
+            Ok(())
+        }
         PlotCommand::Relu { out, force } => {
             check_output(&out, force)?;
             securenn::plot::relu_figure(&out)?;

@@ -973,6 +973,9 @@ pub(crate) fn print_summary(
         "time                {:.3} s wall, {:.3} s CPU",
         r.wall_seconds, r.cpu_seconds
     );
+    if let Some(line) = super::peak_memory_line(&r.peak_memory_bytes) {
+        println!("peak memory         {line}");
+    }
     match out {
         Some(out) if secure => println!(
             "weights             written to {} (by the model owner, P{}: the only party that \

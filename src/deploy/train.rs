@@ -564,6 +564,7 @@ pub(super) fn train_party(
         rounds: end.traffic.rounds,
         quic_wire_bytes: end.quic_wire_bytes,
         wall_seconds: end.wall_seconds,
+        peak_memory_bytes: end.peak_memory_bytes,
         training: Some(PartyTraining {
             layout,
             epochs: job.epochs,

@@ -4,6 +4,7 @@
 use super::actor::{JobFn, JobOutput, PartyActor, PartyConfig, Run, Setup};
 use super::setup::SeedSource;
 use crate::channel::{Ctx, PartyId, ProtocolError};
+use crate::memory::{MemoryCounter, set_thread_counter};
 use actix::prelude::*;
 use securenn_transports::quic::{self, QuicLimits, QuicNode};
 use securenn_transports::sim::{SimConfig, SimError, SimNetwork};
@@ -21,6 +22,9 @@ pub struct LocalCluster {
     meter: Arc<Meter>,
     sim: Option<Arc<SimNetwork>>,
     quic: Vec<QuicNode>,
+    /// Each party's memory counter ([`crate::memory`]), in party order: its arbiter thread is
+    /// tagged with it.
+    memory: Vec<&'static MemoryCounter>,
 }
 
 /// Which transport connects the parties of a [`LocalCluster`].
@@ -69,6 +73,8 @@ pub struct RunReport<R> {
     pub quic_wire_bytes: Option<u64>,
     /// The job's operation spans and messages, when a [`crate::metrics`] layer is installed.
     pub trace: Option<crate::metrics::SessionTrace>,
+    /// Each party's peak of live heap bytes during the job (see [`LocalCluster::peak_memory`]).
+    pub peak_memory: Vec<u64>,
 }
 
 impl LocalCluster {
@@ -105,13 +111,18 @@ impl LocalCluster {
     ) -> Self {
         let mut parties = Vec::new();
         let mut arbiters = Vec::new();
+        let mut memory = Vec::new();
         for ep in endpoints {
             let arbiter = Arbiter::new();
+            let counter = MemoryCounter::leak();
             let addr = PartyActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                // This arbiter thread is this party's: its allocations are the party's.
+                set_thread_counter(Some(counter));
                 PartyActor::new(ep, config)
             });
             parties.push(addr);
             arbiters.push(arbiter);
+            memory.push(counter);
         }
         Self {
             parties,
@@ -119,11 +130,27 @@ impl LocalCluster {
             meter,
             sim: None,
             quic: Vec::new(),
+            memory,
         }
     }
 
     pub fn meter(&self) -> MeterSnapshot {
         self.meter.snapshot()
+    }
+
+    /// Start each party's memory peak afresh from its live bytes (at a job's start).
+    pub fn reset_peak_memory(&self) {
+        self.memory.iter().for_each(|c| c.reset_peak());
+    }
+
+    /// Each party's peak of live heap bytes since the cluster started or
+    /// [`LocalCluster::reset_peak_memory`], in party order: what its thread allocated and had
+    /// not freed, wherever the blocks went (a message counts at its sender until the receiver
+    /// drops it). The inputs handed to a job (an owner's weights and images, made by the
+    /// caller) count at no party; everything the party makes of them does. Other threads of
+    /// the process (transport, driver) count nowhere.
+    pub fn peak_memory(&self) -> Vec<u64> {
+        self.memory.iter().map(|c| c.peak()).collect()
     }
 
     /// Agree the session's seeds at every party.
@@ -202,6 +229,7 @@ impl LocalCluster {
                 if traced {
                     crate::metrics::begin(session);
                 }
+                cluster.reset_peak_memory();
                 let (t0, c0) = (Instant::now(), process_cpu_time());
                 let (outputs, party_cpu) = cluster
                     .run(name, (0..3).map(|i| jobs(PartyId(i))).collect())
@@ -210,6 +238,7 @@ impl LocalCluster {
                     .map(|o| (o.value, o.cpu))
                     .unzip();
                 let (wall, cpu) = (t0.elapsed(), process_cpu_time().saturating_sub(c0));
+                let peak_memory = cluster.peak_memory();
                 let virtual_time = cluster.sim.as_ref().zip(v0).map(|(s, v0)| s.now() - v0);
                 let quic_wire_bytes = (!cluster.quic.is_empty()).then(|| {
                     cluster
@@ -230,6 +259,7 @@ impl LocalCluster {
                     virtual_time,
                     quic_wire_bytes,
                     trace: traced.then(|| crate::metrics::take(session)).flatten(),
+                    peak_memory,
                 })
             }
             .await;

@@ -151,6 +151,10 @@ pub struct TrainReport {
     pub wall_seconds: f64,
     pub virtual_seconds: Option<f64>,
     pub cpu_seconds: f64,
+    /// Each party's peak of live heap bytes during the job (P0, P1, P2; one figure for the
+    /// plaintext twin), as [`crate::infer::InferReport::peak_memory_bytes`].
+    #[serde(default)]
+    pub peak_memory_bytes: Vec<u64>,
     /// The trained weights (at the model owner); not serialised.
     #[serde(skip)]
     pub weights: Option<Weights>,
@@ -967,22 +971,27 @@ pub fn run_training(
     let fp = spec.config.fixed;
     let t0 = std::time::Instant::now();
     let c0 = crate::party::process_cpu_time();
+    let mut peak_memory = Vec::new();
     let (out, traffic, envelopes, start, virtual_time, trace, transport) = match spec.protocol {
         ProtocolKind::Pond => unreachable!("refused by TrainSpec::check"),
         ProtocolKind::Plaintext => {
-            let out = futures::executor::block_on(party_job(
-                Plaintext {
-                    relu: ReluKind::Exact,
-                },
-                Ctx::local(fp),
-                plan.clone(),
-                Some(spec.weights.clone()),
-                Some(data.clone()),
-                progress,
-                true,
-            ))?;
+            let weights = spec.weights.clone();
+            let (out, peak) = crate::memory::measure(|| {
+                futures::executor::block_on(party_job(
+                    Plaintext {
+                        relu: ReluKind::Exact,
+                    },
+                    Ctx::local(fp),
+                    plan.clone(),
+                    Some(weights),
+                    Some(data.clone()),
+                    progress,
+                    true,
+                ))
+            });
+            peak_memory.push(peak);
             (
-                out,
+                out?,
                 Default::default(),
                 Vec::new(),
                 0,
@@ -1008,6 +1017,7 @@ pub fn run_training(
                 jobs,
             )?;
             let start = r.setup.rounds;
+            peak_memory = r.peak_memory;
             let mut outs = r.outputs;
             let out = outs.swap_remove(spec.model_owner.index());
             (
@@ -1049,6 +1059,7 @@ pub fn run_training(
         wall_seconds: t0.elapsed().as_secs_f64(),
         virtual_seconds: virtual_time.map(|d| d.as_secs_f64()),
         cpu_seconds: (crate::party::process_cpu_time() - c0).as_secs_f64(),
+        peak_memory_bytes: peak_memory,
         weights: out.weights,
         trace: trace.map(Arc::new),
     })
