@@ -178,6 +178,8 @@ pub struct Cell {
     pub batch: usize,
     pub network: String,
     pub layout: Layout,
+    /// Cores per party on the virtual clock ([`SimConfig::cores`]).
+    pub cores: u32,
 }
 
 impl std::fmt::Display for Cell {
@@ -189,7 +191,11 @@ impl std::fmt::Display for Cell {
             self.batch,
             self.network,
             layout_name(self.layout)
-        )
+        )?;
+        match self.cores {
+            1 => Ok(()),
+            n => write!(f, ", {n} cores"),
+        }
     }
 }
 
@@ -207,6 +213,8 @@ pub struct BenchPlan {
     pub runs: usize,
     /// Batches above 1 only for [`QUICK_LARGE_BATCH_MODELS`].
     pub quick: bool,
+    /// Cores per party; every cell runs at each, one row each (default: 1).
+    pub cores: Vec<u32>,
     pub seed: u64,
     /// MNIST images; the first `batch` images of the test split are a cell's input.
     pub data: DataSource,
@@ -223,6 +231,7 @@ impl BenchPlan {
             layouts: vec![Layout::Paper, Layout::Default],
             runs: DEFAULT_RUNS,
             quick: false,
+            cores: vec![1],
             seed: DEFAULT_SEED,
             data: DataSource::Bundled,
         }
@@ -244,7 +253,12 @@ impl BenchPlan {
         if let Some(name) = self.models.iter().find(|m| !MODELS.contains(&m.as_str())) {
             return Err(BenchError::UnknownModel { name: name.clone() });
         }
-        grid(
+        if self.cores.is_empty() || self.cores.contains(&0) {
+            return Err(BenchError::Config(
+                "--cores: a party has at least 1 core".into(),
+            ));
+        }
+        let cells = grid(
             [&self.models, &self.networks],
             &self.batches,
             &self.layouts,
@@ -256,7 +270,13 @@ impl BenchPlan {
                     QUICK_LARGE_BATCH_MODELS.join(", ")
                 )
             }),
-        )
+        )?;
+        // The cores of a cell sit side by side, like its layouts.
+        let cores = dedup(&self.cores);
+        Ok(cells
+            .into_iter()
+            .flat_map(|c| cores.iter().map(move |&cores| Cell { cores, ..c.clone() }))
+            .collect())
     }
 }
 
@@ -301,6 +321,7 @@ pub(crate) fn grid(
                         batch,
                         network: network.clone(),
                         layout,
+                        cores: 1,
                     });
                 }
             }
@@ -337,6 +358,10 @@ pub struct BenchRow {
     /// The simulator preset.
     pub network: String,
     pub layout: Layout,
+    /// Cores per party on the virtual clock (parallel sections charged their makespan on this
+    /// many cores); 1 in rows written before the field existed.
+    #[serde(default = "one_core")]
+    pub cores: u32,
     pub protocol: ProtocolKind,
     /// Measured runs behind `seconds`.
     pub runs: usize,
@@ -368,6 +393,10 @@ pub struct BenchRow {
     pub warm_bytes: Option<u64>,
     pub warm_rounds: Option<u64>,
     pub seed: u64,
+}
+
+fn one_core() -> u32 {
+    1
 }
 
 /// Progress of [`run_bench`], for a progress display.
@@ -434,6 +463,7 @@ impl Inputs {
         sim.seed = seed;
         sim.clock = Clock::Virtual;
         sim.compute = compute;
+        sim.cores = cell.cores;
         Ok(InferSpec {
             protocol: ProtocolKind::SecureNn,
             model_name: cell.model.clone(),
@@ -541,6 +571,7 @@ fn run_cell(
         batch: cell.batch,
         network: cell.network.clone(),
         layout: cell.layout,
+        cores: cell.cores,
         protocol: ProtocolKind::SecureNn,
         runs,
         seconds,
@@ -599,7 +630,9 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn table(rows: &[BenchRow]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(
+    // A cores column only when some row has more than one.
+    let cores = rows.iter().any(|r| r.cores != 1);
+    let _ = write!(
         s,
         "{:<17} {:>5} {:<8} {:<8} {:>9} {:>9} {:>8} {:>6} {:>10} {:>9} {:>6} {:>6} {:>8} {:>9}",
         "model",
@@ -617,8 +650,9 @@ pub fn table(rows: &[BenchRow]) -> String {
         "warm s",
         "warm MB"
     );
+    let _ = writeln!(s, "{}", if cores { " cores" } else { "" });
     for r in rows {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{:<17} {:>5} {:<8} {:<8} {:>9.3} {:>9.3} {:>8} {:>6} {:>10.3} {:>9} {:>6} {:>6} {:>8} {:>9}",
             r.model,
@@ -636,6 +670,11 @@ pub fn table(rows: &[BenchRow]) -> String {
             opt(r.warm_seconds, 3),
             opt(r.warm_bytes.map(|b| b as f64 / 1e6), 3)
         );
+        match cores {
+            true => writeln!(s, " {:>5}", r.cores),
+            false => writeln!(s),
+        }
+        .ok();
     }
     s
 }

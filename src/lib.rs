@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod onnx;
+pub mod par;
 pub mod party;
 pub mod plot;
 pub mod protocol;

@@ -136,6 +136,9 @@ pub struct NetworkEntry {
     pub clock: Option<String>,
     /// `measured` (default) or `zero`.
     pub compute: Option<String>,
+    /// Cores of each party's machine on the simulator's virtual clock (default 1): a parallel
+    /// section is charged its chunks' makespan on this many cores ([`crate::par`]).
+    pub cores: Option<i64>,
     /// Link parameters overriding the preset on every link.
     #[serde(default)]
     pub link: LinkOverride,
@@ -455,6 +458,7 @@ fn network_of(
     let preset = preset
         .or(entry.preset.clone())
         .unwrap_or_else(|| "lan".into());
+    cores(entry, path)?;
     let network = match transport {
         TransportName::Memory => Network::Memory,
         TransportName::Quic => Network::QuicLocalhost,
@@ -472,6 +476,21 @@ fn network_of(
         TransportName::Sim => preset,
     };
     Ok((network, name))
+}
+
+/// Most cores per party a scenario may give (a sanity bound, far above any real server's).
+pub const MAX_CORES: u32 = 4096;
+
+/// The `[network]`'s `cores`, 1 by default, checked.
+fn cores(network: &NetworkEntry, path: &Path) -> Result<u32, ScenarioError> {
+    match network.cores {
+        None => Ok(1),
+        Some(n) if (1..=MAX_CORES as i64).contains(&n) => Ok(n as u32),
+        Some(n) => Err(invalid(
+            path,
+            format!("network.cores: {n} is not a number of cores per party (1 to {MAX_CORES})"),
+        )),
+    }
 }
 
 /// The simulator's configuration of a scenario's `[network]` and `[[fault]]`s.
@@ -524,6 +543,7 @@ fn sim_config(
         apply(&mut cfg.links[a as usize][b as usize], o, &key)?;
     }
     cfg.seed = seed;
+    cfg.cores = cores(network, path)?;
     cfg.clock = match network.clock.as_deref() {
         None | Some("virtual") => Clock::Virtual,
         Some("real") => Clock::Real,

@@ -63,6 +63,48 @@ fn network_a_batch_1_on_the_lan_in_the_paper_layout() {
     assert!(r.network_bound_seconds >= r.rounds as f64 * 0.11e-3 * 0.99);
 }
 
+/// `cores` 1 and 16: one row each, side by side, with the same bytes and rounds; 16 cores take
+/// no more virtual time (allowing for a shared machine's noise between separate runs).
+#[test]
+fn cores_rows_share_bytes_and_rounds() {
+    let plan = BenchPlan {
+        cores: vec![1, 16],
+        batches: vec![16],
+        ..one_cell(Layout::Default)
+    };
+    let cells = plan.cells().unwrap();
+    assert_eq!(cells.iter().map(|c| c.cores).collect::<Vec<_>>(), [1, 16]);
+    assert!(cells[1].to_string().ends_with(", 16 cores"), "{}", cells[1]);
+    let rows = run_bench(&plan, &mut |_| {}).unwrap();
+    let (one, sixteen) = (&rows[0], &rows[1]);
+    assert_eq!((one.cores, sixteen.cores), (1, 16));
+    assert_eq!(
+        (one.bytes, one.rounds, one.messages),
+        (sixteen.bytes, sixteen.rounds, sixteen.messages)
+    );
+    assert_eq!(one.network_bound_seconds, sixteen.network_bound_seconds);
+    assert!(
+        sixteen.seconds <= one.seconds * 1.1,
+        "{} vs {}",
+        sixteen.seconds,
+        one.seconds
+    );
+    let table = securenn::bench::table(&rows);
+    assert!(table.lines().next().unwrap().ends_with("cores"), "{table}");
+    // Rows written before the field existed read as one core.
+    let mut v = serde_json::to_value(one).unwrap();
+    v.as_object_mut().unwrap().remove("cores");
+    let old: securenn::bench::BenchRow = serde_json::from_value(v).unwrap();
+    assert_eq!(old.cores, 1);
+    let e = BenchPlan {
+        cores: vec![0],
+        ..plan
+    }
+    .cells()
+    .unwrap_err();
+    assert!(e.to_string().contains("--cores"), "{e}");
+}
+
 #[test]
 fn the_grids() {
     let full = BenchPlan::full().cells().unwrap();

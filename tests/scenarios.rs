@@ -72,6 +72,14 @@ fn bad_scenarios_name_the_key_the_line_and_what_is_allowed() {
             vec!["faults need", "sim"],
         ),
         ("[job]\nmodel = \"a\"\n", vec!["description"]),
+        (
+            "description = \"x\"\n[network]\ntransport = \"sim\"\ncores = 0\n",
+            vec!["network.cores", "0", "1 to 4096"],
+        ),
+        (
+            "description = \"x\"\n[network]\npreset = \"lan\"\ncores = \"16\"\n",
+            vec!["line 4", "cores"],
+        ),
     ] {
         let f = dir.join("bad.toml");
         std::fs::write(&f, text).unwrap();

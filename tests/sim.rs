@@ -275,3 +275,56 @@ fn quic_on_localhost_gives_the_same_results() {
     assert_eq!(mem.outputs, quic.outputs);
     assert_eq!(mem.traffic, quic.traffic);
 }
+
+/// `--cores 16` changes only the virtual time: the same predictions, bytes and rounds as
+/// `--cores 1` (parallel sections are cut the same way whatever the cores, and draw no
+/// randomness), and no more virtual time. Network A at batch 128: its products and the
+/// PrivateCompare vectors are large enough to run as parallel sections.
+#[test]
+fn more_cores_per_party_change_only_the_virtual_time() {
+    let dir = std::env::temp_dir().join(format!("securenn-cores-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |cores: &str| {
+        let json = dir.join(format!("cores-{cores}.json"));
+        let j = json.to_str().unwrap();
+        let (ok, _, err) = securenn_cli(&[
+            "infer",
+            "--model",
+            "a",
+            "--samples",
+            "128",
+            "--batch",
+            "128",
+            "--network",
+            "lan",
+            "--seed",
+            "3",
+            "--cores",
+            cores,
+            "--json",
+            j,
+            "--force",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        v
+    };
+    let (one, sixteen) = (run("1"), run("16"));
+    for field in ["predictions", "bytes_total", "rounds", "messages"] {
+        assert_eq!(one[field], sixteen[field], "{field}");
+    }
+    let (t1, t16) = (
+        one["virtual_seconds"].as_f64().unwrap(),
+        sixteen["virtual_seconds"].as_f64().unwrap(),
+    );
+    // Separate runs measure CPU time anew: allow the noise of a shared machine.
+    assert!(t16 <= t1 * 1.1, "16 cores {t16} s, 1 core {t1} s");
+    // --cores needs the simulator.
+    let (ok, _, err) = securenn_cli(&["infer", "--model", "a", "--samples", "1", "--cores", "2"]);
+    assert!(
+        !ok && err.contains("--cores") && err.contains("--network"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -18,18 +18,30 @@ pub trait Wire: Sized {
     fn read(bytes: &[u8], shape: &Self::Shape) -> Result<Self, String>;
 }
 
+/// Least words in a parallel chunk of encoding or decoding ([`crate::par`]): 1 MiB.
+const CODEC_CHUNK_WORDS: usize = 1 << 17;
+
 fn read_u64s(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect()
+    let mut out = vec![0u64; bytes.len() / 8];
+    crate::par::fill(&mut out, CODEC_CHUNK_WORDS, |r, o| {
+        for (o, c) in o
+            .iter_mut()
+            .zip(bytes[r.start * 8..r.end * 8].chunks_exact(8))
+        {
+            *o = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        }
+    });
+    out
 }
 
 fn write_u64s(v: &[u64], out: &mut Vec<u8>) {
-    out.reserve(v.len() * 8);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
+    let start = out.len();
+    out.resize(start + v.len() * 8, 0);
+    crate::par::fill_rows(&mut out[start..], 8, CODEC_CHUNK_WORDS, |r, o| {
+        for (x, o) in v[r].iter().zip(o.chunks_exact_mut(8)) {
+            o.copy_from_slice(&x.to_le_bytes());
+        }
+    });
 }
 
 impl Wire for RingTensor {
@@ -240,6 +252,33 @@ mod tests {
         round_trip(&(r.clone(), o), &(vec![2, 2], vec![2]));
         // A random u64 costs 8 bytes, not a varint.
         assert_eq!(RingTensor::wire_len(&vec![1000]), 8000);
+    }
+
+    /// Tensors long enough to encode as parallel sections: the same bytes on one thread and
+    /// several, appended after what the buffer holds.
+    #[test]
+    fn long_tensors_encode_the_same_on_any_number_of_threads() {
+        let n = 20 * CODEC_CHUNK_WORDS + 3;
+        let v: Vec<u64> = (0..n as u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut out = vec![7u8];
+                write_u64s(&v, &mut out);
+                let back = read_u64s(&out[1..]);
+                (out, back)
+            })
+        };
+        let (bytes, back) = run(1);
+        assert_eq!((bytes.clone(), back.clone()), run(3));
+        assert_eq!(back, v);
+        assert_eq!(bytes[0], 7);
+        assert_eq!(&bytes[1 + 8 * 5..1 + 8 * 6], &v[5].to_le_bytes());
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub(crate) struct BenchArgs {
     /// Simulator presets, comma-separated (default: lan,wan: the paper's networks).
     #[arg(long, value_delimiter = ',')]
     networks: Vec<String>,
+    /// Cores per party, comma-separated (default: 1): every cell runs at each, one row each.
+    /// The virtual clock charges a party's parallel sections (matrix products, convolutions,
+    /// Z_67 packing, large elementwise ops) their makespan on this many cores; 1 charges all
+    /// of its CPU time, as the paper's servers (one process each) spent it. The parties share
+    /// this machine's rayon pool, so wall time does not scale with it; virtual time does.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
+    cores: Vec<u32>,
     /// Measured runs per cell; the median is reported (default: 3, or 1 with --quick or
     /// --train).
     #[arg(long)]
@@ -54,6 +61,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
         check_output(path, a.force)?;
     }
     if a.train {
+        if a.cores.iter().any(|&c| c != 1) {
+            bail!("--cores: the training bench runs at 1 core per party only");
+        }
         return run_train(a);
     }
     let mut plan = if a.quick {
@@ -78,6 +88,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
     }
     plan.runs = a.runs.unwrap_or(plan.runs);
     plan.seed = a.seed;
+    if !a.cores.is_empty() {
+        plan.cores = a.cores;
+    }
     let cells = plan.cells()?.len();
     eprintln!(
         "securenn bench: {cells} cells, each {} measured run{}, one network-bound run and (default layout) a warm two-query run; SecureNN, virtual clock, seed {}",
@@ -109,11 +122,15 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
         }
         BenchEvent::Cell(r) => {
             let line = format!(
-                "  {} batch {} {} {}: {:.3} s (paper {}), {} bytes",
+                "  {} batch {} {} {}{}: {:.3} s (paper {}), {} bytes",
                 r.model,
                 r.batch,
                 r.network,
                 securenn::bench::layout_name(r.layout),
+                match r.cores {
+                    1 => String::new(),
+                    n => format!(", {n} cores"),
+                },
                 r.seconds,
                 r.paper_seconds.map_or("-".into(), |p| format!("{p} s")),
                 r.bytes

@@ -117,6 +117,13 @@ pub(crate) struct InferArgs {
     /// What advances a party's virtual clock besides messages.
     #[arg(long, value_enum, default_value = "measured")]
     compute: ComputeArg,
+    /// Cores per party on the simulator's virtual clock (default 1, as the paper's servers ran
+    /// one process each): a party's parallel sections (matrix products, convolutions, Z_67
+    /// packing, large elementwise ops) are charged their makespan on this many cores. The
+    /// parties share this machine's rayon pool, so the wall time does not scale with it; the
+    /// virtual time does. Needs the simulator (--network or --transport sim).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    cores: Option<u32>,
     #[command(flatten)]
     outputs: ReportArgs,
 }
@@ -136,6 +143,9 @@ pub(crate) fn network_of(a: &InferArgs, seed: u64) -> Result<(Network, String)> 
         (TransportArg::Quic, Some(_)) => {
             bail!("--network chooses a simulated network; it does not apply to --transport quic")
         }
+        (TransportArg::Quic | TransportArg::Memory, None) if a.cores.is_some() => bail!(
+            "--cores models cores on the simulator's virtual clock; give --network or --transport sim"
+        ),
         (TransportArg::Quic, None) => return Ok((Network::QuicLocalhost, "localhost".into())),
         (TransportArg::Memory, None) => return Ok((Network::Memory, "none".into())),
         _ => {}
@@ -152,6 +162,7 @@ pub(crate) fn network_of(a: &InferArgs, seed: u64) -> Result<(Network, String)> 
         ComputeArg::Measured => Compute::Measured,
         ComputeArg::Zero => Compute::Zero,
     };
+    cfg.cores = a.cores.unwrap_or(1);
     Ok((Network::Sim(cfg), name))
 }
 

@@ -13,19 +13,30 @@ pub(crate) struct RunArgs {
     /// Override every run's number of images (CI runs long scenarios short).
     #[arg(long, value_parser = at_least_one)]
     samples: Option<usize>,
+    /// Override every run's cores per party on the simulator's virtual clock (the scenario's
+    /// `[network] cores`, default 1; see `securenn infer --cores`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    cores: Option<u32>,
     #[command(flatten)]
     outputs: ReportArgs,
 }
 
 pub(crate) fn run(a: RunArgs) -> Result<()> {
     let o = a.outputs.resolve()?;
-    run_scenario(&a.file, a.samples, &o)
+    run_scenario(&a.file, a.samples, a.cores, &o)
 }
 
-fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Outputs) -> Result<()> {
-    let scenario = match securenn::scenario::ScenarioFile::load(file)? {
+fn run_scenario(
+    file: &std::path::Path,
+    samples: Option<usize>,
+    cores: Option<u32>,
+    outputs: &Outputs,
+) -> Result<()> {
+    let cores = cores.map(i64::from);
+    let mut scenario = match securenn::scenario::ScenarioFile::load(file)? {
         securenn::scenario::ScenarioFile::Inference(s) => s,
-        securenn::scenario::ScenarioFile::Train(s) => {
+        securenn::scenario::ScenarioFile::Train(mut s) => {
+            s.network.cores = cores.or(s.network.cores);
             if samples.is_some() {
                 bail!(
                     "--samples: {} is a training scenario; its size is [job] epochs, iterations \
@@ -36,6 +47,7 @@ fn run_scenario(file: &std::path::Path, samples: Option<usize>, outputs: &Output
             return run_train_scenario(file, &s, outputs);
         }
     };
+    scenario.network.cores = cores.or(scenario.network.cores);
     let runs = scenario.runs(file, samples)?;
     let out = outputs.json.clone().or_else(|| {
         scenario

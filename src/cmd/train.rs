@@ -115,6 +115,10 @@ pub(crate) struct TrainArgs {
     /// lan, wan, wan-tfe, lossy-wan [default: memory] (--protocol securenn).
     #[arg(long)]
     network: Option<String>,
+    /// Cores per party on the simulator's virtual clock [default: 1] (a --network preset; see
+    /// `securenn infer --cores`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    cores: Option<u32>,
     /// Stop each epoch after N iterations [default: every full batch] (secure kinds).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     iterations: Option<usize>,
@@ -397,15 +401,19 @@ fn resumable_epoch(dir: &Path, parties: &[u8]) -> Result<usize> {
 }
 
 /// The network the flag names, and its name in the report.
-fn network_of(name: Option<&str>, seed: u64) -> Result<(Network, String)> {
+fn network_of(name: Option<&str>, seed: u64, cores: Option<u32>) -> Result<(Network, String)> {
     use securenn_transports::sim::{LinkSpec, SimConfig};
     match name {
+        None | Some("memory") if cores.is_some() => {
+            bail!("--cores models cores on the simulator's virtual clock; give a --network preset")
+        }
         None | Some("memory") => Ok((Network::Memory, "none".into())),
         Some(n) => {
             let link = LinkSpec::preset(n)
                 .with_context(|| format!("--network {n}: expected memory or a simulator preset"))?;
             let mut cfg = SimConfig::uniform(3, link);
             cfg.seed = seed;
+            cfg.cores = cores.unwrap_or(1);
             Ok((Network::Sim(cfg), n.to_string()))
         }
     }
@@ -571,7 +579,7 @@ fn run_secure(a: TrainArgs, protocol: ProtocolKind) -> Result<()> {
     let (network, network_name) = if plaintext {
         (Network::Memory, "none".to_string())
     } else {
-        network_of(a.network.as_deref(), a.seed)?
+        network_of(a.network.as_deref(), a.seed, a.cores)?
     };
 
     // Checkpoints: refuse an earlier run's unless resuming (or --force, which deletes them).

@@ -1,7 +1,7 @@
 //! The `tracing-subscriber` layer: operation spans and message events into [`SessionTrace`]s.
 
 use super::{RecvRecord, SendRecord, SpanRecord, collector, virtual_now, wall_now};
-use securenn_transports::sim::thread_cpu_time;
+use securenn_transports::offload;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 use tracing::field::{Field, Visit};
@@ -78,8 +78,9 @@ impl Visit for Fields {
     }
 }
 
+/// The thread's CPU time, with what its parallel sections ran on pool threads.
 fn cpu_ns() -> u64 {
-    thread_cpu_time().as_nanos() as u64
+    offload::cpu_time().as_nanos() as u64
 }
 
 impl<S> tracing_subscriber::Layer<S> for MetricsLayer

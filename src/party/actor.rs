@@ -8,7 +8,7 @@ use crate::share::Seeds;
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 pub use securenn_transports::sim::thread_cpu_time;
-use securenn_transports::{Delivery, Envelope, Incoming, Transport, TransportError};
+use securenn_transports::{Delivery, Envelope, Incoming, Transport, TransportError, offload};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -62,7 +62,8 @@ impl<R: Send + 'static> Message for Run<R> {
     type Result = Result<JobOutput<R>, ProtocolError>;
 }
 
-/// A job's result at one party, with the CPU time the party's thread spent on it.
+/// A job's result at one party, with the CPU time the party spent on it (its thread's, plus
+/// what its parallel sections ran on pool threads).
 #[derive(Debug)]
 pub struct JobOutput<R> {
     pub value: R,
@@ -217,8 +218,9 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
             self.depth.get().max(msg.start_depth),
         );
         let (root, depth) = (ctx.clone(), self.depth.clone());
-        // Each party has its arbiter thread to itself, so the thread's CPU time is the party's.
-        let cpu0 = thread_cpu_time();
+        // Each party has its arbiter thread to itself, so the thread's CPU time (with what its
+        // parallel sections ran elsewhere) is the party's.
+        let cpu0 = offload::cpu_time();
         // A simulated network starts this party's virtual clock here and stops it at the end.
         let transport = self.endpoint.transport.clone();
         transport.virtual_now();
@@ -239,7 +241,7 @@ impl<R: Send + 'static> Handler<Run<R>> for PartyActor {
             depth.set(root.depth());
             out.map(|value| JobOutput {
                 value,
-                cpu: thread_cpu_time().saturating_sub(cpu0),
+                cpu: offload::cpu_time().saturating_sub(cpu0),
             })
         })
     }

@@ -22,6 +22,13 @@
 //!   from L2 across all column panels). Rows left over at the bottom use the kernel
 //!   instantiated with fewer rows.
 //!
+//! # Parallel sections
+//! [`matmul_acc`], [`conv2d`], [`im2col`] and [`col2im`] split their output over [`crate::par`]
+//! chunks of whole rows (of C, of the convolution's output pixels, of the im2col matrix; of the
+//! batch's images for `col2im`, whose scatter-adds stay inside one image). A chunk is at least
+//! [`GEMM_CHUNK_WORK`] multiply-adds (or [`COPY_CHUNK_WORDS`] words copied), and the cut depends
+//! on the shapes only, so the results are bit-identical on any number of threads.
+//!
 //! The AVX-512 kernel uses `std::arch` intrinsics inside `#[target_feature(enable =
 //! "avx512f,avx512dq")]` functions, selected by a cached run-time check, so the binary stays
 //! portable. The fallback is the same loop nest with a portable kernel, compiled either for
@@ -38,6 +45,19 @@ const KC: usize = 512;
 /// sweeps it once per column panel.
 const MC: usize = 128;
 
+/// Least multiply-adds in a parallel chunk of a matrix multiply or convolution: about 20-40 µs
+/// of one core, so the hand-off to a pool thread (tens of µs on a busy VM) stays a minor cost.
+pub const GEMM_CHUNK_WORK: usize = 1 << 20;
+
+/// Least words in a parallel chunk of a copy (im2col, col2im): about 50 µs of memory traffic.
+pub const COPY_CHUNK_WORDS: usize = 1 << 16;
+
+/// Least rows in a parallel chunk of an output with `per_row` units of work a row: enough for
+/// `work` units, and a multiple of 8 (the micro-kernel's tile height).
+fn min_rows(work: usize, per_row: usize) -> usize {
+    work.div_ceil(per_row.max(1)).next_multiple_of(8)
+}
+
 /// C = A·B over Z_{2^64}. A is m×k, B is k×n, both row-major; returns row-major m×n.
 pub fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
     let mut c = vec![0u64; checked_len(m, n, "m*n")];
@@ -45,9 +65,20 @@ pub fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
     c
 }
 
-/// C += A·B over Z_{2^64} (wrapping), C row-major m×n.
+/// C += A·B over Z_{2^64} (wrapping), C row-major m×n. Large products run as a parallel
+/// section over blocks of rows of C ([`crate::par`]).
 pub fn matmul_acc(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
     check_shapes(a, b, c, m, k, n);
+    if n == 0 || k == 0 {
+        return;
+    }
+    crate::par::fill_rows(c, n, min_rows(GEMM_CHUNK_WORK, k * n), |rows, c| {
+        matmul_acc_serial(&a[rows.start * k..rows.end * k], b, c, rows.len(), k, n)
+    });
+}
+
+/// [`matmul_acc`] on the calling thread, with the best kernel of this CPU. Shapes checked.
+fn matmul_acc_serial(a: &[u64], b: &[u64], c: &mut [u64], m: usize, k: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     match x86::Level::detect() {
         x86::Level::Avx512(token) => return token.gemm(a, b, c, m, k, n),
@@ -506,7 +537,7 @@ pub fn conv_geometry(
 /// im2col for NHWC input x of shape \[b, h, w, c\]: returns the (b*out_h*out_w) × (fh*fw*c) row-major matrix,
 /// column order (dy, dx, ci) so that it multiplies an HWIO filter reshaped to (fh*fw*ci) × co. Zero padding.
 #[allow(clippy::too_many_arguments)]
-pub fn im2col<T: Copy + Default>(
+pub fn im2col<T: Copy + Default + Send + Sync>(
     x: &[T],
     b: usize,
     h: usize,
@@ -518,8 +549,16 @@ pub fn im2col<T: Copy + Default>(
     padding: Padding,
 ) -> (Vec<T>, ConvGeometry) {
     let img = Image::new(x, [b, h, w, c], fh, fw, stride, padding);
-    let mut out = vec![T::default(); checked_len(img.rows(), img.cols(), "im2col size")];
-    img.fill_rows(0..img.rows(), &mut out);
+    let cols = img.cols();
+    let mut out = vec![T::default(); checked_len(img.rows(), cols, "im2col size")];
+    if cols > 0 {
+        crate::par::fill_rows(
+            &mut out,
+            cols,
+            min_rows(COPY_CHUNK_WORDS, cols),
+            |rows, o| img.fill_rows(rows, o),
+        );
+    }
     (out, img.geo)
 }
 
@@ -529,22 +568,44 @@ pub fn im2col<T: Copy + Default>(
 /// (wrapping over the ring, plain for floats), so the float trainer and the ring backends share
 /// one implementation.
 #[allow(clippy::too_many_arguments)]
-pub fn col2im<T: Copy + Default>(
+pub fn col2im<T: Copy + Default + Send + Sync>(
     cols: &[T],
     [b, h, w, c]: [usize; 4],
     fh: usize,
     fw: usize,
     stride: usize,
     geo: ConvGeometry,
-    add: impl Fn(T, T) -> T,
+    add: impl Fn(T, T) -> T + Sync,
 ) -> Vec<T> {
     let width = fh * fw * c;
-    assert_eq!(
-        cols.len(),
-        b * geo.out_h * geo.out_w * width,
-        "col2im: matrix size"
-    );
+    let per_image = geo.out_h * geo.out_w * width;
+    assert_eq!(cols.len(), b * per_image, "col2im: matrix size");
     let mut dx = vec![T::default(); b * h * w * c];
+    if h * w * c == 0 {
+        return dx;
+    }
+    // One image's taps land in that image only: images are independent chunks.
+    let min_images = COPY_CHUNK_WORDS.div_ceil(per_image.max(1));
+    crate::par::fill_rows(&mut dx, h * w * c, min_images, |images, dx| {
+        let cols = &cols[images.start * per_image..images.end * per_image];
+        col2im_images(cols, [images.len(), h, w, c], fh, fw, stride, geo, &add, dx);
+    });
+    dx
+}
+
+/// [`col2im`] of the `b` images of `cols` into `dx` (zeroed, `b·h·w·c`), on this thread.
+#[allow(clippy::too_many_arguments)]
+fn col2im_images<T: Copy>(
+    cols: &[T],
+    [b, h, w, c]: [usize; 4],
+    fh: usize,
+    fw: usize,
+    stride: usize,
+    geo: ConvGeometry,
+    add: &impl Fn(T, T) -> T,
+    dx: &mut [T],
+) {
+    let width = fh * fw * c;
     let mut rows = cols.chunks_exact(width.max(1));
     for n in 0..b {
         for oy in 0..geo.out_h {
@@ -572,13 +633,14 @@ pub fn col2im<T: Copy + Default>(
             }
         }
     }
-    dx
 }
 
 /// 2-D convolution over Z_{2^64}: x NHWC \[b,h,w,ci\], filter HWIO \[fh,fw,ci,co\]; returns NHWC \[b,out_h,out_w,co\] row-major.
 ///
 /// Works as im2col + [`matmul_acc`], but builds the im2col matrix a block of rows at a time
-/// (about 256 KiB) so it stays in cache instead of materializing the whole matrix.
+/// (about 256 KiB) so it stays in cache instead of materializing the whole matrix. Large
+/// convolutions run as a parallel section over runs of output pixels ([`crate::par`]), each
+/// with its own block buffer.
 pub fn conv2d(
     x: &[u64],
     xs: [usize; 4],
@@ -609,13 +671,17 @@ pub fn conv2d(
     if cols > 0 && co > 0 {
         // Rows per block: ~32K words of im2col, a multiple of the 8-row tile.
         let block = (32 * 1024 / cols).max(8) / 8 * 8;
-        let mut buf = vec![0u64; block.min(rows) * cols];
-        for r0 in (0..rows).step_by(block) {
-            let r1 = (r0 + block).min(rows);
-            let a = &mut buf[..(r1 - r0) * cols];
-            img.fill_rows(r0..r1, a);
-            matmul_acc(a, f, &mut out[r0 * co..r1 * co], r1 - r0, cols, co);
-        }
+        let min = min_rows(GEMM_CHUNK_WORK, cols * co);
+        crate::par::fill_rows(&mut out, co, min, |chunk, out| {
+            let mut buf = vec![0u64; block.min(chunk.len()) * cols];
+            for r0 in chunk.clone().step_by(block) {
+                let r1 = (r0 + block).min(chunk.end);
+                let a = &mut buf[..(r1 - r0) * cols];
+                img.fill_rows(r0..r1, a);
+                let o = (r0 - chunk.start) * co..(r1 - chunk.start) * co;
+                matmul_acc_serial(a, f, &mut out[o], r1 - r0, cols, co);
+            }
+        });
     }
     (out, [b, img.geo.out_h, img.geo.out_w, co])
 }
@@ -1039,6 +1105,40 @@ mod tests {
         assert_eq!(&cols[..8], &[1, 2, 3, 4, 7, 8, 9, 10]);
         // Window at (2, 2): only pixel (2, 2) is inside.
         assert_eq!(&cols[8 * 8..], &[17, 18, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// Shapes large enough to be cut into many parallel chunks give the same bytes on one
+    /// pool thread and several, and the same as the serial kernels and the naive definitions.
+    #[test]
+    fn parallel_sections_are_bit_identical_to_serial() {
+        let mut rng = Rng(0x5eed_0fc0_de01);
+        let (m, k, n) = (300, 129, 97); // 3.8 M multiply-adds: several chunks
+        let (a, b) = (rng.vec(m * k), rng.vec(k * n));
+        let xs = [16, 14, 14, 3];
+        let fs = [5, 5, 3, 20];
+        let (x, f) = (rng.vec(xs.iter().product()), rng.vec(fs.iter().product()));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let conv = conv2d(&x, xs, &f, fs, 1, Padding::Same).0;
+                let (cols, geo) = im2col(&x, 16, 14, 14, 3, 5, 5, 1, Padding::Same);
+                let back = col2im(&cols, xs, 5, 5, 1, geo, u64::wrapping_add);
+                (matmul(&a, &b, m, k, n), conv, cols, back)
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(3));
+        let mut c = vec![0u64; m * n];
+        naive_acc(&a, &b, &mut c, m, k, n);
+        assert_eq!(one.0, c);
+        assert_eq!(one.1, naive_conv(&x, xs, &f, fs, 1, Padding::Same));
+        let geo = conv_geometry(14, 14, 5, 5, 1, Padding::Same);
+        let mut serial = vec![0u64; x.len()];
+        col2im_images(&one.2, xs, 5, 5, 1, geo, &u64::wrapping_add, &mut serial);
+        assert_eq!(one.3, serial);
     }
 
     #[test]

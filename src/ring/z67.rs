@@ -65,9 +65,11 @@ impl Z67Vec {
         self.0.is_empty()
     }
 
-    fn zip(&self, o: &Self, f: impl Fn(u8, u8) -> u8) -> Self {
+    fn zip(&self, o: &Self, f: impl Fn(u8, u8) -> u8 + Sync) -> Self {
         assert_eq!(self.len(), o.len(), "length mismatch");
-        Self(self.0.iter().zip(&o.0).map(|(&a, &b)| f(a, b)).collect())
+        let mut out = vec![0u8; self.len()];
+        crate::par::zip_into(&mut out, &self.0, &o.0, ELEMENTWISE_CHUNK, f);
+        Self(out)
     }
 
     pub fn add(&self, o: &Self) -> Self {
@@ -87,6 +89,20 @@ impl Z67Vec {
 /// value instead of 8).
 pub const PER_WORD: usize = 10;
 
+/// Least values in a parallel chunk of an elementwise operation ([`crate::par`]).
+const ELEMENTWISE_CHUNK: usize = 1 << 18;
+
+/// Least packed words in a parallel chunk of packing or unpacking (160 K values).
+const PACK_CHUNK_WORDS: usize = 1 << 14;
+
+/// The packed word of `values` (at most ten): Σ v_i·67^i.
+fn pack_word(values: &[u8]) -> u64 {
+    values
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &v| acc * P as u64 + v as u64)
+}
+
 /// Bytes of `n` values packed in base 67.
 pub fn packed_len(n: usize) -> usize {
     n.div_ceil(PER_WORD) * 8
@@ -94,15 +110,17 @@ pub fn packed_len(n: usize) -> usize {
 
 impl Z67Vec {
     /// Base-67 packing: each run of ten values v_0..v_9 as the little-endian u64 Σ v_i·67^i.
+    /// Long vectors pack as a parallel section over runs of words ([`crate::par`]).
     pub fn write_packed(&self, out: &mut Vec<u8>) {
-        out.reserve(packed_len(self.0.len()));
-        for chunk in self.0.chunks(PER_WORD) {
-            let w = chunk
-                .iter()
-                .rev()
-                .fold(0u64, |acc, &v| acc * P as u64 + v as u64);
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        let start = out.len();
+        out.resize(start + packed_len(self.0.len()), 0);
+        let values = &self.0;
+        crate::par::fill_rows(&mut out[start..], 8, PACK_CHUNK_WORDS, |words, bytes| {
+            let vals = &values[words.start * PER_WORD..(words.end * PER_WORD).min(values.len())];
+            for (chunk, dst) in vals.chunks(PER_WORD).zip(bytes.chunks_exact_mut(8)) {
+                dst.copy_from_slice(&pack_word(chunk).to_le_bytes());
+            }
+        });
     }
 
     /// The inverse of [`Z67Vec::write_packed`] for `n` values; refuses words that encode more
@@ -115,18 +133,30 @@ impl Z67Vec {
                 bytes.len()
             ));
         }
-        let mut out = Vec::with_capacity(n);
-        for (i, word) in bytes.chunks_exact(8).enumerate() {
-            let mut w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        // Every word decodes ten values (a short last word's extra ones must be zero, and are
+        // cut off at the end); the first word that encodes too much is reported.
+        let words = bytes.len() / 8;
+        let mut out = vec![0u8; words * PER_WORD];
+        let bad = std::sync::atomic::AtomicUsize::new(usize::MAX);
+        crate::par::fill_rows(&mut out, PER_WORD, PACK_CHUNK_WORDS, |ws, vals| {
+            for (i, dst) in ws.zip(vals.chunks_exact_mut(PER_WORD)) {
+                let mut w = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
+                let count = PER_WORD.min(n - i * PER_WORD);
+                for d in &mut dst[..count] {
+                    *d = (w % P as u64) as u8;
+                    w /= P as u64;
+                }
+                if w != 0 {
+                    bad.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let i = bad.into_inner();
+        if i != usize::MAX {
             let count = PER_WORD.min(n - i * PER_WORD);
-            for _ in 0..count {
-                out.push((w % P as u64) as u8);
-                w /= P as u64;
-            }
-            if w != 0 {
-                return Err(format!("packed word {i} encodes more than {count} values"));
-            }
+            return Err(format!("packed word {i} encodes more than {count} values"));
         }
+        out.truncate(n);
         Ok(Self(out))
     }
 }
@@ -211,5 +241,45 @@ mod tests {
         assert!(Z67Vec::read_packed(&67u64.pow(10).to_le_bytes(), 10).is_err());
         assert!(Z67Vec::read_packed(&67u64.pow(3).to_le_bytes(), 3).is_err());
         assert!(Z67Vec::read_packed(&[0; 7], 3).is_err());
+    }
+
+    /// Vectors long enough to pack and unpack as parallel sections give the same bytes on one
+    /// pool thread and several, and the same as packing word by word.
+    #[test]
+    fn long_vectors_pack_the_same_on_any_number_of_threads() {
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(8);
+        let n = 40 * PACK_CHUNK_WORDS * PER_WORD + 7;
+        let v = Z67Vec::random(n, &mut rng);
+        let w = Z67Vec::random(n, &mut rng);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut bytes = vec![1, 2, 3]; // appends after what is there
+                v.write_packed(&mut bytes);
+                let back = Z67Vec::read_packed(&bytes[3..], n).unwrap();
+                (bytes, back, v.add(&w), v.mul(&w), v.sub(&w))
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(4));
+        let serial: Vec<u8> = v
+            .as_slice()
+            .chunks(PER_WORD)
+            .flat_map(|c| pack_word(c).to_le_bytes())
+            .collect();
+        assert_eq!(&one.0[3..], &serial[..]);
+        assert_eq!(one.1, v);
+        let sum: Vec<u8> = v.0.iter().zip(&w.0).map(|(&a, &b)| add(a, b)).collect();
+        assert_eq!(one.2.0, sum);
+        // A bad word far into a long vector: the first one is named.
+        let mut bytes = serial.clone();
+        for i in [30_000usize, 20_000] {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        }
+        let e = Z67Vec::read_packed(&bytes, n).unwrap_err();
+        assert!(e.starts_with("packed word 20000 "), "{e}");
     }
 }

@@ -8,6 +8,7 @@ mod envelope;
 mod error;
 mod memory;
 mod meter;
+pub mod offload;
 pub mod quic;
 pub mod sim;
 

@@ -5,7 +5,8 @@
 //! do not), takes bytes / bandwidth to transmit, then latency ± jitter to arrive. A lost packet
 //! (1,500 bytes) costs one retransmission timeout, since the protocols assume reliable channels.
 //! With the **virtual clock** nothing sleeps: each party's clock advances by its own compute (the
-//! CPU time of its thread, or nothing with [`Compute::Zero`]) and, when it receives, to the
+//! CPU time of its thread plus the makespan of its parallel sections on [`SimConfig::cores`]
+//! cores, see [`crate::offload`]; or nothing with [`Compute::Zero`]) and, when it receives, to the
 //! message's arrival; the run's time is the largest party clock, what three machines on that
 //! network would take. With the **real clock** the simulator also holds every message until its
 //! arrival in wall time (for demonstrations, and to check the virtual clock).
@@ -15,7 +16,7 @@
 
 use crate::{
     Backlog, Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError,
-    destination,
+    destination, offload,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -85,6 +86,8 @@ pub enum SimError {
     PresetFile(String),
     #[error("link {field}: {reason}")]
     Link { field: String, reason: String },
+    #[error("cores: {0} is not a number of cores per party (at least 1)")]
+    Cores(u32),
 }
 
 const PRESETS: &str = include_str!("../presets.toml");
@@ -161,7 +164,8 @@ pub enum Clock {
 /// What advances a party's virtual clock besides messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compute {
-    /// The CPU time of the party's thread.
+    /// The CPU time of the party's thread, plus the makespan of its parallel sections on the
+    /// party's cores ([`crate::offload`]).
     Measured,
     /// Nothing: the pure network bound.
     Zero,
@@ -204,6 +208,10 @@ pub struct SimConfig {
     /// Seeds the jitter and loss of every link.
     pub seed: u64,
     pub faults: Vec<Fault>,
+    /// Cores of each party's machine, at least 1: a parallel section's chunks are charged as
+    /// if scheduled on this many cores ([`crate::offload`]). 1 (the default) charges all of the
+    /// party's CPU time, as one process per server would spend it.
+    pub cores: u32,
 }
 
 impl SimConfig {
@@ -215,6 +223,7 @@ impl SimConfig {
             compute: Compute::Measured,
             seed: 0,
             faults: Vec::new(),
+            cores: 1,
         }
     }
 }
@@ -234,9 +243,10 @@ pub fn thread_cpu_time() -> Duration {
 
 struct PartyClock {
     now: Duration,
-    /// Thread CPU time at the last tick; `None` until the party's thread ticks (re-armed at
-    /// every barrier, so compute between jobs is not billed).
-    mark: Option<Duration>,
+    /// Thread CPU time and parallel-section charge ([`offload`]) at the last tick; `None` until
+    /// the party's thread ticks (re-armed at every barrier, so compute between jobs is not
+    /// billed).
+    mark: Option<(Duration, i64)>,
 }
 
 struct LinkState {
@@ -283,6 +293,9 @@ impl SimNetwork {
         meter: &Arc<Meter>,
     ) -> Result<(Vec<Endpoint>, Arc<SimNetwork>), SimError> {
         let n = cfg.links.len();
+        if cfg.cores == 0 {
+            return Err(SimError::Cores(cfg.cores));
+        }
         for (i, row) in cfg.links.iter().enumerate() {
             if row.len() != n {
                 return Err(SimError::Link {
@@ -369,14 +382,18 @@ impl SimNetwork {
             .unwrap_or_default()
     }
 
+    /// Called on the party's own thread: advance its clock by its compute since the last tick
+    /// (its thread's CPU time, plus its parallel sections' makespans on its cores).
     fn tick(&self, me: PartyId) -> Duration {
         let mut c = self.clocks[me.index()].lock().expect("clock");
         if self.cfg.compute == Compute::Measured {
-            let cpu = thread_cpu_time();
-            if let Some(mark) = c.mark {
-                c.now += cpu.saturating_sub(mark);
+            offload::set_cores(self.cfg.cores);
+            let (cpu, charged) = (thread_cpu_time(), offload::charged());
+            if let Some((cpu0, charged0)) = c.mark {
+                let ns = cpu.saturating_sub(cpu0).as_nanos() as i64 + (charged - charged0);
+                c.now += Duration::from_nanos(ns.max(0) as u64);
             }
-            c.mark = Some(cpu);
+            c.mark = Some((cpu, charged));
         }
         c.now
     }
@@ -578,5 +595,69 @@ mod tests {
             ..LinkSpec::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// Burn about `ms` milliseconds of the calling thread's CPU; returns what it measured.
+    fn busy(ms: u64) -> Duration {
+        let t0 = thread_cpu_time();
+        let mut x = 1u64;
+        while thread_cpu_time() - t0 < Duration::from_millis(ms) {
+            for _ in 0..1000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        thread_cpu_time() - t0
+    }
+
+    /// What a party's clock advances by for a section of `chunks` busy chunks of `ms` each
+    /// run on other threads, on a party with `cores` cores; and the chunks' total CPU time.
+    fn charge(cores: u32, chunks: usize, ms: u64) -> (Duration, Duration) {
+        let mut cfg = SimConfig::uniform(2, LinkSpec::default());
+        cfg.cores = cores;
+        let (endpoints, _net) = SimNetwork::endpoints(cfg, &Meter::new(2)).unwrap();
+        let t = endpoints[0].transport.clone();
+        std::thread::spawn(move || {
+            t.virtual_now().unwrap(); // arms the party's clock
+            let before = t.virtual_now().unwrap();
+            // The section: chunks on helper threads, two at a time (this machine has 2 cores).
+            let mut times = Vec::new();
+            for pair in (0..chunks).collect::<Vec<_>>().chunks(2) {
+                let hs: Vec<_> = pair
+                    .iter()
+                    .map(|_| std::thread::spawn(move || busy(ms)))
+                    .collect();
+                times.extend(hs.into_iter().map(|h| h.join().unwrap()));
+            }
+            offload::report(&times, Duration::ZERO);
+            (t.virtual_now().unwrap() - before, times.iter().sum())
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn parallel_sections_are_charged_total_over_cores() {
+        let slack = Duration::from_millis(3);
+        // One core: the whole CPU time of the section (as if the party's thread had run it).
+        let (one, total) = charge(1, 8, 10);
+        assert!(one >= total && one <= total + slack, "{one:?} vs {total:?}");
+        // Four cores, eight equal chunks: about a quarter (two chunks per core).
+        let (four, total) = charge(4, 8, 10);
+        let quarter = total / 4;
+        assert!(
+            four + slack >= quarter && four <= quarter + slack + Duration::from_millis(2),
+            "{four:?} vs {total:?} / 4"
+        );
+        // More cores than chunks: the longest chunk bounds it.
+        let (many, total) = charge(64, 8, 10);
+        assert!(
+            many >= total / 8 - slack && many < total / 4,
+            "{many:?} vs {total:?}"
+        );
+        // Zero cores is refused.
+        let mut cfg = SimConfig::uniform(2, LinkSpec::default());
+        cfg.cores = 0;
+        let e = SimNetwork::endpoints(cfg, &Meter::new(2)).map(|_| ());
+        assert_eq!(e, Err(SimError::Cores(0)));
     }
 }
