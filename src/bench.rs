@@ -15,8 +15,10 @@
 //! `messages` cover the whole job, reveal included.
 //!
 //! [`train`] is the training bench (`bench --train`): one SGD iteration of networks A, B and C
-//! beside the paper's time per iteration and the public code's bytes.
+//! beside the paper's time per iteration and the public code's bytes. [`compare`] puts the rows
+//! beside another engine's (`bench --compare FILE`).
 
+pub mod compare;
 pub mod train;
 
 use crate::channel::PartyId;

@@ -2,11 +2,15 @@
 //! the paper's layout: its bytes are the paper's to the byte), the grids the defaults and
 //! `--quick` select, the errors for bad names, and the command's JSON file; and the training
 //! bench (`--train`): its grid, the paper's per-iteration figures, the closed-form model of the
-//! public code's iteration against its measured bytes, and one tiny run through the command.
+//! public code's iteration against its measured bytes, and one tiny run through the command;
+//! `--compare`: another engine's rows (tests/fixtures/bench) beside ours, and bad files.
 
 mod common;
 
 use common::securenn_cli as securenn;
+use securenn::bench::compare::{
+    self, CompareRow, compare_table, narrow_plan, parse_rows, read_rows,
+};
 use securenn::bench::train::{
     TrainPlan, learning_rate, paper_train_cell, public_code_bytes, public_code_measured_mb,
     public_code_phases,
@@ -478,5 +482,233 @@ fn cli_trains_one_tiny_iteration() {
     assert!(!ok && err.contains("--train"), "{err}");
     let (ok, _, err) = securenn(&["bench", "--train", "--models", "d"]);
     assert!(!ok && err.contains("--models"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn spu_sample() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench/spu-sample.json")
+}
+
+/// One of our rows as the comparison reads it.
+fn our_row(model: &str, batch: usize, layout: &str, seconds: f64, bytes: u64) -> CompareRow {
+    CompareRow {
+        model: model.into(),
+        batch,
+        network: Some("lan".into()),
+        layout: Some(layout.into()),
+        protocol: Some("securenn".into()),
+        engine: None,
+        seconds,
+        wall_seconds: Some(2.0 * seconds),
+        bytes,
+        rounds: Some(33),
+        date: None,
+        loadavg: None,
+    }
+}
+
+#[test]
+fn compare_reads_another_engines_rows_and_pairs_them_on_model_and_batch() {
+    let path = spu_sample();
+    let theirs = read_rows(&path).unwrap();
+    assert_eq!(theirs.len(), 6);
+    let t = &theirs[0];
+    assert_eq!((t.model.as_str(), t.batch), ("a", 1));
+    assert_eq!(t.protocol.as_deref(), Some("aby3"));
+    assert_eq!(t.engine.as_deref(), Some("spu 0.9.5"));
+    assert_eq!(t.network.as_deref(), Some("local"));
+    assert_eq!((t.bytes, t.rounds), (65_325, None));
+    assert_eq!(t.wall(), Some(t.seconds));
+    // What `bench --compare` runs of ours: the file's models the bench knows, its batches.
+    let mut plan = BenchPlan::full();
+    narrow_plan(&mut plan, &theirs, "spu-sample.json", false, false).unwrap();
+    assert_eq!(plan.models, ["a", "c"]);
+    assert_eq!(plan.batches, [1, 128]);
+    let mut given = BenchPlan::full();
+    narrow_plan(&mut given, &theirs, "spu-sample.json", true, true).unwrap();
+    assert_eq!(given.models, BenchPlan::full().models, "flags win");
+    let foreign: Vec<CompareRow> = theirs
+        .iter()
+        .filter(|t| t.model == "lenet-spu")
+        .cloned()
+        .collect();
+    let e = narrow_plan(&mut plan, &foreign, "x.json", false, false).unwrap_err();
+    assert!(
+        e.to_string().contains("x.json") && e.to_string().contains("lenet-spu batch 1"),
+        "{e}"
+    );
+
+    let ours = vec![
+        our_row("a", 1, "paper", 0.012, 2_100_984),
+        our_row("a", 1, "default", 0.010, 2_047_000),
+        our_row("b", 1, "default", 0.037, 5_630_000),
+    ];
+    let pairs = compare::pairs(&ours, &theirs, "f").unwrap();
+    // Each of our a-batch-1 rows beside SPU's two protocols; b has no partner.
+    assert_eq!(pairs, [(0, 0), (0, 1), (1, 0), (1, 1)]);
+    let table = compare_table(&ours, &theirs, "spu-sample.json").unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].contains("their MB") && lines[0].contains("ours wall"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("lan paper") && lines[1].contains("spu aby3"),
+        "{table}"
+    );
+    // Bytes: 2,100,984 / 65,325; wall: 0.024 / 0.063755; seconds: different networks.
+    assert!(
+        lines[1].contains(&format!("{:.3}", 2_100_984.0 / 65_325.0)),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains(&format!("{:.2}", 0.024 / 0.063755)),
+        "{table}"
+    );
+    assert!(lines[2].contains("spu semi2k"), "{table}");
+    assert!(
+        table.contains("spu 0.9.5") && table.contains("load 3.99 to 6.57"),
+        "{table}"
+    );
+    assert!(
+        table.contains("not matched by any of ours: a batch 128, c batch 1, lenet-spu batch 1"),
+        "{table}"
+    );
+    // Seconds are compared on the same network only, rounds where both have them.
+    let same = vec![CompareRow {
+        engine: Some("other 1.0".into()),
+        rounds: Some(66),
+        ..our_row("a", 1, "x", 0.024, 1_050_492)
+    }];
+    let t = compare_table(&ours[..1], &same, "g").unwrap();
+    let line = t.lines().nth(1).unwrap();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[cols.len() - 1], "0.50", "rounds 33 / 66: {t}");
+    assert!(cols.contains(&"0.50") && cols.contains(&"2.000"), "{t}");
+    let e = compare::pairs(&ours[2..], &theirs, "spu-sample.json").unwrap_err();
+    assert!(
+        e.to_string().contains("spu-sample.json") && e.to_string().contains("we have b batch 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn compare_refuses_bad_files_naming_the_file_row_and_field() {
+    let bad = |text: &str| parse_rows(text, "their.json").unwrap_err().to_string();
+    let row = r#"{"model": "a", "batch": 1, "seconds": 0.5, "bytes": 10}"#;
+    assert_eq!(parse_rows(&format!("[{row}]"), "f").unwrap().len(), 1);
+    for (text, want) in [
+        ("[", "their.json is not JSON"),
+        (
+            r#"{"rows": []}"#,
+            "expected a JSON array of bench rows, found an object",
+        ),
+        ("[]", "their.json: holds no rows"),
+        ("[3]", "row 1: field \"(row)\" is a number"),
+        (
+            &format!(r#"[{row}, {{"model": "a", "batch": 1, "seconds": 0.5}}]"#),
+            "their.json: row 2: field \"bytes\" is missing",
+        ),
+        (
+            r#"[{"model": "a", "batch": 1, "seconds": "fast", "bytes": 1}]"#,
+            "field \"seconds\" is \"fast\", expected seconds",
+        ),
+        (
+            r#"[{"model": "a", "batch": 1, "seconds": 1, "bytes": -5}]"#,
+            "field \"bytes\" is -5, expected a whole number",
+        ),
+        (
+            r#"[{"model": "a", "batch": 0, "seconds": 1, "bytes": 5}]"#,
+            "field \"batch\" is 0",
+        ),
+        (
+            r#"[{"model": 7, "batch": 1, "seconds": 1, "bytes": 5}]"#,
+            "field \"model\" is a number, expected a string",
+        ),
+        (
+            r#"[{"model": "a", "batch": 1, "seconds": 1, "bytes": 5, "rounds": 1.5}]"#,
+            "field \"rounds\" is 1.5",
+        ),
+    ] {
+        let e = bad(text);
+        assert!(e.contains(want) && e.contains("their.json"), "{text}: {e}");
+    }
+    let e = read_rows(std::path::Path::new("/no/such/rows.json")).unwrap_err();
+    assert!(e.to_string().contains("/no/such/rows.json"), "{e}");
+}
+
+#[test]
+fn cli_compares_with_a_file() {
+    let dir = std::env::temp_dir().join(format!("securenn-bench-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = spu_sample();
+    let f = fixture.to_str().unwrap();
+    let json = dir.join("ours.json");
+    let j = json.to_str().unwrap();
+    // One cell of ours, run, then beside the file's.
+    let (ok, out, err) = securenn(&[
+        "bench",
+        "--compare",
+        f,
+        "--models",
+        "a",
+        "--batches",
+        "1",
+        "--networks",
+        "lan",
+        "--layout",
+        "paper",
+        "--runs",
+        "1",
+        "--json",
+        j,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("paper s"),
+        "the bench's own table first: {out}"
+    );
+    assert!(
+        out.contains("lan paper") && out.contains("spu aby3") && out.contains("spu semi2k"),
+        "{out}"
+    );
+    assert!(out.contains("not matched by any of ours"), "{out}");
+    // The same from the file --json wrote, without running.
+    let (ok, out2, err) = securenn(&["bench", "--compare", f, "--ours", j]);
+    assert!(ok, "{err}");
+    assert!(
+        !out2.contains("paper s") && out2.contains("spu aby3"),
+        "{out2}"
+    );
+    let ours_line = |o: &str| {
+        o.lines()
+            .find(|l| l.contains("spu semi2k"))
+            .map(str::to_string)
+    };
+    assert_eq!(ours_line(&out), ours_line(&out2));
+    // Bad files: the error names the file and the field, the exit is not 0, nothing panics.
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"[{"model": "a", "batch": 1, "bytes": 10}]"#).unwrap();
+    let b = bad.to_str().unwrap();
+    for args in [
+        vec!["bench", "--compare", b, "--quick"],
+        vec!["bench", "--compare", f, "--ours", b],
+    ] {
+        let (ok, _, err) = securenn(&args);
+        assert!(
+            !ok && err.contains("bad.json") && err.contains("\"seconds\" is missing"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (ok, _, err) = securenn(&["bench", "--compare", "/no/such.json"]);
+    assert!(!ok && err.contains("/no/such.json"), "{err}");
+    let (ok, _, err) = securenn(&["bench", "--compare", f, "--models", "b", "--ours", j]);
+    assert!(
+        !ok && err.contains("--models"),
+        "--ours runs nothing: {err}"
+    );
+    let (ok, _, err) = securenn(&["bench", "--ours", j]);
+    assert!(!ok && err.contains("--compare"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -53,9 +53,25 @@ pub(crate) struct BenchArgs {
     /// Overwrite the --json file if it exists.
     #[arg(long)]
     force: bool,
+    /// Put our rows beside another engine's, read from FILE: a JSON array of rows in this
+    /// bench's schema (scripts/spu_bench.py writes SecretFlow SPU's so), matched on model and
+    /// batch, with ours / theirs for seconds, wall seconds, bytes and rounds. Without --models or
+    /// --batches, runs the file's models and batches.
+    #[arg(long, value_name = "FILE", conflicts_with = "train")]
+    compare: Option<PathBuf>,
+    /// With --compare: read our rows from FILE (as --json wrote them) instead of running the
+    /// bench.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "compare",
+        conflicts_with_all = ["json", "quick", "models", "batches", "networks", "layout", "runs"]
+    )]
+    ours: Option<PathBuf>,
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<()> {
+    use securenn::bench::compare::{CompareRow, compare_table, narrow_plan, read_rows};
     use securenn::bench::{BenchEvent, BenchPlan, run_bench, table};
     if let Some(path) = &a.json {
         check_output(path, a.force)?;
@@ -65,6 +81,16 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
             bail!("--cores: the training bench runs at 1 core per party only");
         }
         return run_train(a);
+    }
+    // Read the file to compare with before running anything: a bad one fails at once.
+    let theirs = match &a.compare {
+        Some(path) => Some((path.display().to_string(), read_rows(path)?)),
+        None => None,
+    };
+    if let (Some(ours), Some((path, theirs))) = (&a.ours, &theirs) {
+        let ours: Vec<CompareRow> = read_rows(ours)?;
+        print!("{}", compare_table(&ours, theirs, path)?);
+        return Ok(());
     }
     let mut plan = if a.quick {
         BenchPlan::quick()
@@ -76,6 +102,15 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
             LayoutArg::Default => Layout::Default,
             LayoutArg::Paper => Layout::Paper,
         }];
+    }
+    if let Some((path, theirs)) = &theirs {
+        narrow_plan(
+            &mut plan,
+            theirs,
+            path,
+            !a.models.is_empty(),
+            !a.batches.is_empty(),
+        )?;
     }
     if !a.models.is_empty() {
         plan.models = a.models;
@@ -150,6 +185,11 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("rows written to {}", path.display());
+    }
+    if let Some((path, theirs)) = &theirs {
+        let ours: Vec<CompareRow> = rows.iter().map(CompareRow::from_bench).collect();
+        println!();
+        print!("{}", compare_table(&ours, theirs, path)?);
     }
     Ok(())
 }
