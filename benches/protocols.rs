@@ -50,13 +50,13 @@ fn run(op: Op, n: usize, iters: u64) -> Duration {
             for _ in 0..iters {
                 match op {
                     Op::Drelu => {
-                        drelu(&ctx, &t, Costing::Paper).await?;
+                        drelu(&ctx, &t, Costing::PAPER).await?;
                     }
                     Op::Relu => {
-                        relu(&ctx, &t, Costing::Paper).await?;
+                        relu(&ctx, &t, Costing::PAPER).await?;
                     }
                     Op::PrivateCompare => {
-                        private_compare(&ctx, n, bits.as_ref(), &r, &beta, Costing::Paper).await?;
+                        private_compare(&ctx, n, bits.as_ref(), &r, &beta, Costing::PAPER).await?;
                     }
                 }
             }

@@ -24,7 +24,9 @@ pub mod train;
 use crate::channel::PartyId;
 use crate::data::{DataError, DataSource, Mnist, Split};
 use crate::fixed::FixedPoint;
-use crate::infer::{InferError, InferReport, InferSpec, Layout, ProtocolKind, run_inference};
+use crate::infer::{
+    InferError, InferReport, InferSpec, Layout, Lever, ProtocolKind, run_inference,
+};
 use crate::nn::weights_file::{self, WeightFileError};
 use crate::party::{Network, PartyConfig};
 use crate::protocol::TFE_RELU_9;
@@ -182,6 +184,8 @@ pub struct Cell {
     pub layout: Layout,
     /// Cores per party on the virtual clock ([`SimConfig::cores`]).
     pub cores: u32,
+    /// A default-layout optimisation this cell runs without (`--ablate`).
+    pub without: Option<Lever>,
 }
 
 impl std::fmt::Display for Cell {
@@ -194,6 +198,9 @@ impl std::fmt::Display for Cell {
             self.network,
             layout_name(self.layout)
         )?;
+        if let Some(l) = self.without {
+            write!(f, " without {l}")?;
+        }
         match self.cores {
             1 => Ok(()),
             n => write!(f, ", {n} cores"),
@@ -217,6 +224,9 @@ pub struct BenchPlan {
     pub quick: bool,
     /// Cores per party; every cell runs at each, one row each (default: 1).
     pub cores: Vec<u32>,
+    /// Default-layout optimisations to measure: every default-layout cell also runs without
+    /// each of these, one row each, beside the row with all of them (default: none).
+    pub ablate: Vec<Lever>,
     pub seed: u64,
     /// MNIST images; the first `batch` images of the test split are a cell's input.
     pub data: DataSource,
@@ -234,6 +244,7 @@ impl BenchPlan {
             runs: DEFAULT_RUNS,
             quick: false,
             cores: vec![1],
+            ablate: Vec::new(),
             seed: DEFAULT_SEED,
             data: DataSource::Bundled,
         }
@@ -273,11 +284,28 @@ impl BenchPlan {
                 )
             }),
         )?;
-        // The cores of a cell sit side by side, like its layouts.
+        // A default-layout cell's ablations follow it, and its cores sit side by side, like
+        // its layouts.
+        let ablate = dedup(&self.ablate);
         let cores = dedup(&self.cores);
         Ok(cells
             .into_iter()
-            .flat_map(|c| cores.iter().map(move |&cores| Cell { cores, ..c.clone() }))
+            .flat_map(|c| {
+                let levers: Vec<Option<Lever>> = match c.layout {
+                    Layout::Default => [None]
+                        .into_iter()
+                        .chain(ablate.iter().copied().map(Some))
+                        .collect(),
+                    Layout::Paper => vec![None],
+                };
+                levers.into_iter().map(move |without| Cell { without, ..c.clone() })
+            })
+            .flat_map(|c| {
+                cores
+                    .iter()
+                    .map(move |&cores| Cell { cores, ..c.clone() })
+                    .collect::<Vec<_>>()
+            })
             .collect())
     }
 }
@@ -324,6 +352,7 @@ pub(crate) fn grid(
                         network: network.clone(),
                         layout,
                         cores: 1,
+                        without: None,
                     });
                 }
             }
@@ -364,6 +393,9 @@ pub struct BenchRow {
     /// many cores); 1 in rows written before the field existed.
     #[serde(default = "one_core")]
     pub cores: u32,
+    /// The default-layout optimisation this row ran without (`--ablate`); null: all on.
+    #[serde(default)]
+    pub without: Option<Lever>,
     pub protocol: ProtocolKind,
     /// Measured runs behind `seconds`.
     pub runs: usize,
@@ -489,7 +521,7 @@ impl Inputs {
             network: Network::Sim(sim),
             network_name: cell.network.clone(),
             allow_range_risk: false,
-            comparison_width: Default::default(),
+            without: cell.without.into_iter().collect(),
         })
     }
 }
@@ -574,6 +606,7 @@ fn run_cell(
         network: cell.network.clone(),
         layout: cell.layout,
         cores: cell.cores,
+        without: cell.without,
         protocol: ProtocolKind::SecureNn,
         runs,
         seconds,
@@ -632,8 +665,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn table(rows: &[BenchRow]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    // A cores column only when some row has more than one.
+    // A cores column only when some row has more than one, a without column only when some
+    // row ran without a lever.
     let cores = rows.iter().any(|r| r.cores != 1);
+    let without = rows.iter().any(|r| r.without.is_some());
     let _ = write!(
         s,
         "{:<17} {:>5} {:<8} {:<8} {:>9} {:>9} {:>8} {:>6} {:>10} {:>9} {:>6} {:>6} {:>8} {:>9}",
@@ -652,7 +687,12 @@ pub fn table(rows: &[BenchRow]) -> String {
         "warm s",
         "warm MB"
     );
-    let _ = writeln!(s, "{}", if cores { " cores" } else { "" });
+    let _ = writeln!(
+        s,
+        "{}{}",
+        if cores { " cores" } else { "" },
+        if without { " without" } else { "" }
+    );
     for r in rows {
         let _ = write!(
             s,
@@ -672,11 +712,13 @@ pub fn table(rows: &[BenchRow]) -> String {
             opt(r.warm_seconds, 3),
             opt(r.warm_bytes.map(|b| b as f64 / 1e6), 3)
         );
-        match cores {
-            true => writeln!(s, " {:>5}", r.cores),
-            false => writeln!(s),
+        if cores {
+            let _ = write!(s, " {:>5}", r.cores);
         }
-        .ok();
+        if without {
+            let _ = write!(s, " {}", r.without.map_or("-", Lever::name));
+        }
+        let _ = writeln!(s);
     }
     s
 }

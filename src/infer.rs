@@ -108,21 +108,46 @@ pub struct InferSpec {
     /// product or comparison beyond the ring; otherwise such a job is refused with
     /// [`InferError::Range`].
     pub allow_range_risk: bool,
-    /// What width SecureNN's comparisons run on in the default layout.
-    pub comparison_width: ComparisonWidth,
+    /// SecureNN's default-layout optimisations turned off (empty: all on), to measure what
+    /// each pays; only SecureNN's default layout has them.
+    pub without: Vec<Lever>,
 }
 
-/// The bits SecureNN compares on (default layout; the paper layout runs Algorithms 4-6 on 64).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ComparisonWidth {
+/// An optimisation of SecureNN's default layout that a job can run without (`--without`), so
+/// that what it pays is the difference between two runs. The paper layout has none of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lever {
+    /// DReLU and ReLU by one masked opening and one PrivateCompare
+    /// ([`crate::protocol::securenn::narrow_drelu`], 3 rounds); without it, ShareConvert and
+    /// ComputeMSB (Algorithms 4-6, 8 rounds) with the layout's other optimisations.
+    NarrowComparisons,
     /// Each comparing layer on the fewest bits that hold its input's worst-case bound from the
-    /// range analysis ([`crate::nn::range::RangeReport::compare_widths`]): public, derived from
-    /// the weights and the input range, exact for every input in that range.
-    #[default]
-    Bounded,
-    /// Every comparison on all 64 bits.
-    Full,
+    /// range analysis ([`crate::nn::range::RangeReport::compare_widths`]: public, derived from
+    /// the weights and the input range, exact for every input in that range); without it, every
+    /// comparison on all 64 bits.
+    BoundedWidths,
+    /// A server's inputs (the model owner's weights, the data owner's images) stay known to it
+    /// and its products take [`crate::protocol::known_operand`]'s protocol; without it, every
+    /// input is shared and every product is a Beaver product.
+    KnownOperands,
+}
+
+impl Lever {
+    /// The name `--without` and the JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NarrowComparisons => "narrow-comparisons",
+            Self::BoundedWidths => "bounded-widths",
+            Self::KnownOperands => "known-operands",
+        }
+    }
+}
+
+impl std::fmt::Display for Lever {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,9 +209,12 @@ pub struct InferReport {
     #[serde(default)]
     pub range: RangeReport,
     /// The bits each node's comparisons ran on (null: 64, or the node does not compare), in
-    /// node order of the model as run ([`ComparisonWidth`]).
+    /// node order of the model as run ([`Lever::BoundedWidths`]).
     #[serde(default)]
     pub comparison_widths: Vec<Option<u32>>,
+    /// The default layout's optimisations this run went without (`--without`; empty: none).
+    #[serde(default)]
+    pub without: Vec<Lever>,
     /// Accuracy of the secure predictions against the labels; `null` when the inputs came
     /// without labels (`labels` is then empty).
     pub accuracy: Option<f64>,
@@ -302,7 +330,7 @@ impl InferSpec {
             network: Network::Memory,
             network_name: "none".into(),
             allow_range_risk: false,
-            comparison_width: Default::default(),
+            without: Vec::new(),
         }
     }
 
@@ -348,12 +376,34 @@ impl InferSpec {
             }
             .into());
         }
+        if !self.without.is_empty()
+            && (self.protocol != ProtocolKind::SecureNn || self.layout != Layout::Default)
+        {
+            return Err(InferError::Spec(format!(
+                "--without {}: only SecureNN's default layout has these optimisations",
+                self.without
+                    .iter()
+                    .map(|l| l.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
+        }
         if self.protocol == ProtocolKind::Pond && self.reveal == Some(Reveal::Class) {
             return Err(InferError::Spec(
                 "Pond has no secure argmax: it can only reveal the logits (--reveal logits)".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The SecureNN backend this job runs: its layout's, less the levers in `without`.
+    pub fn securenn(&self) -> SecureNn {
+        let mut snn = self.layout.securenn();
+        snn.costing = snn
+            .costing
+            .with_narrow_comparisons(!self.without.contains(&Lever::NarrowComparisons))
+            .with_known_operands(!self.without.contains(&Lever::KnownOperands));
+        snn
     }
 
     /// The fixed-point range analysis of this job ([`crate::nn::range`]): the model as it runs,
@@ -631,7 +681,7 @@ pub fn run_inference(
     let mut model = spec.run_model();
     if spec.protocol == ProtocolKind::SecureNn
         && spec.layout == Layout::Default
-        && spec.comparison_width == ComparisonWidth::Bounded
+        && !spec.without.contains(&Lever::BoundedWidths)
     {
         model.compare_widths = range.compare_widths(&model);
     }
@@ -709,7 +759,7 @@ pub fn run_inference(
             run_parties(spec, &model, &batches, progress, move || pond.clone())?
         }
         ProtocolKind::SecureNn => {
-            let snn = spec.layout.securenn();
+            let snn = spec.securenn();
             run_parties(spec, &model, &batches, progress, move || snn)?
         }
     };
@@ -743,6 +793,7 @@ pub fn run_inference(
         frac_bits: fp.frac_bits,
         range,
         comparison_widths: model.compare_widths.clone(),
+        without: spec.without.clone(),
         accuracy: scored(&predictions),
         plaintext_agreement: agreement(&predictions, &plaintext_predictions),
         float_agreement: agreement(&predictions, &float_predictions),

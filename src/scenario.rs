@@ -700,7 +700,7 @@ impl Run {
             network: self.network.clone(),
             network_name: self.network_name.clone(),
             allow_range_risk: false,
-            comparison_width: Default::default(),
+            without: Vec::new(),
         })
     }
 }

@@ -109,6 +109,68 @@ fn cores_rows_share_bytes_and_rounds() {
     assert!(e.to_string().contains("--cores"), "{e}");
 }
 
+/// `--ablate`: each default-layout cell is followed by one row per lever it ran without, each
+/// moving more bytes than the row with every lever (and, without the narrow comparisons, more
+/// rounds); the paper layout gets no such rows; the table and the JSON say which lever.
+#[test]
+fn ablated_levers_get_rows_of_their_own() {
+    use securenn::infer::Lever;
+    let all = [
+        Lever::NarrowComparisons,
+        Lever::BoundedWidths,
+        Lever::KnownOperands,
+    ];
+    let plan = BenchPlan {
+        layouts: vec![Layout::Paper, Layout::Default],
+        ablate: all.to_vec(),
+        ..one_cell(Layout::Default)
+    };
+    let cells = plan.cells().unwrap();
+    assert_eq!(
+        cells.iter().map(|c| (c.layout, c.without)).collect::<Vec<_>>(),
+        [
+            (Layout::Paper, None),
+            (Layout::Default, None),
+            (Layout::Default, Some(all[0])),
+            (Layout::Default, Some(all[1])),
+            (Layout::Default, Some(all[2])),
+        ]
+    );
+    assert!(
+        cells[4].to_string().contains("without known-operands"),
+        "{}",
+        cells[4]
+    );
+    let rows = run_bench(
+        &BenchPlan {
+            layouts: vec![Layout::Default],
+            ..plan
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    let base = &rows[0];
+    assert_eq!(base.without, None);
+    for (r, lever) in rows[1..].iter().zip(all) {
+        assert_eq!(r.without, Some(lever));
+        assert!(r.bytes > base.bytes, "{lever}: {} vs {}", r.bytes, base.bytes);
+        assert!(r.warm_bytes.is_some() && r.network_bound_seconds > 0.0);
+    }
+    assert!(rows[1].rounds > base.rounds + 5, "{} vs {}", rows[1].rounds, base.rounds);
+    assert_eq!(rows[2].rounds, base.rounds, "widths change bytes only");
+    let table = securenn::bench::table(&rows);
+    assert!(table.lines().next().unwrap().ends_with("without"), "{table}");
+    assert!(table.lines().last().unwrap().ends_with("known-operands"), "{table}");
+    let json = serde_json::to_value(&rows[3]).unwrap();
+    assert_eq!(json["without"], "known-operands");
+    // Rows written before the field existed ran with every lever.
+    let mut v = serde_json::to_value(base).unwrap();
+    v.as_object_mut().unwrap().remove("without");
+    let old: securenn::bench::BenchRow = serde_json::from_value(v).unwrap();
+    assert_eq!(old.without, None);
+}
+
 #[test]
 fn the_grids() {
     let full = BenchPlan::full().cells().unwrap();

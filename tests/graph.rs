@@ -1337,7 +1337,7 @@ fn dmaxpool_of_an_input_that_k_does_not_divide() {
                     _ => None,
                 };
                 let x = SharedTensor::new(&shape, 13, mine);
-                Ok(dmaxpool(&ctx, &x, k, Costing::Optimised)
+                Ok(dmaxpool(&ctx, &x, k, Costing::OPTIMISED)
                     .await?
                     .share()
                     .cloned())

@@ -162,3 +162,63 @@ fn every_party_has_its_peak_memory() {
     let p = run_inference(&spec(ProtocolKind::Plaintext, 4, 4, 3), None).unwrap();
     assert!(p.peak_memory_bytes.len() == 1 && p.peak_memory_bytes[0] > 0);
 }
+
+/// `--without`: each of the default layout's levers off, alone and all together, gives the same
+/// predictions as the plaintext reference and moves more bytes; the report says what was off;
+/// the paper layout and Pond refuse it.
+#[test]
+fn levers_off_agree_and_cost_more() {
+    use securenn::infer::{InferError, Layout, Lever};
+    let base = run_inference(&spec(ProtocolKind::SecureNn, 4, 2, 3), None).unwrap();
+    assert_eq!(base.plaintext_agreement, 1.0);
+    assert!(base.without.is_empty());
+    assert!(base.comparison_widths.iter().any(|w| w.is_some_and(|w| w < 64)));
+    let all = vec![
+        Lever::NarrowComparisons,
+        Lever::BoundedWidths,
+        Lever::KnownOperands,
+    ];
+    for without in all.iter().map(|&l| vec![l]).chain([all.clone()]) {
+        let r = run_inference(
+            &InferSpec {
+                without: without.clone(),
+                ..spec(ProtocolKind::SecureNn, 4, 2, 3)
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.plaintext_agreement, 1.0, "{without:?}");
+        assert_eq!(r.predictions, base.predictions, "{without:?}");
+        assert_eq!(r.without, without);
+        assert!(
+            r.bytes_total > base.bytes_total,
+            "{without:?}: {} vs {}",
+            r.bytes_total,
+            base.bytes_total
+        );
+        if without.contains(&Lever::BoundedWidths) {
+            assert!(r.comparison_widths.iter().all(Option::is_none));
+        }
+        if without.contains(&Lever::NarrowComparisons) {
+            assert!(r.rounds > base.rounds, "{} vs {}", r.rounds, base.rounds);
+        }
+    }
+    for s in [
+        InferSpec {
+            layout: Layout::Paper,
+            ..spec(ProtocolKind::SecureNn, 1, 1, 3)
+        },
+        spec(ProtocolKind::Pond, 1, 1, 3),
+    ] {
+        let e = run_inference(
+            &InferSpec {
+                without: vec![Lever::KnownOperands],
+                ..s
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, InferError::Spec(_)), "{e}");
+        assert!(e.to_string().contains("--without known-operands"), "{e}");
+    }
+}

@@ -154,7 +154,7 @@ fn run(
         batch,
         reveal: Some(reveal),
         allow_range_risk: protocol == ProtocolKind::Pond,
-        comparison_width: Default::default(),
+        without: Vec::new(),
         ..InferSpec::new(
             protocol,
             &im.name,

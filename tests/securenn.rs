@@ -13,8 +13,8 @@ use securenn::protocol::securenn::{compute_msb, division, maxpool, narrow_drelu,
 use securenn::protocol::{Costing, SecureNn, SharedTensor};
 use securenn::ring::{ODD_MODULUS, OddTensor, RingTensor, Window, odd_reduce};
 
-const FRESH: Costing = Costing::Paper;
-const REUSE: Costing = Costing::Optimised;
+const FRESH: Costing = Costing::PAPER;
+const REUSE: Costing = Costing::OPTIMISED;
 
 /// Bytes of n Z_67 values packed in base 67.
 fn packed(n: u64) -> u64 {

@@ -79,7 +79,10 @@ impl CompareRow {
             model: r.model.clone(),
             batch: r.batch,
             network: Some(r.network.clone()),
-            layout: Some(layout_name(r.layout).to_string()),
+            layout: Some(match r.without {
+                None => layout_name(r.layout).to_string(),
+                Some(l) => format!("{} without {l}", layout_name(r.layout)),
+            }),
             protocol: Some(r.protocol.name().to_string()),
             engine: None,
             seconds: r.seconds,

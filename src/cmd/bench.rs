@@ -40,6 +40,12 @@ pub(crate) struct BenchArgs {
     /// this machine's rayon pool, so wall time does not scale with it; virtual time does.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
     cores: Vec<u32>,
+    /// Default-layout optimisations to measure, comma-separated: every default-layout cell
+    /// also runs without each (one row each, beside the row with all of them), so what each
+    /// pays in bytes, rounds and time, cold and warm, is the difference between the rows.
+    /// `narrow-comparisons`, `bounded-widths`, `known-operands` (see `infer --without`).
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "train")]
+    ablate: Vec<securenn::infer::Lever>,
     /// Measured runs per cell; the median is reported (default: 3, or 1 with --quick or
     /// --train).
     #[arg(long)]
@@ -126,6 +132,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
     if !a.cores.is_empty() {
         plan.cores = a.cores;
     }
+    plan.ablate = a.ablate;
     let cells = plan.cells()?.len();
     eprintln!(
         "securenn bench: {cells} cells, each {} measured run{}, one network-bound run and (default layout) a warm two-query run; SecureNN, virtual clock, seed {}",
@@ -157,11 +164,12 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
         }
         BenchEvent::Cell(r) => {
             let line = format!(
-                "  {} batch {} {} {}{}: {:.3} s (paper {}), {} bytes",
+                "  {} batch {} {} {}{}{}: {:.3} s (paper {}), {} bytes",
                 r.model,
                 r.batch,
                 r.network,
                 securenn::bench::layout_name(r.layout),
+                r.without.map_or(String::new(), |l| format!(" without {l}")),
                 match r.cores {
                     1 => String::new(),
                     n => format!(", {n} cores"),

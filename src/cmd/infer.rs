@@ -4,7 +4,7 @@ use super::*;
 use securenn::channel::PartyId;
 use securenn::data::{DataSource, LabelColumn, Mnist};
 use securenn::fixed::FixedPoint;
-use securenn::infer::{ComparisonWidth, InferSpec, Layout, ProtocolKind, Reveal, run_inference};
+use securenn::infer::{InferSpec, Lever, Layout, ProtocolKind, Reveal, run_inference};
 use securenn::nn::weights_file;
 use securenn::party::{Network, PartyConfig};
 use securenn::protocol::{TFE_RELU_3, TFE_RELU_9};
@@ -85,12 +85,14 @@ pub(crate) struct InferArgs {
     /// round to zero) are printed either way.
     #[arg(long)]
     allow_range_risk: bool,
-    /// SecureNN's comparisons (ReLU, max pooling, argmax) in the default layout: `bounded` runs
-    /// each on the fewest bits that hold its input's worst-case bound from the range analysis
-    /// (public: derived from the weights and the input range; exact for every input in it),
-    /// `full` on all 64 bits.
-    #[arg(long, value_enum, default_value_t = ComparisonWidth::Bounded)]
-    comparison_width: ComparisonWidth,
+    /// Run SecureNN's default layout without these optimisations (comma-separated), to see
+    /// what each pays: `narrow-comparisons` (DReLU by ShareConvert and ComputeMSB, 8 rounds,
+    /// instead of one masked opening and one PrivateCompare, 3), `bounded-widths` (every
+    /// comparison on 64 bits instead of the fewest that hold its input's worst-case bound from
+    /// the range analysis), `known-operands` (every input shared and every product a Beaver
+    /// product, instead of weights and images staying known to their owner). Same results.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    without: Vec<Lever>,
     /// Pond's ReLU polynomial.
     #[arg(long, value_enum, default_value = "9")]
     relu_fit: ReluFit,
@@ -228,7 +230,7 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
         network,
         network_name,
         allow_range_risk: a.allow_range_risk,
-        comparison_width: a.comparison_width,
+        without: a.without,
     };
     // The range analysis needs the weights: here every party is in this process.
     let range = spec.range()?;

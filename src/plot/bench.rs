@@ -44,7 +44,7 @@ pub struct BenchPoint {
     pub batch: usize,
     /// The simulator preset (`lan`, `wan`, ...).
     pub network: String,
-    /// `default` or `paper`.
+    /// `default` or `paper`, followed by ` without LEVER` and `, N cores` for rows that ran so.
     pub layout: String,
     /// Median virtual seconds.
     pub seconds: f64,
@@ -128,7 +128,7 @@ pub fn load_bench(path: &Path) -> Result<Vec<BenchPoint>, BenchPlotError> {
                 model: string("model")?,
                 batch: batch as usize,
                 network: string("network")?,
-                layout: string("layout")?,
+                layout: variant(string("layout")?, row),
                 seconds: seconds("seconds", get("seconds")?)?,
                 bytes: count("bytes")?,
                 network_bound_seconds: match row.get("network_bound_seconds") {
@@ -138,6 +138,19 @@ pub fn load_bench(path: &Path) -> Result<Vec<BenchPoint>, BenchPlotError> {
             })
         })
         .collect()
+}
+
+/// A row's layout with what else makes it a variant of it (a lever it ran without, cores per
+/// party other than 1), so that variants draw as lines of their own.
+fn variant(layout: String, row: &Value) -> String {
+    let mut out = layout;
+    if let Some(l) = row.get("without").and_then(Value::as_str) {
+        out += &format!(" without {l}");
+    }
+    if let Some(c) = row.get("cores").and_then(Value::as_u64).filter(|&c| c != 1) {
+        out += &format!(", {c} cores");
+    }
+    out
 }
 
 /// A JSON value's kind, for error messages (never its content).

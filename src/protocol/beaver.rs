@@ -6,9 +6,9 @@
 //! Masking x: the helper's mask a = a0 + a1 has a0 derived from the P0-P2 seed and a1 from the
 //! P1-P2 seed (two separate keys: the public SecureNN code's single key lets P0 derive P1's
 //! shares), so no mask share travels; server j opens α = x - a by sending α_j = x_j - a_j to the
-//! other server. With [`Costing::Optimised`] the mask is memoised on the tensor, so a tensor used
+//! other server. With [`Costing::OPTIMISED`] the mask is memoised on the tensor, so a tensor used
 //! in several products (x² in x⁴ and x⁶, a weight across batches) is masked once; with
-//! [`Costing::Paper`] every product masks its operands anew, as the SecureNN paper counts.
+//! [`Costing::PAPER`] every product masks its operands anew, as the SecureNN paper counts.
 //!
 //! A bilinear op B (elementwise product, matmul, conv2d) of x = α + a and y = β + b:
 //! the producer computes c = B(a, b), derives c0 from the P0-P2 seed and sends c1 = c - c0 to
@@ -24,8 +24,8 @@ use crate::ring::RingTensor;
 use std::rc::Rc;
 
 /// The masks of `xs`, masking what is not masked yet in one round. Each operand comes with a
-/// group: under [`Costing::Paper`] one tensor appearing twice in a group (x·x) gets one mask
-/// but every group masks anew; under [`Costing::Optimised`] masks are shared across groups and
+/// group: under [`Costing::PAPER`] one tensor appearing twice in a group (x·x) gets one mask
+/// but every group masks anew; under [`Costing::OPTIMISED`] masks are shared across groups and
 /// memoised on the tensors.
 async fn masks(
     ctx: &Ctx,

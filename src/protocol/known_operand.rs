@@ -2,7 +2,7 @@
 //! owner's image): the other operand is opened masked to that server only, and the known operand
 //! goes to the helper once per session, masked by the servers' common seed.
 //!
-//! Under [`Costing::Optimised`](super::Costing) on SecureNN, a server's input is held "known to
+//! Under [`Costing::OPTIMISED`](super::Costing) on SecureNN, a server's input is held "known to
 //! its owner": the owner's share is the value, the other server's is zero, no randomness and no
 //! message, and the tensor records `known_by` (public metadata). A bilinear product B(X, W)
 //! (elementwise, matmul, conv2d) with W known to server K, O the other server and X any shared

@@ -41,7 +41,7 @@ impl SharedProtocol for Pond {
     }
 
     fn costing(&self) -> Costing {
-        Costing::Optimised
+        Costing::OPTIMISED
     }
 
     fn refresh_products(&self) -> bool {

@@ -11,7 +11,7 @@
 //!
 //! Messages per element: P2's ⟨x⟩, 64 bit shares and ⟨x[0]⟩ (2 × 80 B), the exchange of r
 //! (2 × 8 B), PrivateCompare (128 B), P2's shares of β' (2 × 8 B), one multiplication (40 B):
-//! 360 bytes. Under [`Costing::Optimised`] P0 draws its dealt shares from the P0-P2 seed
+//! 360 bytes. Under [`Costing::OPTIMISED`] P0 draws its dealt shares from the P0-P2 seed
 //! ([`Costing::derive_dealt_shares`]): 272 bytes, the same rounds.
 
 use super::bits::{L_BITS, bit_shares, common_prg, dealer_prg, p0_dealt_prg, random_bits};

@@ -41,8 +41,8 @@ pub enum ConvMasking {
 /// The SecureNN backend.
 #[derive(Clone, Copy, Debug)]
 pub struct SecureNn {
-    /// [`Costing::Paper`] masks every operand of every product anew, as the paper counts;
-    /// [`Costing::Optimised`] memoises masks (a weight is opened once per job, a comparison bit
+    /// [`Costing::PAPER`] masks every operand of every product anew, as the paper counts;
+    /// [`Costing::OPTIMISED`] memoises masks (a weight is opened once per job, a comparison bit
     /// once for both selections of a max step).
     pub costing: Costing,
     /// Sequential maxima (the paper) or a balanced tree, over pooling windows.
@@ -60,7 +60,7 @@ impl SecureNn {
     /// Tables 1-2.
     pub fn paper() -> Self {
         Self {
-            costing: Costing::Paper,
+            costing: Costing::PAPER,
             max: MaxStrategy::Sequential,
             argmax: MaxStrategy::Sequential,
             conv: ConvMasking::Im2col,
@@ -73,7 +73,7 @@ impl SecureNn {
     /// division's extra comparisons) and fewer rounds.
     pub fn optimised() -> Self {
         Self {
-            costing: Costing::Optimised,
+            costing: Costing::OPTIMISED,
             max: MaxStrategy::Tree,
             argmax: MaxStrategy::AllPairs,
             conv: ConvMasking::Image,
@@ -106,11 +106,11 @@ impl SharedProtocol for SecureNn {
         self.conv == ConvMasking::Im2col
     }
 
-    /// With [`Costing::Optimised`]: servers' inputs stay known to them and products with them
+    /// [`Costing::known_operands`]: servers' inputs stay known to them and products with them
     /// take [`crate::protocol::known_operand`]'s protocol. The paper's accounting shares every
     /// input and Beaver-multiplies every product.
     fn known_operands(&self) -> bool {
-        self.costing == Costing::Optimised
+        self.costing.known_operands()
     }
 
     async fn relu(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {

@@ -1,6 +1,6 @@
 //! DReLU and ReLU on fewer bits: one masked opening modulo 2^m and one PrivateCompare (SecureNN
 //! Algorithm 3) on m − 1 bits, in 3 rounds, replacing ShareConvert and ComputeMSB (Algorithms
-//! 4-6) under [`Costing::Optimised`]. The wrap-of-the-low-bits idea is the one CrypTFlow2,
+//! 4-6) under [`Costing::OPTIMISED`]. The wrap-of-the-low-bits idea is the one CrypTFlow2,
 //! Cheetah and SPU use to cut comparison bit-widths; here it runs on SecureNN's helper.
 //!
 //! # The protocol, for a width m (2 ≤ m ≤ 64) such that every |a| < 2^(m−1)
@@ -109,7 +109,7 @@ async fn run(
         } else {
             None
         };
-        let bp = private_compare_width(ctx, n, k, None, &[], &[], Costing::Optimised)
+        let bp = private_compare_width(ctx, n, k, None, &[], &[], Costing::OPTIMISED)
             .await?
             .expect("P2 learns β'");
         let d: Vec<u64> = bp
@@ -177,7 +177,7 @@ async fn run(
         .map(|(&x, &y)| x.wrapping_add(y) & mask_m)
         .collect();
     let c_low: Vec<u64> = c.iter().map(|v| v & mask_k).collect();
-    private_compare_width(ctx, n, k, Some(&bits), &c_low, &beta, Costing::Optimised).await?;
+    private_compare_width(ctx, n, k, Some(&bits), &c_low, &beta, Costing::OPTIMISED).await?;
     let (d, w) = match (p0, &s) {
         (true, _) => {
             let mut rng = ctx.prg_with(P2);

@@ -10,7 +10,7 @@
 //! bit to P2.)
 //!
 //! Cost: each of P0, P1 sends ℓ Z_67 values per comparison (64 bytes; 52 packed in base 67
-//! under [`Costing::Optimised`], see [`Costing::pack_z67`]), one round.
+//! under [`Costing::OPTIMISED`], see [`Costing::pack_z67`]), one round.
 
 use super::bits::{L_BITS, common_prg, uniform_below};
 use crate::channel::{Ctx, P0, P1, P2, ProtocolError, Z67Wire};

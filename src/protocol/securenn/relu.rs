@@ -1,5 +1,5 @@
-//! DReLU (SecureNN, Algorithm 6) and ReLU (Algorithm 7). Under [`Costing::Paper`] as the paper
-//! computes them; under [`Costing::Optimised`] by [`narrow_drelu`] (3 rounds, fewer bytes, on
+//! DReLU (SecureNN, Algorithm 6) and ReLU (Algorithm 7). Under [`Costing::PAPER`] as the paper
+//! computes them; under [`Costing::OPTIMISED`] by [`narrow_drelu`] (3 rounds, fewer bytes, on
 //! the tensor's declared comparison width).
 //!
 //! DReLU(a) = 1 - MSB(a): double a (so it is even, never 2^64 - 1, and its MSB is a's for

@@ -9,7 +9,7 @@
 //!
 //! Messages per element: ã_j to P2 (2 × 8 B), P2's Z_67 bit shares of x and share of δ
 //! (2 × 72 B), PrivateCompare (128 B), P2's shares of η' (2 × 8 B): 304 bytes in 4 rounds.
-//! Under [`Costing::Optimised`] P0 draws its dealt shares from the P0-P2 seed instead
+//! Under [`Costing::OPTIMISED`] P0 draws its dealt shares from the P0-P2 seed instead
 //! ([`Costing::derive_dealt_shares`]): 224 bytes, the same 4 rounds.
 
 use super::bits::{L_BITS, bit_shares, common_prg, dealer_prg, p0_dealt_prg, random_bits, wrap};
