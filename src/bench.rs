@@ -298,7 +298,10 @@ impl BenchPlan {
                         .collect(),
                     Layout::Paper => vec![None],
                 };
-                levers.into_iter().map(move |without| Cell { without, ..c.clone() })
+                levers.into_iter().map(move |without| Cell {
+                    without,
+                    ..c.clone()
+                })
             })
             .flat_map(|c| {
                 cores

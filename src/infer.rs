@@ -115,7 +115,9 @@ pub struct InferSpec {
 
 /// An optimisation of SecureNN's default layout that a job can run without (`--without`), so
 /// that what it pays is the difference between two runs. The paper layout has none of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Lever {
     /// DReLU and ReLU by one masked opening and one PrivateCompare

@@ -172,7 +172,11 @@ fn levers_off_agree_and_cost_more() {
     let base = run_inference(&spec(ProtocolKind::SecureNn, 4, 2, 3), None).unwrap();
     assert_eq!(base.plaintext_agreement, 1.0);
     assert!(base.without.is_empty());
-    assert!(base.comparison_widths.iter().any(|w| w.is_some_and(|w| w < 64)));
+    assert!(
+        base.comparison_widths
+            .iter()
+            .any(|w| w.is_some_and(|w| w < 64))
+    );
     let all = vec![
         Lever::NarrowComparisons,
         Lever::BoundedWidths,

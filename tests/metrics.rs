@@ -84,30 +84,18 @@ fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
             .unwrap();
         assert_eq!((t.bytes, t.messages), (l.bytes, l.messages));
     }
-    // Rounds per call, as tests/securenn.rs asserts them op by op (ComputeMSB adds 4 inside
-    // DReLU: its deal goes out beside ShareConvert; alone it takes 5).
+    // Rounds per call, as tests/securenn.rs asserts them op by op: the default layout's ReLU
+    // is one masked opening, one PrivateCompare and the helper's shares back (narrow_drelu).
     let relu = "infer/batch/2.relu/relu";
     let expect = [
-        (relu.to_string(), 9, Some(10)),
-        (format!("{relu}/drelu"), 8, Some(8)),
-        (format!("{relu}/drelu/share_convert"), 4, Some(4)),
-        (
-            format!("{relu}/drelu/share_convert/private_compare"),
-            1,
-            Some(1),
-        ),
-        (format!("{relu}/drelu/compute_msb"), 4, Some(5)),
-        (
-            format!("{relu}/drelu/compute_msb/private_compare"),
-            1,
-            Some(1),
-        ),
+        (relu.to_string(), 3, Some(10)),
+        (format!("{relu}/private_compare"), 1, Some(1)),
         // The first query's product waits at the helper for the weight's F (known_operand):
         // 2 rounds, as the paper counts; later queries 1.
         ("infer/batch/1.dense/matmul".into(), 2, Some(2)),
         (
             "infer/batch/6.argmax/argmax/all_pairs/drelu".into(),
-            8,
+            3,
             Some(8),
         ),
         ("infer/batch/6.argmax/argmax/all_won".into(), 1, None),
@@ -118,28 +106,32 @@ fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
         assert_eq!(o.paper_rounds, paper, "{path}");
         assert_eq!(o.calls % 3, 0, "{path}: one call per image at least");
     }
-    // Bytes: the paper's, less the dealt shares P0 derives from the P0-P2 seed, with Z_67
-    // packed ten values per 8 bytes (128 elements a call: 8192 values in 6560 bytes).
-    let packed = securenn::ring::z67::packed_len(64 * 128) as u64;
-    for (name, ours, paper) in [
-        ("relu", 152 * 128 + 6 * packed, 704 * 128),
-        ("drelu", 112 * 128 + 6 * packed, 664 * 128),
-        ("share_convert", 32 * 128 + 3 * packed, 304 * 128),
-        ("private_compare", 2 * packed, 128 * 128),
-        ("compute_msb", 80 * 128 + 3 * packed, 360 * 128),
-    ] {
-        let o = r
-            .ops
-            .iter()
-            .find(|o| o.name == name && o.path.contains("2.relu"))
-            .unwrap();
-        assert_eq!(o.bytes, 3 * ours, "{name}");
-        assert_eq!(o.paper_bytes, Some(3 * paper), "{name}");
+    // Bytes on the layer's comparison width m (from the range analysis), 128 elements a call:
+    // c = y + r mod 2^m both ways (m bits each), the dealt bit shares and PrivateCompare's two
+    // messages (m − 1 Z_67 values per element, packed ten per 8 bytes), z to the helper from
+    // both servers and d, d·z back to P1 (8 bytes each per element).
+    for layer in [2, 4] {
+        let m = r.comparison_widths[layer].expect("a ReLU compares") as usize;
+        assert!(m < 32, "A's ReLU inputs are bounded well below 2^31: {m}");
+        let packed = securenn::ring::z67::packed_len((m - 1) * 128) as u64;
+        let opened = 2 * (128 * m).div_ceil(8) as u64;
+        for (name, ours, paper) in [
+            ("relu", opened + 3 * packed + 32 * 128, 704 * 128),
+            ("private_compare", 2 * packed, 128 * 128),
+        ] {
+            let o = r
+                .ops
+                .iter()
+                .find(|o| o.name == name && o.path.contains(&format!("{layer}.relu")))
+                .unwrap();
+            assert_eq!(o.bytes, 3 * ours, "{layer}.relu {name} on {m} bits");
+            assert_eq!(o.paper_bytes, Some(3 * paper), "{name}");
+        }
     }
     // The argmax: all 45 comparisons in one DReLU, then 4 levels of products of wins, against
     // the paper's 9 sequential steps.
     let argmax = op(&r, "infer/batch/6.argmax/argmax");
-    assert_eq!(argmax.rounds, 12);
+    assert_eq!(argmax.rounds, 7);
     assert_eq!(argmax.paper_rounds, Some(81));
     assert_eq!(op(&r, "infer/batch/6.argmax/argmax/all_won").calls, 3 * 4);
     // Shapes and names only in spans: no values.
@@ -149,9 +141,9 @@ fn wan_a_layers_add_up_and_ops_cost_what_the_protocol_tests_assert() {
         }
         assert_eq!(o.party_cpu_seconds.len(), 3);
     }
-    // Virtual time on the WAN: a ReLU call's 9 rounds take at least 9 × 29 ms.
+    // Virtual time on the WAN: a ReLU call's 3 rounds take at least 3 × 29 ms.
     assert!(
-        op(&r, relu).seconds >= 3.0 * 9.0 * 0.029,
+        op(&r, relu).seconds >= 3.0 * 3.0 * 0.029,
         "{}",
         op(&r, relu).seconds
     );
@@ -279,7 +271,7 @@ fn cli_report_table_json_and_trace() {
     assert!(ok, "{err}");
     for needle in [
         "private_compare",
-        "share_convert",
+        "all_pairs",
         "paper bytes",
         "virtual s",
         "6.argmax",
@@ -381,11 +373,12 @@ fn a_second_query_costs_less_once_the_masked_weights_are_cached() {
     assert_eq!(first.messages + second.messages, r.messages);
     // The first query sends the helper the model owner's masked weights once
     // (784·128 + 128·128 + 128·10 words; see known_operand), and the helper waits for them
-    // before its corrections: 36 rounds. A warm query takes 31 (33 with Beaver products: in a
-    // product with a known weight the other server receives nothing, so it runs ahead).
+    // before its corrections, one round more per layer: 20 rounds. A warm query takes 15 (17
+    // with Beaver products: in a product with a known weight the other server receives
+    // nothing, so it runs ahead).
     let weights = 8 * (784 * 128 + 128 * 128 + 128 * 10);
     assert_eq!(first.bytes - second.bytes, weights);
-    assert_eq!((first.rounds, second.rounds), (36, 31));
+    assert_eq!((first.rounds, second.rounds), (20, 15));
     assert!(second.seconds > 0.0 && second.seconds < first.seconds);
     // Excluding a subtree: the reveal is the second query's last 8 bytes.
     let without_reveal = t

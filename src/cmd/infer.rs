@@ -4,7 +4,7 @@ use super::*;
 use securenn::channel::PartyId;
 use securenn::data::{DataSource, LabelColumn, Mnist};
 use securenn::fixed::FixedPoint;
-use securenn::infer::{InferSpec, Lever, Layout, ProtocolKind, Reveal, run_inference};
+use securenn::infer::{InferSpec, Layout, Lever, ProtocolKind, Reveal, run_inference};
 use securenn::nn::weights_file;
 use securenn::party::{Network, PartyConfig};
 use securenn::protocol::{TFE_RELU_3, TFE_RELU_9};

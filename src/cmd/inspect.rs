@@ -4,7 +4,7 @@
 use super::*;
 use securenn::data::Mnist;
 use securenn::infer::{InferReport, InferSpec, Layout, ProtocolKind, run_inference};
-use securenn::nn::Model;
+use securenn::nn::{Model, Weights};
 use securenn::onnx::{Dim, Fate, OnnxError, OnnxModel, import};
 use serde::Serialize;
 use std::io::Write as _;
@@ -167,7 +167,9 @@ pub(crate) fn run(a: InspectArgs) -> Result<()> {
         params: 0,
         error: None,
     };
-    let model = match (&a.file, &a.model) {
+    // The weights set the comparison widths (the range analysis' bounds), so the dry run uses
+    // the model's own: the file's initialisers, or a built-in's bundled weights.
+    let (model, weights) = match (&a.file, &a.model) {
         (Some(path), _) => {
             let m = OnnxModel::read(path)?;
             let name = path
@@ -252,7 +254,7 @@ pub(crate) fn run(a: InspectArgs) -> Result<()> {
                         })
                         .collect();
                     print_nodes(&listing.nodes, "fate (layers of the imported model)");
-                    imp.model
+                    (imp.model, Some(imp.weights))
                 }
                 Err(e) => {
                     let stopped = failed_node(&e);
@@ -300,12 +302,16 @@ pub(crate) fn run(a: InspectArgs) -> Result<()> {
                 "built-in network {name} (no ONNX file: `securenn export --model {name} --out \
                  {name}.onnx` writes one)"
             );
-            securenn::models::by_name(name).expect("clap checked the name")
+            let model = securenn::models::by_name(name).expect("clap checked the name");
+            let weights = securenn::nn::weights_file::load_bundled(name, &model)
+                .ok()
+                .map(|(w, _)| w);
+            (model, weights)
         }
         (None, None) => bail!("give an ONNX file or --model NAME"),
     };
     let _ = std::io::stdout().flush();
-    costs(&model, layout, &mut listing)?;
+    costs(&model, weights, layout, &mut listing)?;
     write_json(&a, &listing)
 }
 
@@ -324,7 +330,12 @@ fn print_nodes(nodes: &[NodeRow], what: &str) {
 }
 
 /// The layers as the model runs in the chosen layout, and their SecureNN cost for one input.
-fn costs(model: &Model, layout: Layout, listing: &mut Listing) -> Result<()> {
+fn costs(
+    model: &Model,
+    weights: Option<Weights>,
+    layout: Layout,
+    listing: &mut Listing,
+) -> Result<()> {
     let run_model = layout.apply(model);
     let infos = run_model.describe()?;
     println!(
@@ -346,7 +357,7 @@ fn costs(model: &Model, layout: Layout, listing: &mut Listing) -> Result<()> {
     }
     println!("SecureNN for one input (batch 1): dry run of the protocol in memory...");
     let _ = std::io::stdout().flush();
-    let report = dry_run(&listing.model, model, layout)?;
+    let report = dry_run(&listing.model, model, weights, layout)?;
     let cost = |name: &str| {
         report
             .layers
@@ -440,15 +451,25 @@ fn costs(model: &Model, layout: Layout, listing: &mut Listing) -> Result<()> {
     );
     println!(
         "bytes: all links; rounds: causal rounds each adds. SecureNN's bytes and rounds do not \
-         depend on the values: random weights and a zero input ran (`securenn infer` on one \
-         input in batches of 1 sends the same)"
+         depend on the input, and on the weights only through the comparison widths their \
+         bounds give: the model's weights (random ones where it has none) and a zero input ran \
+         (`securenn infer` on one input in [0, 1] in batches of 1 sends the same)"
     );
     Ok(())
 }
 
-/// SecureNN on one zero input in memory, with random weights of the model's shapes.
-fn dry_run(name: &str, model: &Model, layout: Layout) -> Result<InferReport> {
-    let weights = model.init_weights(1)?;
+/// SecureNN on one zero input in memory, with the model's weights (random ones of its shapes
+/// where it has none).
+fn dry_run(
+    name: &str,
+    model: &Model,
+    weights: Option<Weights>,
+    layout: Layout,
+) -> Result<InferReport> {
+    let weights = match weights {
+        Some(w) => w,
+        None => model.init_weights(1)?,
+    };
     let data = Mnist {
         images: vec![vec![0.0; securenn::ring::numel(&model.input)]],
         labels: Vec::new(),
@@ -463,7 +484,7 @@ fn dry_run(name: &str, model: &Model, layout: Layout) -> Result<InferReport> {
     );
     spec.batch = 1;
     spec.layout = layout;
-    // Random weights may have any range; the bytes do not depend on it.
+    // Random weights may have any range; the dry run counts bytes, whatever it computes.
     spec.allow_range_risk = true;
     run_inference(&spec, None).with_context(|| format!("the dry run of model {name}"))
 }
