@@ -482,9 +482,14 @@ impl Inputs {
             let (w, _) = weights_file::load_bundled(&c.model, &model)?;
             weights.insert(c.model.clone(), w);
         }
-        // Two queries for the warm measurement.
-        let most = 2 * cells.iter().map(|c| c.batch).max().unwrap_or(1);
-        let data = Mnist::load(plan.data.clone(), Split::Test, 0, most)?;
+        // Two queries for the warm measurement; where the test split holds fewer images than
+        // that (batch 512 of the bundled 1,000), the second query repeats the first's images:
+        // bytes and rounds do not depend on them.
+        let batch = cells.iter().map(|c| c.batch).max().unwrap_or(1);
+        let data = match Mnist::load(plan.data.clone(), Split::Test, 0, 2 * batch) {
+            Ok(d) => d,
+            Err(_) => Mnist::load(plan.data.clone(), Split::Test, 0, batch)?,
+        };
         Ok(Self { weights, data })
     }
 
@@ -507,8 +512,8 @@ impl Inputs {
             model: crate::models::by_name(&cell.model).expect("checked name"),
             weights: self.weights[&cell.model].clone(),
             data: Mnist {
-                images: self.data.images[..cell.batch * queries].to_vec(),
-                labels: self.data.labels[..cell.batch * queries].to_vec(),
+                images: cycle(&self.data.images, cell.batch * queries),
+                labels: cycle(&self.data.labels, cell.batch * queries),
             },
             batch: cell.batch,
             seed,
@@ -527,6 +532,11 @@ impl Inputs {
             without: cell.without.into_iter().collect(),
         })
     }
+}
+
+/// The first `n` items of `v` repeated as often as it takes (`v` holds at least one query's).
+fn cycle<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+    v.iter().cycle().take(n).cloned().collect()
 }
 
 /// Whether a cell gets the warm second query: the default layout caches masked weights across

@@ -190,6 +190,31 @@ fn ablated_levers_get_rows_of_their_own() {
     assert_eq!(old.without, None);
 }
 
+/// A batch above half the bundled test split (1,000 images) still runs: the warm second query
+/// repeats the first one's images.
+#[test]
+fn batches_beyond_half_the_test_split_run() {
+    let rows = run_bench(
+        &BenchPlan {
+            batches: vec![600],
+            ..one_cell(Layout::Default)
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((rows.len(), rows[0].batch), (1, 600));
+    assert!(rows[0].bytes > 0);
+    let e = run_bench(
+        &BenchPlan {
+            batches: vec![1001],
+            ..one_cell(Layout::Default)
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("1000"), "{e}");
+}
+
 #[test]
 fn the_grids() {
     let full = BenchPlan::full().cells().unwrap();

@@ -763,6 +763,15 @@ pub(crate) fn unencodable(e: &crate::fixed::FixedError) -> String {
     }
 }
 
+/// At most this many bytes of kernels go to the helper ahead of use ([`input_params`]): a party
+/// holds what a peer sent and it has not used yet, and deployments cap that (`max_queued_mib`,
+/// 512 MiB by default), so a large model's later kernels wait for their layer. 32 MiB covers
+/// every built-in network (C's kernels: 3.5 MB).
+pub const PREFETCH_BUDGET_BYTES: usize = 32 << 20;
+
+/// Bring the model owner's parameters into the computation, in [`Model::param_shapes`]'s order,
+/// each under `weights/<name>`; each kernel, up to [`PREFETCH_BUDGET_BYTES`], is announced to
+/// the protocol as a known operand of products to come ([`Protocol::prefetch_known`]).
 pub async fn input_params<P: Protocol>(
     p: &P,
     ctx: &Ctx,
@@ -781,6 +790,7 @@ pub async fn input_params<P: Protocol>(
     }
     let fp: FixedPoint = ctx.fixed();
     let mut out = Vec::with_capacity(shapes.len());
+    let mut prefetch_left = PREFETCH_BUDGET_BYTES;
     for (name, shape) in shapes {
         let value = match weights {
             Some(w) => {
@@ -795,16 +805,19 @@ pub async fn input_params<P: Protocol>(
             }
             None => None,
         };
-        out.push(
-            p.input(
-                &ctx.child(&name),
-                owner,
-                value.as_ref(),
-                &shape,
-                fp.frac_bits,
-            )
-            .await?,
-        );
+        let pctx = ctx.child(&name);
+        let t = p
+            .input(&pctx, owner, value.as_ref(), &shape, fp.frac_bits)
+            .await?;
+        // A kernel is the known operand of its layer's product: its one-time masked copy can
+        // travel now, beside the other inputs, rather than when the first query needs it; the
+        // helper holds what it has not used yet, so only up to a budget (in model order).
+        let bytes = 8 * crate::ring::numel(&shape);
+        if name.ends_with(".kernel") && bytes <= prefetch_left {
+            prefetch_left -= bytes;
+            p.prefetch_known(&pctx, &t)?;
+        }
+        out.push(t);
     }
     Ok(out)
 }

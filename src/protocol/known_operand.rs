@@ -31,7 +31,9 @@
 //!
 //! Cost per product: |X| + |out| ring elements per query, plus |W| once per session; a Beaver
 //! product moves 2|X| + |out| per query plus 2|W| for the first. Rounds: one when F is
-//! memoised; the first product with a W takes two (P2 waits for F).
+//! memoised or was sent ahead ([`prefetch`]: inference sends every kernel's F beside the
+//! weights' input, so only the first layer, whose product starts at once, waits for its F);
+//! otherwise the first product with a W takes two (P2 waits for F).
 
 use super::shared_tensor::{KnownMemo, SharedTensor};
 use super::{ProtocolError, product_frac};
@@ -125,40 +127,59 @@ async fn known_product(
     Ok(SharedTensor::new(out, frac, z))
 }
 
-/// Step 2, memoised on `w`: the owner `k` sends F = W − B0 to the helper the first time. Returns
-/// B0 on the other server, F on the helper, `None` on the owner.
+/// Step 2 ahead of time: the owner of `w` (a known operand of products to come, such as a model
+/// owner's kernel) sends F = W − B0 to the helper now, under `ctx`, and the other server keeps B0;
+/// the helper receives F when its first product needs it. The same bytes as sending F at the
+/// first product, without the round in which the helper waits for it. No effect on a tensor
+/// not known to a server, or whose F has gone already.
+pub(crate) fn prefetch(ctx: &Ctx, w: &SharedTensor) -> Result<(), ProtocolError> {
+    match w.known_by {
+        Some(k) if w.known_memo.borrow().is_none() => announce(&ctx.child("known"), w, k),
+        _ => Ok(()),
+    }
+}
+
+/// The owner `k` sends F = W − B0 to the helper under `ctx`; each party records its part in
+/// `w`'s memo (the owner: sent; the other server: B0; the helper: where F will arrive).
+fn announce(ctx: &Ctx, w: &SharedTensor, k: crate::channel::PartyId) -> Result<(), ProtocolError> {
+    let memo = match ctx.me() {
+        P2 => KnownMemo::Incoming(ctx.clone()),
+        m if m == k => {
+            let b0 = RingTensor::random(w.shape(), &mut ctx.prg_with(other_server(k)));
+            ctx.send(P2, &w.share().expect("server").sub(&b0))?;
+            KnownMemo::Sent
+        }
+        _ => KnownMemo::Server(RingTensor::random(w.shape(), &mut ctx.prg_with(k))),
+    };
+    *w.known_memo.borrow_mut() = Some(memo);
+    Ok(())
+}
+
+/// Step 2, memoised on `w`: the owner `k` sends F = W − B0 to the helper the first time (unless
+/// [`prefetch`] did). Returns B0 on the other server, F on the helper, `None` on the owner.
 async fn weight_mask(
     ctx: &Ctx,
     w: &SharedTensor,
     k: crate::channel::PartyId,
 ) -> Result<Option<RingTensor>, ProtocolError> {
-    let me = ctx.me();
-    let memo = w.known_memo.borrow().clone();
-    match (memo, me) {
-        (Some(KnownMemo::Pending), _) => Err(ProtocolError::Unsupported {
+    if w.known_memo.borrow().is_none() {
+        announce(ctx, w, k)?;
+    }
+    let memo = w.known_memo.borrow().clone().expect("announced");
+    match memo {
+        KnownMemo::Pending => Err(ProtocolError::Unsupported {
             op: ctx.path().to_string(),
             reason: "a known operand is being sent to the helper by a concurrent branch: use it \
                      once before forking"
                 .into(),
         }),
-        (Some(KnownMemo::Sent), _) => Ok(None),
-        (Some(KnownMemo::Server(b0)), _) | (Some(KnownMemo::Helper(b0)), _) => Ok(Some(b0)),
-        (None, P2) => {
+        KnownMemo::Sent => Ok(None),
+        KnownMemo::Server(b0) | KnownMemo::Helper(b0) => Ok(Some(b0)),
+        KnownMemo::Incoming(from) => {
             *w.known_memo.borrow_mut() = Some(KnownMemo::Pending);
-            let f: RingTensor = ctx.recv(k, &w.shape().to_vec()).await?;
+            let f: RingTensor = from.recv(k, &w.shape().to_vec()).await?;
             *w.known_memo.borrow_mut() = Some(KnownMemo::Helper(f.clone()));
             Ok(Some(f))
-        }
-        (None, m) if m == k => {
-            let b0 = RingTensor::random(w.shape(), &mut ctx.prg_with(other_server(k)));
-            ctx.send(P2, &w.share().expect("server").sub(&b0))?;
-            *w.known_memo.borrow_mut() = Some(KnownMemo::Sent);
-            Ok(None)
-        }
-        (None, _) => {
-            let b0 = RingTensor::random(w.shape(), &mut ctx.prg_with(k));
-            *w.known_memo.borrow_mut() = Some(KnownMemo::Server(b0.clone()));
-            Ok(Some(b0))
         }
     }
 }

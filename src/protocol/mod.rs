@@ -137,6 +137,15 @@ pub trait Protocol {
     /// equal values).
     async fn argmax(&self, ctx: &Ctx, x: &Self::Tensor) -> Result<Self::Tensor, ProtocolError>;
 
+    /// A note that `x` will be the known operand of products to come (a model owner's kernel):
+    /// where the protocol keeps server inputs known to their owner
+    /// ([`known_operand`](crate::protocol::known_operand)), the owner sends the helper its
+    /// one-time masked copy now, beside other traffic, rather than when the first product needs
+    /// it (same bytes, one round fewer per layer). No effect elsewhere (the default).
+    fn prefetch_known(&self, _ctx: &Ctx, _x: &Self::Tensor) -> Result<(), ProtocolError> {
+        Ok(())
+    }
+
     /// `x` declared bounded by a public bound: every |value| < 2^(width − 1) in ring units (from
     /// the range analysis, [`crate::nn::range::RangeReport::compare_widths`]), so comparisons of
     /// it (ReLU, max pooling, argmax) may run on `width` bits. The plaintext reference checks

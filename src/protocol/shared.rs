@@ -491,6 +491,13 @@ impl<S: SharedProtocol> Protocol for S {
     ) -> Result<SharedTensor, ProtocolError> {
         Ok(x.with_compare_width(width))
     }
+
+    fn prefetch_known(&self, ctx: &Ctx, x: &SharedTensor) -> Result<(), ProtocolError> {
+        match self.known_operands() {
+            true => known_operand::prefetch(ctx, x),
+            false => Ok(()),
+        }
+    }
 }
 
 /// B(x, y) by [`known_operand`] when the protocol holds server inputs known to their owner and

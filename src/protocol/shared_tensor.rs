@@ -36,6 +36,9 @@ pub(crate) enum KnownMemo {
     Helper(RingTensor),
     /// On the helper, while F is on its way: a concurrent branch must not wait for it again.
     Pending,
+    /// On the helper: F was sent ahead ([`super::known_operand::prefetch`]) under this
+    /// operation; the first product receives it there.
+    Incoming(crate::channel::Ctx),
 }
 
 /// A party's view of a private tensor: a share on P0 and P1, only the shape on P2; plus the
