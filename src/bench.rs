@@ -412,6 +412,11 @@ pub struct BenchRow {
     pub bytes: u64,
     /// Revealing the class to the data owner (not counted by the paper).
     pub reveal_bytes: u64,
+    /// Of `bytes`, the model owner's one-time weights stage: sharing the weights (paper
+    /// layout) or the kernels' masked copies to the helper (default layout); 0 in rows written
+    /// before the field existed.
+    #[serde(default)]
+    pub weights_bytes: u64,
     /// Causal rounds of the job (reveal included).
     pub rounds: u64,
     pub messages: u64,
@@ -611,6 +616,12 @@ fn run_cell(
         .map(|l| l.bytes)
         .sum();
     let bytes = first.bytes_total - reveal_bytes;
+    let weights_bytes: u64 = first
+        .layers
+        .iter()
+        .filter(|l| l.name == "weights")
+        .map(|l| l.bytes)
+        .sum();
     let paper = paper_cell(&cell.model, cell.batch, &cell.network);
     Ok(BenchRow {
         model: cell.model.clone(),
@@ -627,6 +638,7 @@ fn run_cell(
         network_bound_seconds: virtual_seconds(&bound)?,
         bytes,
         reveal_bytes,
+        weights_bytes,
         rounds: first.rounds,
         messages: first.messages,
         paper_seconds: paper.map(|p| p.seconds),

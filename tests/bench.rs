@@ -607,6 +607,7 @@ fn our_row(model: &str, batch: usize, layout: &str, seconds: f64, bytes: u64) ->
         seconds,
         wall_seconds: Some(2.0 * seconds),
         bytes,
+        weights_bytes: Some(1_000_000),
         rounds: Some(33),
         date: None,
         loadavg: None,
@@ -671,6 +672,13 @@ fn compare_reads_another_engines_rows_and_pairs_them_on_model_and_batch() {
         lines[1].contains(&format!("{:.2}", 0.024 / 0.063755)),
         "{table}"
     );
+    // Less the weights' one-time input: 1,100,984 B, 1.101 MB, 16.854 times SPU's.
+    assert!(
+        lines[1].contains(" 1.101 ")
+            && lines[1].contains(&format!("{:.3}", 1_100_984.0 / 65_325.0)),
+        "{table}"
+    );
+    assert!(lines[0].contains("ours - wts"), "{table}");
     assert!(lines[2].contains("spu semi2k"), "{table}");
     assert!(
         table.contains("spu 0.9.5") && table.contains("load 3.99 to 6.57"),

@@ -66,6 +66,9 @@ pub struct CompareRow {
     pub seconds: f64,
     pub wall_seconds: Option<f64>,
     pub bytes: u64,
+    /// Of `bytes`, what the model owner's weights cost to bring in once (ours: `weights_bytes`);
+    /// `None` where the row does not say (SPU's exclude input sharing altogether).
+    pub weights_bytes: Option<u64>,
     pub rounds: Option<u64>,
     pub date: Option<String>,
     /// The machine's `/proc/loadavg` (1, 5 and 15 minutes) when the row was measured.
@@ -88,6 +91,7 @@ impl CompareRow {
             seconds: r.seconds,
             wall_seconds: Some(r.wall_seconds),
             bytes: r.bytes,
+            weights_bytes: Some(r.weights_bytes),
             rounds: Some(r.rounds),
             date: None,
             loadavg: None,
@@ -217,7 +221,10 @@ fn parse_row(r: &Value, path: &str, row: usize) -> Result<CompareRow, CompareErr
         batch: usize::try_from(batch)
             .map_err(|_| err("batch", format!("is {batch}: too large")))?,
         network: opt_string("network")?,
-        layout: opt_string("layout")?,
+        layout: match (opt_string("layout")?, opt_string("without")?) {
+            (Some(l), Some(w)) => Some(format!("{l} without {w}")),
+            (l, _) => l,
+        },
         protocol: opt_string("protocol")?,
         engine: opt_string("engine")?,
         seconds: seconds("seconds", required("seconds")?)?,
@@ -225,6 +232,9 @@ fn parse_row(r: &Value, path: &str, row: usize) -> Result<CompareRow, CompareErr
             .map(|v| seconds("wall_seconds", v))
             .transpose()?,
         bytes: count("bytes", required("bytes")?)?,
+        weights_bytes: get("weights_bytes")
+            .map(|v| count("weights_bytes", v))
+            .transpose()?,
         rounds: get("rounds").map(|v| count("rounds", v)).transpose()?,
         date: opt_string("date")?,
         loadavg: opt_string("loadavg_before")?,
@@ -335,7 +345,7 @@ pub fn compare_table(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<17} {:>5} {:<14} {:<14} {:>8} {:>8} {:>7} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6}",
+        "{:<17} {:>5} {:<14} {:<14} {:>8} {:>8} {:>7} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>10} {:>7} {:>6} {:>6} {:>6}",
         "model",
         "batch",
         "ours",
@@ -349,6 +359,8 @@ pub fn compare_table(
         "ours MB",
         "their MB",
         "ratio",
+        "ours - wts",
+        "ratio",
         "rounds",
         "theirs",
         "ratio"
@@ -357,9 +369,12 @@ pub fn compare_table(
         let (o, t) = (&ours[i], &theirs[j]);
         let same_network = o.network.is_some() && o.network == t.network;
         let rounds = |r: Option<u64>| r.map(|r| r as f64);
+        // Ours without bringing the weights in, beside theirs where their bytes leave the
+        // inputs out (SPU shares them outside its links).
+        let online = o.weights_bytes.map(|w| o.bytes.saturating_sub(w) as f64);
         let _ = writeln!(
             s,
-            "{:<17} {:>5} {:<14} {:<14} {:>8.3} {:>8.3} {:>7} {:>9} {:>9} {:>7} {:>9.3} {:>9.3} {:>7} {:>6} {:>6} {:>6}",
+            "{:<17} {:>5} {:<14} {:<14} {:>8.3} {:>8.3} {:>7} {:>9} {:>9} {:>7} {:>9.3} {:>9.3} {:>7} {:>10} {:>7} {:>6} {:>6} {:>6}",
             o.model,
             o.batch,
             o.label(),
@@ -378,6 +393,8 @@ pub fn compare_table(
             o.bytes as f64 / 1e6,
             t.bytes as f64 / 1e6,
             cell(ratio(Some(o.bytes as f64), Some(t.bytes as f64)), 3),
+            cell(online.map(|b| b / 1e6), 3),
+            cell(ratio(online, Some(t.bytes as f64)), 3),
             o.rounds.map_or("-".into(), |r| r.to_string()),
             t.rounds.map_or("-".into(), |r| r.to_string()),
             cell(ratio(rounds(o.rounds), rounds(t.rounds)), 2),
@@ -386,7 +403,9 @@ pub fn compare_table(
     let _ = writeln!(
         s,
         "ratios are ours / theirs (below 1 we are ahead); seconds compared only on the same \
-         network, wall seconds always (each engine's three parties on one machine)"
+         network, wall seconds always (each engine's three parties on one machine); ours - wts: \
+         our MB less the weights' one-time input (sharing them, or the kernels' masked copies \
+         to the helper), which engines that share inputs outside their links do not count"
     );
     let mut engines: Vec<&str> = Vec::new();
     let mut dates: Vec<&str> = Vec::new();
