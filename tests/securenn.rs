@@ -915,6 +915,57 @@ fn tree_maxpool_matches_sequential() {
     assert_eq!(r.traffic.rounds, 9 * 2);
 }
 
+/// The max alone (what inference needs): the same maxima as the plaintext reference, on a
+/// tensor whose 2×2 windows leave a row and a column over, in the tree's 2 levels; each level
+/// selects only the value, so it moves less than the max with its index.
+#[test]
+fn pool_max_without_the_index_is_exact_and_cheaper() {
+    use securenn::protocol::securenn::MaxStrategy::Tree;
+    let mut g = rng(34);
+    let x = random_fixed(&[3, 5, 7, 2], 30.0, &mut g);
+    let shape = x.shape().to_vec();
+    let shares = split(x.as_slice(), 34);
+    let run = |with_index: bool| {
+        let (shares, shape) = (shares.clone(), shape.clone());
+        run3(34, move |ctx: Ctx| {
+            let (shares, shape) = (shares.clone(), shape.clone());
+            async move {
+                let t = mine(&ctx, &shares, &shape, 13);
+                let w = Window::square(2);
+                Ok(match with_index {
+                    true => maxpool::maxpool(&ctx, &t, &w, REUSE, Tree).await?.max,
+                    false => maxpool::pool_max(&ctx, &t, &w, REUSE, Tree).await?,
+                }
+                .share()
+                .cloned())
+            }
+        })
+        .unwrap()
+    };
+    let (lean, full) = (run(false), run(true));
+    // The plaintext maxima of the windows that fit (3 × 2 × 3 × 2 of them).
+    let cropped = RingTensor::from_vec(
+        &[3, 4, 6, 2],
+        (0..3 * 4 * 6 * 2)
+            .map(|i| {
+                let (b, r) = (i / 48, i % 48);
+                let (h, r) = (r / 12, r % 12);
+                x.as_slice()[b * 70 + h * 14 + r]
+            })
+            .collect(),
+    );
+    let (pmax, _) = plain_maxpool(&cropped, 2);
+    assert_eq!(open(&lean.outputs), pmax);
+    assert_eq!(open(&full.outputs), pmax);
+    assert_eq!(lean.traffic.rounds, full.traffic.rounds);
+    assert!(
+        lean.traffic.total_bytes() < full.traffic.total_bytes(),
+        "{} vs {}",
+        lean.traffic.total_bytes(),
+        full.traffic.total_bytes()
+    );
+}
+
 /// The paper's convolution masks the im2col matrix: 8(2·|X_im2col| + 2|W| + |Z|) bytes.
 #[test]
 fn paper_conv_masks_the_im2col_matrix() {

@@ -85,7 +85,30 @@ pub async fn maxpool(
             max_sequential(&ctx, &parts, costing, false, difference_width(x)).await
         }
         MaxStrategy::Tree | MaxStrategy::AllPairs => {
-            max_tree(&ctx, &parts, costing, difference_width(x)).await
+            max_tree(&ctx, &parts, costing, difference_width(x), true).await
+        }
+    }
+}
+
+/// The max of each window only ([`maxpool`] without the index: a tree's levels select the
+/// larger value and not its position, half the selections). What inference needs.
+pub async fn pool_max(
+    ctx: &Ctx,
+    x: &SharedTensor,
+    window: &Window,
+    costing: Costing,
+    strategy: MaxStrategy,
+) -> Result<SharedTensor, ProtocolError> {
+    match strategy {
+        MaxStrategy::Sequential => Ok(maxpool(ctx, x, window, costing, strategy).await?.max),
+        MaxStrategy::Tree | MaxStrategy::AllPairs => {
+            check_pool(ctx, x.shape(), window)?;
+            let ctx = ctx.child("maxpool");
+            let parts = windows(x, window);
+            ctx.shape(&pool_shape(&parts));
+            Ok(max_tree(&ctx, &parts, costing, difference_width(x), false)
+                .await?
+                .max)
         }
     }
 }
@@ -125,7 +148,7 @@ pub async fn argmax(
                 .index
         }
         MaxStrategy::Tree => {
-            max_tree(&ctx, &parts, costing, difference_width(x))
+            max_tree(&ctx, &parts, costing, difference_width(x), true)
                 .await?
                 .index
         }
@@ -275,6 +298,7 @@ async fn max_tree(
     parts: &[SharedTensor],
     costing: Costing,
     width: u32,
+    with_index: bool,
 ) -> Result<MaxPooled, ProtocolError> {
     let shape = parts[0].shape().to_vec();
     let constant = |v: u64| public(ctx, &RingTensor::filled(&shape, v), 0);
@@ -300,14 +324,22 @@ async fn max_tree(
         for (i, b) in betas.iter().enumerate() {
             let (a, c) = (&level[2 * i], &level[2 * i + 1]);
             selections.push((b, &a.0, &c.0));
-            selections.push((b, &a.1, &c.1));
+            if with_index {
+                selections.push((b, &a.1, &c.1));
+            }
         }
         let mut picked = select_shares(&step, &selections, costing)
             .await?
             .into_iter();
         let mut next = Vec::with_capacity(pairs + 1);
-        for _ in 0..pairs {
-            next.push((picked.next().expect("max"), picked.next().expect("index")));
+        for i in 0..pairs {
+            let max = picked.next().expect("max");
+            // Without the index, the pair's first index stands in (never read).
+            let index = match with_index {
+                true => picked.next().expect("index"),
+                false => level[2 * i].1.clone(),
+            };
+            next.push((max, index));
         }
         if level.len() % 2 == 1 {
             next.push(level.pop().expect("odd one out"));
@@ -388,7 +420,7 @@ pub async fn maxpool_one_hot(
         ctx.shape(&pool_shape(&parts));
         match strategy {
             MaxStrategy::Tree | MaxStrategy::AllPairs if efficient => {
-                max_tree(&ctx, &parts, costing, difference_width(x)).await?
+                max_tree(&ctx, &parts, costing, difference_width(x), true).await?
             }
             _ => max_sequential(&ctx, &parts, costing, !efficient, difference_width(x)).await?,
         }

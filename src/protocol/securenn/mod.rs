@@ -123,9 +123,7 @@ impl SharedProtocol for SecureNn {
         x: &SharedTensor,
         window: &Window,
     ) -> Result<SharedTensor, ProtocolError> {
-        Ok(maxpool::maxpool(ctx, x, window, self.costing, self.max)
-            .await?
-            .max)
+        maxpool::pool_max(ctx, x, window, self.costing, self.max).await
     }
 
     async fn argmax(&self, ctx: &Ctx, x: &SharedTensor) -> Result<SharedTensor, ProtocolError> {
