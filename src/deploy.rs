@@ -1143,6 +1143,10 @@ pub struct PartyReport {
     /// endpoint's threads, and what was read before the session (weights, images), count
     /// nowhere.
     pub peak_memory_bytes: u64,
+    /// The bits each node's comparisons ran on (null: 64, or no comparison): the model owner's
+    /// range analysis, sent to the others at start-up (SecureNN inference; empty otherwise).
+    #[serde(default)]
+    pub comparison_widths: Vec<Option<u32>>,
     /// What a training job did at this party (`samples` then counts the training images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub training: Option<PartyTraining>,
@@ -1188,7 +1192,6 @@ fn check_range(
     samples: usize,
     allow: bool,
 ) -> Result<(), DeployError> {
-    use crate::nn::range::{MNIST_INPUT_RANGE, analyse};
     if protocol == "pond" {
         tracing::warn!(
             "fixed-point range: Pond's polynomial ReLU is judged on images (securenn infer \
@@ -1196,15 +1199,7 @@ fn check_range(
         );
         return Ok(());
     }
-    let range = analyse(
-        &model.pool_before_relu(),
-        weights,
-        fp,
-        MNIST_INPUT_RANGE,
-        &crate::protocol::ReluKind::Exact,
-        samples,
-        None,
-    )?;
+    let range = securenn_range(model, weights, fp, samples)?;
     for w in &range.warnings {
         tracing::warn!("fixed-point range: {w}");
     }
@@ -1213,6 +1208,70 @@ fn check_range(
         range.check()?;
     }
     Ok(())
+}
+
+/// SecureNN's worst-case range analysis of `model` as it runs (maximum pooling before ReLU) from
+/// the weights and MNIST's input range [0, 1]: what the model owner alone can compute.
+fn securenn_range(
+    model: &crate::nn::Model,
+    weights: &crate::nn::Weights,
+    fp: FixedPoint,
+    samples: usize,
+) -> Result<crate::nn::range::RangeReport, DeployError> {
+    use crate::nn::range::{MNIST_INPUT_RANGE, analyse};
+    Ok(analyse(
+        &model.pool_before_relu(),
+        weights,
+        fp,
+        MNIST_INPUT_RANGE,
+        &crate::protocol::ReluKind::Exact,
+        samples,
+        None,
+    )?)
+}
+
+/// The comparison widths of a SecureNN job, one per node of the model as it runs (`None`: 64
+/// bits, or no comparison; [`crate::nn::range::RangeReport::compare_widths`]). Public, but
+/// computed from the weights, which only the model owner has: it sends them to both peers at
+/// start-up (one word per node, 0 for none) and every party runs the model on them, as `securenn
+/// infer` does. A width outside 2-64 bits fails naming the model owner.
+fn widths_job(
+    widths: Option<Vec<Option<u32>>>,
+    owner: PartyId,
+    nodes: usize,
+) -> JobFn<Vec<Option<u32>>> {
+    Box::new(move |ctx: Ctx| {
+        Box::pin(async move {
+            let ctx = ctx.child("widths");
+            match widths {
+                Some(w) => {
+                    let words = w.iter().map(|w| w.map_or(0, u64::from)).collect();
+                    let t = crate::ring::RingTensor::from_vec(&[nodes], words);
+                    for p in (0..3).map(PartyId).filter(|p| *p != ctx.me()) {
+                        ctx.send(p, &t)?;
+                    }
+                    Ok(w)
+                }
+                None => {
+                    let t: crate::ring::RingTensor = ctx.recv(owner, &vec![nodes]).await?;
+                    t.as_slice()
+                        .iter()
+                        .map(|&v| match v {
+                            0 => Ok(None),
+                            2..=64 => Ok(Some(v as u32)),
+                            v => Err(ProtocolError::Input {
+                                op: ctx.path().to_string(),
+                                reason: format!(
+                                    "the model owner {owner} sent a comparison width of {v} \
+                                     bits; a width is 2 to 64 bits"
+                                ),
+                            }),
+                        })
+                        .collect()
+                }
+            }
+        })
+    })
 }
 
 /// The model owner's ONNX file at `path`, imported and checked before any peer is contacted,
@@ -1580,6 +1639,15 @@ fn infer_party(
     } else {
         None
     };
+    // SecureNN compares on the widths the range analysis gives (the model owner computes them,
+    // and sends them at start-up).
+    let securenn = job.protocol != "pond";
+    let widths = match (&weights, &model) {
+        (Some(w), Some(m)) if securenn => {
+            Some(securenn_range(m, w, fp, job.samples)?.compare_widths(&m.pool_before_relu()))
+        }
+        _ => None,
+    };
     let data = if id == data_owner {
         let path = job.data.as_ref().map(|p| beside(config, p));
         let source = DataSource::file_or_bundled(path.as_deref());
@@ -1648,7 +1716,15 @@ fn infer_party(
                 }
             };
             let (shapes, batches) = batches_of(&model, job, data_ref, fp, config)?;
-            let model_run = run_model(&model);
+            let mut model_run = run_model(&model);
+            if securenn {
+                let nodes = model_run.nodes.len();
+                let mut got = cluster
+                    .run("widths", vec![widths_job(widths, model_owner, nodes)])
+                    .await?;
+                model_run.compare_widths = got.remove(0).value;
+            }
+            let widths = model_run.compare_widths.clone();
             tell(PartyEvent::Started { batches: total });
             let owners = (data_owner, model_owner);
             let infer = match job.protocol.as_str() {
@@ -1670,10 +1746,10 @@ fn infer_party(
             };
             let mut outs = cluster.run("infer", vec![infer]).await?;
             tell(PartyEvent::Progress { done: total, total });
-            Ok(outs.remove(0).value)
+            Ok((outs.remove(0).value, widths))
         })
     })?;
-    let outputs: Outputs = end.value;
+    let (outputs, comparison_widths): (Outputs, Vec<Option<u32>>) = end.value;
     let predictions: Option<Vec<usize>> =
         data.as_ref().map(|_| outputs.iter().map(|o| o.1).collect());
     Ok(PartyReport {
@@ -1694,6 +1770,7 @@ fn infer_party(
         quic_wire_bytes: end.quic_wire_bytes,
         wall_seconds: end.wall_seconds,
         peak_memory_bytes: end.peak_memory_bytes,
+        comparison_widths,
         training: None,
     })
 }

@@ -134,6 +134,23 @@ fn three_processes_over_quic() {
             &format!("id = 2\naddress = \"localhost:{port}\"\nlisten = \"0.0.0.0:{port}\""),
         )
     });
+    let inferred = tmp("ok-infer.json");
+    let out = securenn(&[
+        "infer",
+        "--samples",
+        "1",
+        "--json",
+        inferred.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let inferred_widths = serde_json::from_str::<securenn::infer::InferReport>(
+        &std::fs::read_to_string(&inferred).unwrap(),
+    )
+    .unwrap()
+    .comparison_widths;
+    std::fs::remove_file(&inferred).ok();
+    assert!(inferred_widths.iter().any(|w| w.is_some()));
     for seeded in [false, true] {
         if seeded {
             edit(&dir, with_seed);
@@ -165,6 +182,13 @@ fn three_processes_over_quic() {
         let json = std::fs::read_to_string(&report).unwrap();
         assert!(
             json.contains("\"party\": 0") && json.contains("\"accuracy\""),
+            "{json}"
+        );
+        // The model owner's comparison widths reached the data owner: those `infer` runs on.
+        let party: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            party["comparison_widths"],
+            serde_json::to_value(&inferred_widths).unwrap(),
             "{json}"
         );
         // Each party shows its peers as they connect, the job starting and its end.

@@ -565,6 +565,7 @@ pub(super) fn train_party(
         quic_wire_bytes: end.quic_wire_bytes,
         wall_seconds: end.wall_seconds,
         peak_memory_bytes: end.peak_memory_bytes,
+        comparison_widths: Vec::new(),
         training: Some(PartyTraining {
             layout,
             epochs: job.epochs,
