@@ -1183,7 +1183,8 @@ impl Deployment {
 /// case from the weights alone (the model owner has no images here), its warnings logged, a
 /// bound beyond the ring refused unless `allow`. Pond's polynomial ReLU has a worst case beyond
 /// the ring for every trained model and can only be judged on images (`securenn infer` does),
-/// which a deployment's model owner does not have: it is logged, not refused.
+/// which a deployment's model owner does not have: it is logged, not refused. Returns
+/// SecureNN's comparison widths from the same analysis (see [`widths_job`]; empty for Pond).
 fn check_range(
     protocol: &str,
     model: &crate::nn::Model,
@@ -1191,15 +1192,25 @@ fn check_range(
     fp: FixedPoint,
     samples: usize,
     allow: bool,
-) -> Result<(), DeployError> {
+) -> Result<Vec<Option<u32>>, DeployError> {
+    use crate::nn::range::{MNIST_INPUT_RANGE, analyse};
     if protocol == "pond" {
         tracing::warn!(
             "fixed-point range: Pond's polynomial ReLU is judged on images (securenn infer \
              --protocol pond), which the model owner does not have here; not checked"
         );
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let range = securenn_range(model, weights, fp, samples)?;
+    let run = model.pool_before_relu();
+    let range = analyse(
+        &run,
+        weights,
+        fp,
+        MNIST_INPUT_RANGE,
+        &crate::protocol::ReluKind::Exact,
+        samples,
+        None,
+    )?;
     for w in &range.warnings {
         tracing::warn!("fixed-point range: {w}");
     }
@@ -1207,27 +1218,7 @@ fn check_range(
     if !allow {
         range.check()?;
     }
-    Ok(())
-}
-
-/// SecureNN's worst-case range analysis of `model` as it runs (maximum pooling before ReLU) from
-/// the weights and MNIST's input range [0, 1]: what the model owner alone can compute.
-fn securenn_range(
-    model: &crate::nn::Model,
-    weights: &crate::nn::Weights,
-    fp: FixedPoint,
-    samples: usize,
-) -> Result<crate::nn::range::RangeReport, DeployError> {
-    use crate::nn::range::{MNIST_INPUT_RANGE, analyse};
-    Ok(analyse(
-        &model.pool_before_relu(),
-        weights,
-        fp,
-        MNIST_INPUT_RANGE,
-        &crate::protocol::ReluKind::Exact,
-        samples,
-        None,
-    )?)
+    Ok(range.compare_widths(&run))
 }
 
 /// The comparison widths of a SecureNN job, one per node of the model as it runs (`None`: 64
@@ -1278,12 +1269,12 @@ fn widths_job(
 /// every error naming the file: the weights encode in fixed point `fp` and, for inference
 /// (`range`: the protocol, the samples and whether to allow a risk), pass the range check
 /// ([`check_range`]), the input takes an MNIST image, and the architecture is what the others
-/// accept ([`decode_architecture`]).
+/// accept ([`decode_architecture`]). With `range`, also returns [`check_range`]'s widths.
 fn load_onnx(
     path: &Path,
     fp: FixedPoint,
     range: Option<(&str, usize, bool)>,
-) -> Result<(crate::nn::Model, crate::nn::Weights), DeployError> {
+) -> Result<(crate::nn::Model, crate::nn::Weights, Vec<Option<u32>>), DeployError> {
     let err = |e: &dyn std::fmt::Display| file_err(path, format!("job.onnx: {e}"));
     let m = crate::onnx::import(path).map_err(|e| err(&e))?;
     weights_file::check_fixed(&path.display().to_string(), &m.weights, fp)?;
@@ -1305,9 +1296,12 @@ fn load_onnx(
         )));
     }
     decode_architecture(&bytes).map_err(|e| err(&e))?;
-    if let Some((protocol, samples, allow)) = range {
-        check_range(protocol, &m.model, &m.weights, fp, samples, allow).map_err(|e| err(&e))?;
-    }
+    let widths = match range {
+        Some((protocol, samples, allow)) => {
+            check_range(protocol, &m.model, &m.weights, fp, samples, allow).map_err(|e| err(&e))?
+        }
+        None => Vec::new(),
+    };
     tracing::info!(
         "{}: {} layers, input {:?}; its architecture ({} bytes) goes to the other parties, its \
          weights to no one",
@@ -1316,7 +1310,7 @@ fn load_onnx(
         m.model.given_input_shape(),
         bytes.len()
     );
-    Ok((m.model, m.weights))
+    Ok((m.model, m.weights, widths))
 }
 
 /// At the data owner of an ONNX job: whether its MNIST images fit the model `owner` sent.
@@ -1618,36 +1612,30 @@ fn infer_party(
         .as_deref()
         .map(|m| crate::models::by_name(m).expect("checked"));
     let onnx = job.onnx.is_some();
-    // What this party owns.
-    let weights = if id == model_owner {
+    // What this party owns; the model owner also SecureNN's comparison widths from the range
+    // check, which it sends the others at start-up.
+    let (weights, widths) = if id == model_owner {
         match &job.onnx {
             Some(p) => {
                 let range = (job.protocol.as_str(), job.samples, allow_range_risk);
-                let (m, w) = load_onnx(&beside(config, p), fp, Some(range))?;
+                let (m, w, widths) = load_onnx(&beside(config, p), fp, Some(range))?;
                 model = Some(m);
-                Some(w)
+                (Some(w), Some(widths))
             }
             None => {
                 let model = model.as_ref().expect("a built-in model");
                 let path = job.weights.as_ref().map(|p| beside(config, p));
                 let (w, _) =
                     weights_file::load_or_bundled(path.as_deref(), job.model_name(), model)?;
-                check_range(&job.protocol, model, &w, fp, job.samples, allow_range_risk)?;
-                Some(w)
+                let widths =
+                    check_range(&job.protocol, model, &w, fp, job.samples, allow_range_risk)?;
+                (Some(w), Some(widths))
             }
         }
     } else {
-        None
+        (None, None)
     };
-    // SecureNN compares on the widths the range analysis gives (the model owner computes them,
-    // and sends them at start-up).
     let securenn = job.protocol != "pond";
-    let widths = match (&weights, &model) {
-        (Some(w), Some(m)) if securenn => {
-            Some(securenn_range(m, w, fp, job.samples)?.compare_widths(&m.pool_before_relu()))
-        }
-        _ => None,
-    };
     let data = if id == data_owner {
         let path = job.data.as_ref().map(|p| beside(config, p));
         let source = DataSource::file_or_bundled(path.as_deref());

@@ -165,7 +165,8 @@ pub fn parse_rows(text: &str, path: &str) -> Result<Vec<CompareRow>, CompareErro
         .collect()
 }
 
-fn kind(v: &Value) -> &'static str {
+/// A JSON value's kind, for error messages about files of rows (never its content).
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -4,6 +4,7 @@
 //! the bench that has them will do.
 
 use super::PlotError;
+use crate::bench::compare::kind;
 use plotters::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -151,18 +152,6 @@ fn variant(layout: String, row: &Value) -> String {
         out += &format!(", {c} cores");
     }
     out
-}
-
-/// A JSON value's kind, for error messages (never its content).
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Which curves to draw; `None`s are chosen from the rows.
