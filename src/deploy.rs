@@ -1179,12 +1179,14 @@ impl Deployment {
     }
 }
 
-/// The model owner's fixed-point range check, before any peer is contacted: SecureNN's worst
-/// case from the weights alone (the model owner has no images here), its warnings logged, a
-/// bound beyond the ring refused unless `allow`. Pond's polynomial ReLU has a worst case beyond
-/// the ring for every trained model and can only be judged on images (`securenn infer` does),
-/// which a deployment's model owner does not have: it is logged, not refused. Returns
-/// SecureNN's comparison widths from the same analysis (see [`widths_job`]; empty for Pond).
+/// The model owner's fixed-point range check, before any peer is contacted: the worst case
+/// from the weights alone (the model owner has no images here), its warnings logged, a bound
+/// beyond the ring refused unless `allow`. For Pond the check is of the model with an exact
+/// ReLU: its polynomial ReLU has a worst case beyond the ring for every trained model and can
+/// only be judged on images (`securenn infer` does), which a deployment's model owner does not
+/// have, but where the linear layers alone already overflow (weights at the wrong scale), Pond
+/// gives wrong answers too, and is refused. Returns SecureNN's comparison widths from the same
+/// analysis (see [`widths_job`]; empty for Pond).
 fn check_range(
     protocol: &str,
     model: &crate::nn::Model,
@@ -1194,14 +1196,19 @@ fn check_range(
     allow: bool,
 ) -> Result<Vec<Option<u32>>, DeployError> {
     use crate::nn::range::{MNIST_INPUT_RANGE, analyse};
-    if protocol == "pond" {
+    let pond = protocol == "pond";
+    if pond {
         tracing::warn!(
             "fixed-point range: Pond's polynomial ReLU is judged on images (securenn infer \
-             --protocol pond), which the model owner does not have here; not checked"
+             --protocol pond), which the model owner does not have here; checking the model \
+             with an exact ReLU only"
         );
-        return Ok(Vec::new());
     }
-    let run = model.pool_before_relu();
+    let run = if pond {
+        model.clone()
+    } else {
+        model.pool_before_relu()
+    };
     let range = analyse(
         &run,
         weights,
@@ -1217,6 +1224,9 @@ fn check_range(
     tracing::info!("fixed-point range: {}", range.summary());
     if !allow {
         range.check()?;
+    }
+    if pond {
+        return Ok(Vec::new());
     }
     Ok(range.compare_widths(&run))
 }

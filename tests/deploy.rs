@@ -527,6 +527,56 @@ fn model_owner_refuses_weights_beyond_the_ring() {
     let (ok, _, err) = finish_within(p, Duration::from_secs(20));
     assert!(!ok);
     assert!(!err.contains("beyond 2^63"), "{err}");
+    // Pond too (found by an audit: a Pond deployment of these weights ran to 5% accuracy with
+    // exit 0): its linear layers are checked with an exact ReLU, which they overflow already.
+    edit(&dir, |t| {
+        t.replace("protocol = \"securenn\"", "protocol = \"pond\"")
+    });
+    let (ok, _, err) = finish_within(party(&dir, 1, None), Duration::from_secs(10));
+    assert!(!ok);
+    assert!(
+        err.contains("fixed-point range: layer")
+            && err.contains("beyond 2^63")
+            && err.contains("exact ReLU only")
+            && !err.contains("connected to"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A Pond deployment of the shipped weights runs (the range check passes them) and the data
+/// owner learns the classes of its images.
+#[test]
+fn pond_deployment_runs() {
+    let dir = tmp("pond");
+    deployment(&dir);
+    edit(&dir, |t| {
+        t.replace("protocol = \"securenn\"", "protocol = \"pond\"")
+    });
+    let parties: Vec<Child> = (0..3).map(|i| party(&dir, i, None)).collect();
+    let outs: Vec<_> = parties.into_iter().map(finish).collect();
+    for (i, (ok, _, err)) in outs.iter().enumerate() {
+        assert!(ok, "party {i}: {err}");
+    }
+    // The same images through `securenn infer` with Pond: the same classes.
+    let json = dir.join("infer.json");
+    let out = securenn(&[
+        "infer",
+        "--protocol",
+        "pond",
+        "--reveal",
+        "logits",
+        "--samples",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = report.as_array().map_or(&report, |a| &a[0]);
+    let expected: Vec<u64> = serde_json::from_value(report["predictions"].clone()).unwrap();
+    assert_eq!(predictions_line(&outs[0].1), expected);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -5,7 +5,7 @@ use securenn::channel::{Ctx, P0, P1, P2, ProtocolError};
 use securenn::party::{LocalCluster, PartyConfig, SeedSource, spmd};
 use securenn::ring::RingTensor;
 use securenn_transports::quic::{QuicLimits, localhost};
-use securenn_transports::{Backlog, Envelope, Meter, PartyId};
+use securenn_transports::{Backlog, Envelope, KEPT_OVERHEAD, Meter, PartyId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +102,42 @@ fn a_flooding_peer_is_cut_off_naming_it() {
     }
     let peak = backlog.peak(P0);
     eprintln!("flood of 64 MiB: party 1 held at most {peak} bytes of it (cap {cap})");
+    assert!(peak <= cap, "held {peak} bytes, over the cap");
+}
+
+/// Finding 4, second form (found by the audit of the fix): envelopes with no payload cost
+/// their receiver memory too (1.4 GiB in 40 s, with keys under a root no job uses, before each
+/// kept envelope counted [`KEPT_OVERHEAD`] against the cap). Party 0 sends 100,000 of them;
+/// party 1 holds at most the 1 MiB cap's worth and cuts party 0 off, naming it.
+#[test]
+fn empty_envelopes_count_against_the_cap() {
+    let cap = 1 << 20;
+    let limits = QuicLimits {
+        max_queued_bytes: cap,
+        ..QuicLimits::default()
+    };
+    let (result, backlog) = attacked_by_p0(limits, |p0| {
+        for i in 0..100_000 {
+            if p0
+                .send(envelope(P1, &format!("zzz/x#{i}"), 2, Vec::new()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    match result {
+        Err(ProtocolError::PeerGone { peer, reason, .. }) => {
+            assert_eq!(peer, P0);
+            assert!(reason.contains("flood"), "{reason}");
+        }
+        other => panic!("expected party 0 to be cut off, got {other:?}"),
+    }
+    let peak = backlog.peak(P0);
+    let kept = peak / (KEPT_OVERHEAD + 10);
+    eprintln!(
+        "flood of 100,000 empty envelopes: party 1 held at most {peak} bytes ({kept} envelopes; cap {cap})"
+    );
     assert!(peak <= cap, "held {peak} bytes, over the cap");
 }
 

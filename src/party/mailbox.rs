@@ -46,7 +46,7 @@ pub struct Mailbox {
     transport: Arc<dyn Transport>,
     backlog: Arc<Backlog>,
     arrived: HashMap<Slot, Envelope>,
-    /// Payload bytes in `arrived`, per peer.
+    /// Bytes in `arrived` as the backlog counts them ([`Envelope::held_bytes`]), per peer.
     held: HashMap<PartyId, u64>,
     waiting: HashMap<Slot, oneshot::Sender<Result<Envelope, ProtocolError>>>,
     gone: HashMap<PartyId, String>,
@@ -189,7 +189,7 @@ impl Mailbox {
     /// Hand an incoming envelope to its receive, or keep it until asked for; refuse it (and cut
     /// its sender off) if it cannot belong to the running job.
     pub fn deliver(&mut self, env: Envelope) {
-        let (from, bytes) = (env.from, env.payload.len() as u64);
+        let (from, bytes) = (env.from, env.held_bytes());
         if self.gone.contains_key(&from) || self.aborted.is_some() {
             // Already cut off or failed, or the session aborted: nothing of it is kept.
             self.backlog.release(from, bytes);
@@ -231,7 +231,7 @@ impl Mailbox {
     /// fail every receive, from any peer, naming the party that failed first, with the reason
     /// escaped and capped.
     pub fn gave_up(&mut self, env: Envelope) {
-        self.backlog.release(env.from, env.payload.len() as u64);
+        self.backlog.release(env.from, env.held_bytes());
         let text = printable(&String::from_utf8_lossy(&env.payload), MAX_PEER_TEXT);
         let (by, reason) = blame(env.from, &text, self.transport.parties());
         self.abort(by, reason);
@@ -358,7 +358,7 @@ impl Mailbox {
     /// Remove a kept envelope, releasing its bytes.
     fn take_arrived(&mut self, slot: &Slot) -> Option<Envelope> {
         let env = self.arrived.remove(slot)?;
-        let bytes = env.payload.len() as u64;
+        let bytes = env.held_bytes();
         if let Some(h) = self.held.get_mut(&env.from) {
             *h = h.saturating_sub(bytes);
         }
@@ -538,11 +538,12 @@ mod tests {
     /// is dropped and released, and its sender is not cut off.
     #[test]
     fn late_envelopes_of_a_finished_job_are_dropped() {
-        let (mut mb, backlog) = mailbox(1000);
+        let (mut mb, backlog) = mailbox(10_000);
         let p0 = PartyId(0);
         mb.finish("old");
-        assert!(backlog.try_admit(p0, 8));
-        mb.deliver(env(0, "old/a#0", 8));
+        let late = env(0, "old/a#0", 8);
+        assert!(backlog.try_admit(p0, late.held_bytes()));
+        mb.deliver(late);
         assert_eq!((mb.unclaimed(), backlog.queued(p0)), (0, 0));
         mb.deliver(env(0, "job/a#0", 8));
         let got = futures::executor::block_on(mb.expect(7, p0, "job/a#0".into()));
@@ -551,16 +552,19 @@ mod tests {
 
     #[test]
     fn consumed_and_dropped_bytes_are_released() {
-        let (mut mb, backlog) = mailbox(1000);
+        let (mut mb, backlog) = mailbox(10_000);
         let p0 = PartyId(0);
+        let kept = |len: u64| len + "job/a#0".len() as u64 + securenn_transports::KEPT_OVERHEAD;
         for (i, len) in [(0, 100), (1, 50)] {
-            assert!(backlog.try_admit(p0, len as u64));
-            mb.deliver(env(0, &format!("job/a#{i}"), len));
+            let e = env(0, &format!("job/a#{i}"), len);
+            assert_eq!(e.held_bytes(), kept(len as u64));
+            assert!(backlog.try_admit(p0, e.held_bytes()));
+            mb.deliver(e);
         }
-        assert_eq!(backlog.queued(p0), 150);
+        assert_eq!(backlog.queued(p0), kept(100) + kept(50));
         let got = futures::executor::block_on(mb.expect(7, p0, "job/a#0".into()));
         assert_eq!(got.unwrap().unwrap().payload.len(), 100);
-        assert_eq!(backlog.queued(p0), 50);
+        assert_eq!(backlog.queued(p0), kept(50));
         assert_eq!(mb.finish("job"), 1, "one envelope nobody asked for");
         assert_eq!(backlog.queued(p0), 0);
     }

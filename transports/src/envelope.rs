@@ -53,6 +53,15 @@ impl fmt::Debug for Envelope {
     }
 }
 
+/// What a receiver counts for a kept envelope beyond its payload and key bytes: the decoded
+/// [`Envelope`], the frame's header, the receiving party's map slot for it with a copy of its
+/// key (keys are op paths of tens of bytes; a party refuses keys over 512) and the allocator's
+/// rounding. An envelope with an empty payload is not free to keep: without this, a peer could
+/// park millions of them under any unclaimed-bytes cap (the security review measured 1.4 GiB of
+/// memory in 40 s). Generous on purpose: a job sends at most a few thousand envelopes, so this
+/// costs the cap a few MiB at most.
+pub const KEPT_OVERHEAD: u64 = 1024;
+
 /// Header of a framed envelope (everything but the payload bytes).
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -93,6 +102,12 @@ impl Envelope {
     /// Size of the payload in bytes: what the meter counts.
     pub fn payload_len(&self) -> usize {
         self.payload.len()
+    }
+
+    /// Bytes a receiver counts against the sender's unclaimed-bytes cap while it keeps this
+    /// envelope: payload, key and [`KEPT_OVERHEAD`].
+    pub fn held_bytes(&self) -> u64 {
+        self.payload.len() as u64 + self.key.len() as u64 + KEPT_OVERHEAD
     }
 
     /// Encode as `u32 header length | bincode header | payload`. The payload is copied raw, so a

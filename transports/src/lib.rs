@@ -13,7 +13,7 @@ pub mod quic;
 pub mod sim;
 
 pub use backlog::Backlog;
-pub use envelope::{Envelope, FrameError, PartyId};
+pub use envelope::{Envelope, FrameError, KEPT_OVERHEAD, PartyId};
 pub use error::{TransportError, printable};
 pub use memory::MemoryNetwork;
 pub use meter::{EnvelopeRecord, LinkStats, Meter, MeterSnapshot, Metered};

@@ -16,8 +16,8 @@
 //! 110 ms round trips at 70 MB/s.
 
 use crate::{
-    Backlog, Delivery, Endpoint, Envelope, Meter, Metered, PartyId, Transport, TransportError,
-    destination, printable,
+    Backlog, Delivery, Endpoint, Envelope, KEPT_OVERHEAD, Meter, Metered, PartyId, Transport,
+    TransportError, destination, printable,
 };
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -112,16 +112,19 @@ pub fn server_name(p: PartyId) -> String {
 
 /// A fresh self-signed certificate and key for `party`.
 pub fn generate_identity(party: PartyId) -> Result<Identity, TransportError> {
-    let ck = rcgen::generate_simple_self_signed(vec![server_name(party)]).map_err(|e| {
+    let mut ck = rcgen::generate_simple_self_signed(vec![server_name(party)]).map_err(|e| {
         TransportError::Connection {
             peer: party,
             reason: format!("cannot generate a certificate: {e}"),
         }
     })?;
-    Ok(Identity {
+    let identity = Identity {
         cert: ck.cert.der().to_vec(),
         key: Zeroizing::new(ck.signing_key.serialize_der()),
-    })
+    };
+    // rcgen keeps its own serialised copy of the key: cleared here, not left to the allocator.
+    zeroize::Zeroize::zeroize(&mut ck.signing_key);
+    Ok(identity)
 }
 
 /// Whether `identity`'s key is the key of its certificate: `Err` says why not (a key of
@@ -1104,13 +1107,15 @@ impl Reader {
             }
             // Room in the backlog first: while there is none, the stream is not read and QUIC
             // flow control holds the peer back.
-            if !self.backlog.try_admit(peer, len) {
+            // A frame counts its bytes and what keeping it costs beyond them.
+            let charge = len + KEPT_OVERHEAD;
+            if !self.backlog.try_admit(peer, charge) {
                 let _ = self.incoming.send(Err(TransportError::Backlog {
                     peer,
                     queued: self.backlog.queued(peer),
                     cap: self.backlog.cap(),
                 }));
-                self.backlog.admit(peer, len).await;
+                self.backlog.admit(peer, charge).await;
             }
             let frame = self.read_frame(&mut s, len as usize).await;
             let env = frame.and_then(|f| {
@@ -1119,12 +1124,15 @@ impl Reader {
             let env = match env {
                 Ok(env) => env,
                 Err(e) => {
-                    self.backlog.release(peer, len);
+                    self.backlog.release(peer, charge);
                     return Err(e);
                 }
             };
-            // Only the payload stays queued until the party consumes it.
-            self.backlog.release(peer, len - env.payload.len() as u64);
+            // What keeping the envelope costs stays queued until the party consumes it: the
+            // header's bytes beyond the key are released (the frame holds payload and key, so
+            // this never goes below zero).
+            self.backlog
+                .release(peer, charge.saturating_sub(env.held_bytes()));
             if env.from != peer {
                 return Err(self.malformed(format!("envelope claims to be from {}", env.from)));
             }
