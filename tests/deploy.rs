@@ -1151,6 +1151,83 @@ fn three_processes_train_network_a_over_quic() {
     }
 }
 
+/// A party process killed mid-training, then the three restarted with `resume = true`: the
+/// run continues from the latest epoch all three checkpointed and ends with the weights an
+/// uninterrupted run gives, bit for bit (the same seed on both runs, allowed by
+/// `--insecure-reproducible`, so that they are the same computation share for share).
+#[test]
+fn a_party_killed_mid_training_resumes_to_the_same_weights() {
+    let setup = |name: &str| {
+        let (dirs, _) = train_deployment(name);
+        for d in &dirs {
+            edit(d, |t| {
+                with_seed(t)
+                    .replace("epochs = 1", "epochs = 3")
+                    .replace("iterations = 3\n", "")
+                    .replace("dead_peer_timeout = 5", "dead_peer_timeout = 2")
+            });
+        }
+        dirs
+    };
+    let run = |dirs: &[std::path::PathBuf]| -> Vec<Child> {
+        (0..3u8)
+            .map(|i| party_with(&dirs[i as usize], i, None, &["--insecure-reproducible"]))
+            .collect()
+    };
+    // Uninterrupted.
+    let whole = setup("resume-whole");
+    for (i, (ok, _, err)) in run(&whole).into_iter().map(finish).enumerate() {
+        assert!(ok, "P{i}: {err}");
+    }
+    let expected = std::fs::read(whole[1].join("trained.safetensors")).unwrap();
+    // Party 2's process is killed as soon as the three have checkpointed epoch 1 (of 3).
+    let dirs = setup("resume-killed");
+    let mut ps = run(&dirs);
+    let ckpts: Vec<_> = (0..3)
+        .map(|i| dirs[i].join("ckpt").join(format!("party{i}-epoch1.ckpt")))
+        .collect();
+    let t0 = Instant::now();
+    while !ckpts.iter().all(|c| c.exists()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no checkpoint of epoch 1"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    ps[2].kill().unwrap();
+    let killed_at = t0.elapsed();
+    let outs: Vec<_> = ps.into_iter().map(finish).collect();
+    for (i, (ok, _, err)) in outs.iter().enumerate().take(2) {
+        assert!(!ok, "P{i} finished although P2 was killed: {err}");
+        assert!(err.contains("P2"), "P{i} does not name P2: {err}");
+    }
+    assert!(!dirs[1].join("trained.safetensors").exists());
+    eprintln!("party 2 killed {killed_at:?} in, after the epoch-1 checkpoints");
+    // Restarted, all three resume.
+    for d in &dirs {
+        edit(d, |t| t.replace("[job]\n", "[job]\nresume = true\n"));
+    }
+    let outs: Vec<_> = run(&dirs).into_iter().map(finish).collect();
+    for (i, (ok, out, err)) in outs.iter().enumerate() {
+        assert!(ok, "P{i}: {err}");
+        assert!(out.contains("20 run, resumed after epoch 1"), "P{i}: {out}");
+    }
+    let resumed = std::fs::read(dirs[1].join("trained.safetensors")).unwrap();
+    let model = securenn::models::network_a();
+    let load = |d: &std::path::Path| {
+        securenn::nn::weights_file::load(&d.join("trained.safetensors"), &model)
+            .unwrap()
+            .0
+    };
+    for ((n, a), (_, b)) in load(&dirs[1]).tensors.iter().zip(&load(&whole[1]).tensors) {
+        assert_eq!(a, b, "tensor {n} differs from the uninterrupted run's");
+    }
+    assert!(!resumed.is_empty() && !expected.is_empty());
+    for d in whole.iter().chain(&dirs) {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
 /// Party 1 trains with another learning rate: every party fails at once, before computing,
 /// naming the field and every party's value.
 #[test]

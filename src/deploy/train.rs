@@ -350,7 +350,7 @@ pub(super) fn train_party(
                     .map_err(crate::training::TrainError::from)?;
                 (
                     w,
-                    "a seeded initialisation from fresh entropy (known to no one)".to_string(),
+                    "a seeded initialisation from fresh entropy, at the model owner (its seed known to no one)".to_string(),
                 )
             }
         };
