@@ -27,7 +27,9 @@ use securenn_transports::quic::{
     Identity, OnConnect, QuicConfig, QuicLimits, QuicNode, check_identity, generate_identity,
     server_name,
 };
-use securenn_transports::{Envelope, Meter, MeterSnapshot, Transport, TransportError};
+use securenn_transports::{
+    Envelope, EnvelopeRecord, Meter, MeterSnapshot, Transport, TransportError,
+};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -1147,6 +1149,11 @@ pub struct PartyReport {
     /// range analysis, sent to the others at start-up (SecureNN inference; empty otherwise).
     #[serde(default)]
     pub comparison_widths: Vec<Option<u32>>,
+    /// An inference job's traffic per layer as this party sent it (`weights`, `input`, the
+    /// model's layers, `reveal`: bytes and messages this party sent, and the causal rounds its
+    /// own messages added); empty for training, whose `training.layers` has it per phase.
+    #[serde(default)]
+    pub layers: Vec<crate::infer::LayerReport>,
     /// What a training job did at this party (`samples` then counts the training images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub training: Option<PartyTraining>,
@@ -1496,10 +1503,31 @@ type Tell = Arc<dyn Fn(PartyEvent) + Send + Sync>;
 struct SessionEnd<R> {
     value: R,
     traffic: MeterSnapshot,
+    /// Every envelope this party sent, in order: what [`own_costs`] attributes.
+    envelopes: Vec<EnvelopeRecord>,
     quic_wire_bytes: u64,
     peers: Vec<(u8, String)>,
     wall_seconds: f64,
     peak_memory_bytes: u64,
+}
+
+/// The envelopes of job `root` among the ones this party sent (`envelopes`), and the causal
+/// depth the job started at: the deepest of this party's envelopes of the jobs before it (seed
+/// and job agreement, the architecture, the widths, the data owner's counts), which all precede
+/// it. Per-layer costs from one party's envelopes are what that party sent; its rounds, the
+/// causal depth its own messages added.
+fn own_costs(envelopes: &[EnvelopeRecord], root: &str) -> (Vec<EnvelopeRecord>, u64) {
+    let in_job = |e: &EnvelopeRecord| e.key.split(['/', '#']).next() == Some(root);
+    let start = envelopes
+        .iter()
+        .filter(|e| !in_job(e))
+        .map(|e| e.depth)
+        .max()
+        .unwrap_or(0);
+    (
+        envelopes.iter().filter(|e| in_job(e)).cloned().collect(),
+        start,
+    )
 }
 
 /// Connect party `net.id` to its peers over QUIC, agree the session's seeds and run `work` on
@@ -1552,7 +1580,7 @@ fn run_session<R: 'static>(
     let watched = wrap(endpoint.transport.clone(), tell.clone());
     endpoint.transport = watched.clone();
     let t0 = Instant::now();
-    let result: Result<(R, MeterSnapshot, u64), DeployError> =
+    let result: Result<(R, MeterSnapshot, Vec<EnvelopeRecord>, u64), DeployError> =
         actix::System::new().block_on(async move {
             let cluster = LocalCluster::with_endpoints(vec![endpoint], meter.clone(), config);
             let session = 1;
@@ -1560,7 +1588,7 @@ fn run_session<R: 'static>(
                 cluster.setup(session, source).await?;
                 let value = work(&cluster, tell).await?;
                 let peak = cluster.peak_memory().into_iter().max().unwrap_or(0);
-                Ok::<_, DeployError>((value, meter.snapshot(), peak))
+                Ok::<_, DeployError>((value, meter.snapshot(), meter.records(), peak))
             };
             let out = match stop {
                 None => work.await,
@@ -1589,12 +1617,13 @@ fn run_session<R: 'static>(
         Err(e) => node.shutdown_with(&e.to_string()),
         Ok(_) => node.shutdown(),
     }
-    let (value, traffic, peak_memory_bytes) = result?;
+    let (value, traffic, envelopes, peak_memory_bytes) = result?;
     let mut peers = peers.lock().map(|p| p.clone()).unwrap_or_default();
     peers.sort();
     Ok(SessionEnd {
         value,
         traffic,
+        envelopes,
         quic_wire_bytes: wire,
         peers,
         wall_seconds: t0.elapsed().as_secs_f64(),
@@ -1723,6 +1752,7 @@ fn infer_party(
                 model_run.compare_widths = got.remove(0).value;
             }
             let widths = model_run.compare_widths.clone();
+            let model_ran = model_run.clone();
             tell(PartyEvent::Started { batches: total });
             let owners = (data_owner, model_owner);
             let infer = match job.protocol.as_str() {
@@ -1744,10 +1774,13 @@ fn infer_party(
             };
             let mut outs = cluster.run("infer", vec![infer]).await?;
             tell(PartyEvent::Progress { done: total, total });
-            Ok((outs.remove(0).value, widths))
+            Ok((outs.remove(0).value, widths, model_ran))
         })
     })?;
-    let (outputs, comparison_widths): (Outputs, Vec<Option<u32>>) = end.value;
+    let (outputs, comparison_widths, model_ran): (Outputs, Vec<Option<u32>>, crate::nn::Model) =
+        end.value;
+    let (mine, start) = own_costs(&end.envelopes, "infer");
+    let layers = crate::infer::layer_costs(&model_ran, &mine, start);
     let predictions: Option<Vec<usize>> =
         data.as_ref().map(|_| outputs.iter().map(|o| o.1).collect());
     Ok(PartyReport {
@@ -1769,6 +1802,7 @@ fn infer_party(
         wall_seconds: end.wall_seconds,
         peak_memory_bytes: end.peak_memory_bytes,
         comparison_widths,
+        layers,
         training: None,
     })
 }

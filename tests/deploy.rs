@@ -225,6 +225,69 @@ fn three_processes_over_quic() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Each party's report has what it sent per layer (`layers` in --json; `--report table` prints
+/// it): over the three parties, each layer's bytes and messages are those `securenn infer`
+/// reports for the same job.
+#[test]
+fn per_layer_reports_add_up_to_the_local_runs() {
+    let dir = tmp("layers");
+    deployment(&dir);
+    let reports: Vec<_> = (0..3).map(|i| dir.join(format!("r{i}.json"))).collect();
+    let ps: Vec<Child> = (0..3u8)
+        .map(|i| {
+            let r = reports[i as usize].to_str().unwrap();
+            party_with(&dir, i, None, &["--json", r, "--report", "table"])
+        })
+        .collect();
+    let outs: Vec<_> = ps.into_iter().map(finish).collect();
+    for (i, (ok, out, err)) in outs.iter().enumerate() {
+        assert!(ok, "P{i}: {err}");
+        assert!(
+            out.contains(&format!("sent by party {i} (per layer")),
+            "{out}"
+        );
+    }
+    let local = dir.join("local.json");
+    let out = securenn(&[
+        "infer",
+        "--samples",
+        "10",
+        "--batch",
+        "10",
+        "--json",
+        local.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let local: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&local).unwrap()).unwrap();
+    let local = local.as_array().map_or(&local, |a| &a[0]);
+    let mut summed: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for r in &reports {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
+        let layers = v["layers"].as_array().unwrap();
+        let sent: u64 = layers.iter().map(|l| l["bytes"].as_u64().unwrap()).sum();
+        assert!(sent > 0 && sent <= v["bytes_sent"].as_u64().unwrap(), "{v}");
+        for l in layers {
+            let e = summed
+                .entry(l["name"].as_str().unwrap().to_string())
+                .or_default();
+            e.0 += l["bytes"].as_u64().unwrap();
+            e.1 += l["messages"].as_u64().unwrap();
+        }
+    }
+    for l in local["layers"].as_array().unwrap() {
+        let name = l["name"].as_str().unwrap();
+        let got = summed.get(name).copied().unwrap_or_default();
+        let want = (
+            l["bytes"].as_u64().unwrap(),
+            l["messages"].as_u64().unwrap(),
+        );
+        assert_eq!(got, want, "layer {name}: the parties' sums against infer's");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A party that never starts: the others give up within the connect timeout, naming it.
 #[test]
 fn missing_party_is_named() {
@@ -1069,7 +1132,7 @@ fn three_processes_train_network_a_over_quic() {
     let report = dirs[1].join("report1.json");
     let ps: Vec<Child> = (0..3u8)
         .map(|i| {
-            let json = ["--json", report.to_str().unwrap()];
+            let json = ["--json", report.to_str().unwrap(), "--report", "table"];
             let flags: &[&str] = if i == 1 { &json } else { &[] };
             party_with(&dirs[i as usize], i, None, flags)
         })
@@ -1108,6 +1171,33 @@ fn three_processes_train_network_a_over_quic() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["training"]["iterations"], 3, "{json}");
+    // What the model owner sent, per phase and layer (and printed with --report table).
+    let phases: Vec<String> = json["training"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["phase"].as_str().unwrap(),
+                l["layer"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for p in [
+        "weights ",
+        "forward 2.relu",
+        "asm ",
+        "backward 1.dense",
+        "test ",
+    ] {
+        assert!(phases.iter().any(|q| q == p), "no {p:?} in {phases:?}");
+    }
+    assert!(
+        outs[1].1.contains("sent by party 1 (per phase and layer"),
+        "{}",
+        outs[1].1
+    );
     assert!(json["bytes_sent"].as_u64().unwrap() > 0 && json["rounds"].as_u64().unwrap() > 0);
     // The party's own peak of live heap bytes (its process runs one party).
     assert!(json["peak_memory_bytes"].as_u64().unwrap() > 0, "{json}");

@@ -38,6 +38,18 @@ pub(crate) struct PartyArgs {
     /// any peer is contacted); its warnings are logged either way.
     #[arg(long)]
     allow_range_risk: bool,
+    /// `table`: after the summary, what this party sent per layer (inference: `weights`,
+    /// `input`, each layer, `reveal`) or per phase and layer (training), with the causal
+    /// rounds its own messages added; the same rows are in --json (`layers`,
+    /// `training.layers`) either way.
+    #[arg(long, value_enum)]
+    report: Option<PartyReportKind>,
+}
+
+/// What `party --report` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum PartyReportKind {
+    Table,
 }
 
 pub(crate) fn run(a: PartyArgs) -> Result<()> {
@@ -51,6 +63,7 @@ pub(crate) fn run(a: PartyArgs) -> Result<()> {
         a.json.as_deref(),
         a.insecure_reproducible,
         a.allow_range_risk,
+        a.report.is_some(),
     )
 }
 
@@ -258,6 +271,7 @@ fn party(
     json: Option<&std::path::Path>,
     insecure_reproducible: bool,
     allow_range_risk: bool,
+    table: bool,
 ) -> Result<()> {
     use securenn::deploy::{Deployment, FixedSeed};
     eprintln!("securenn party {id}: deployment {}", config.display());
@@ -296,11 +310,67 @@ fn party(
         "peak memory         {:.2} MB (heap live at once on this party's thread)",
         r.peak_memory_bytes as f64 / 1e6
     );
+    if table {
+        print_layers(&r);
+    }
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `--report table`: what this party sent per layer, or per phase and layer.
+fn print_layers(r: &securenn::deploy::PartyReport) {
+    let rows: Vec<(String, String, u64, u64, u64)> = match &r.training {
+        Some(t) => t
+            .layers
+            .iter()
+            .map(|l| {
+                (
+                    l.phase.clone(),
+                    l.layer.clone(),
+                    l.bytes,
+                    l.messages,
+                    l.rounds,
+                )
+            })
+            .collect(),
+        None => r
+            .layers
+            .iter()
+            .filter(|l| l.messages > 0)
+            .map(|l| (l.name.clone(), String::new(), l.bytes, l.messages, l.rounds))
+            .collect(),
+    };
+    let what = if r.training.is_some() {
+        "per phase and layer, all epochs and iterations"
+    } else {
+        "per layer, all batches"
+    };
+    println!(
+        "\nsent by party {} ({what}; rounds: the causal depth its own messages added)",
+        r.party
+    );
+    println!(
+        "  {:<24} {:>14} {:>9} {:>7}",
+        if r.training.is_some() {
+            "phase     layer"
+        } else {
+            "layer"
+        },
+        "bytes",
+        "messages",
+        "rounds"
+    );
+    for (a, b, bytes, messages, rounds) in rows {
+        let name = if b.is_empty() {
+            a
+        } else {
+            format!("{a:<9} {b}")
+        };
+        println!("  {name:<24} {bytes:>14} {messages:>9} {rounds:>7}");
+    }
 }
 
 /// The peers line of the summary.

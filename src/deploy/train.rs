@@ -261,6 +261,10 @@ pub struct PartyTraining {
     pub weights_written: Option<String>,
     /// This party's checkpoint directory.
     pub checkpoint_dir: Option<String>,
+    /// Traffic per phase and layer as this party sent it (`weights`, `input`, `forward` and
+    /// `backward` per layer, `asm`, `update`, `test`, `reveal`; summed over epochs and
+    /// iterations), as `securenn train`'s `layers` counts all three parties'.
+    pub layers: Vec<crate::training::PhaseReport>,
 }
 
 /// A fresh seed from the operating system.
@@ -550,6 +554,7 @@ pub(super) fn train_party(
         }
         _ => None,
     };
+    let (mine, start) = own_costs(&end.envelopes, "train");
     Ok(PartyReport {
         party: id.0,
         protocol: job.protocol.clone(),
@@ -566,6 +571,7 @@ pub(super) fn train_party(
         wall_seconds: end.wall_seconds,
         peak_memory_bytes: end.peak_memory_bytes,
         comparison_widths: Vec::new(),
+        layers: Vec::new(),
         training: Some(PartyTraining {
             layout,
             epochs: job.epochs,
@@ -580,6 +586,7 @@ pub(super) fn train_party(
             initial_weights: initial,
             weights_written: written,
             checkpoint_dir: checkpoint_dir.map(|d| d.display().to_string()),
+            layers: crate::training::phase_costs(&mine, start),
         }),
     })
 }
