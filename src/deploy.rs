@@ -2046,6 +2046,43 @@ mod architecture_tests {
         }
     }
 
+    /// The architecture the model owner sends carries no weight: for each ONNX fixture, no
+    /// weight's f32, f64 or fixed-point bytes occur anywhere in it (the weights whose bytes
+    /// could be a shape or an attribute by chance, small dyadic values and fixed-point words
+    /// below 2^16, aside).
+    #[test]
+    fn architectures_carry_no_weight() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx");
+        let fp = FixedPoint::default();
+        for f in [
+            "mlp",
+            "lenet_bn",
+            "matmul_reshape",
+            "allconv",
+            "resnet_cifar",
+        ] {
+            let m = crate::onnx::import(Path::new(&format!("{fixtures}/{f}.onnx"))).unwrap();
+            let bytes = encode_architecture(&m.model);
+            let occurs = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+            let mut checked = 0;
+            for (name, t) in &m.weights.tensors {
+                for &w in t.iter() {
+                    if (w * 256.0).fract() == 0.0 {
+                        continue;
+                    }
+                    checked += 1;
+                    assert!(!occurs(&(w as f32).to_le_bytes()), "{f}: {name} as f32");
+                    assert!(!occurs(&w.to_le_bytes()), "{f}: {name} as f64");
+                    let word = fp.encode(w).unwrap();
+                    if (word as i64).unsigned_abs() >= 1 << 16 {
+                        assert!(!occurs(&word.to_le_bytes()), "{f}: {name} in fixed point");
+                    }
+                }
+            }
+            assert!(checked > 1000, "{f}: {checked} weights checked");
+        }
+    }
+
     /// A model owner that sends an architecture over the cap, of length zero, of another length
     /// than announced, garbage, a claimed length of 2^64 - 1 elements, bytes after a model, or a
     /// model that does not hold together: both peers fail naming it and the reason, without

@@ -579,6 +579,10 @@ fn cli_refuses_bad_files() {
 
     let e = refused(&["infer", "--onnx", &fixture_str("missing_initializer.onnx")]);
     assert!(e.contains("fc.weight"), "{e}");
+    assert!(
+        e.contains("missing_initializer.onnx: "),
+        "names the file: {e}"
+    );
 
     let e = refused(&["infer", "--onnx", &fixture_str("group_conv.onnx")]);
     assert!(e.contains("group"), "{e}");

@@ -127,6 +127,13 @@ fn network_d_as_benchmarked_round_trips_through_onnx() {
 }
 
 #[test]
+fn average_pooling_variants_round_trip_through_onnx() {
+    for net in ["b-avg", "c-avg", "d-as-benchmarked-avg"] {
+        round_trip(net);
+    }
+}
+
+#[test]
 fn export_keeps_what_users_wrote_and_the_bundled_weights() {
     let dir = Scratch::new("export-files");
     let out = dir.path("c.onnx");

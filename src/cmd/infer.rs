@@ -175,7 +175,7 @@ pub(crate) fn run(a: InferArgs) -> Result<()> {
     let fixed = FixedPoint::new(a.frac_bits).context("--frac-bits")?;
     let (model_name, model, weights, weights_name) = match &a.onnx {
         Some(path) => {
-            let m = securenn::onnx::import(path)?;
+            let m = import_onnx(path)?;
             weights_file::check_fixed(&path.display().to_string(), &m.weights, fixed)?;
             (m.name, m.model, m.weights, path.display().to_string())
         }

@@ -209,6 +209,19 @@ impl Outputs {
     }
 }
 
+/// The ONNX model at `path`, every error naming the file (reading and decoding errors already
+/// do; a graph's, such as a missing initializer, gets it in front).
+pub(crate) fn import_onnx(path: &std::path::Path) -> Result<securenn::onnx::Imported> {
+    securenn::onnx::import(path).map_err(|e| {
+        let file = path.display().to_string();
+        if e.to_string().contains(&file) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(file)
+        }
+    })
+}
+
 /// An output file, checked before the job runs (so a typo does not cost the whole run): it is
 /// refused if it exists (unless `force`) or is a directory, or if its directory does not exist
 /// or is read-only.

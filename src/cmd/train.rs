@@ -451,7 +451,7 @@ fn secure_outputs(a: &TrainArgs) -> Result<SecureOutputs> {
 fn secure_model(a: &TrainArgs, fixed: FixedPoint) -> Result<(String, Model, Weights, String)> {
     let (name, model, onnx_weights) = match (&a.onnx, &a.model) {
         (Some(path), _) => {
-            let m = securenn::onnx::import(path)?;
+            let m = import_onnx(path)?;
             (m.name, m.model, Some(m.weights))
         }
         (None, Some(name)) => (
