@@ -402,18 +402,25 @@ impl Mnist {
         labels: Option<&Path>,
         input_shape: &[usize],
     ) -> Result<Self, DataError> {
+        let npy = Self::read_npy_inputs(inputs, labels)?;
+        npy.check_shape(input_shape)?;
+        Ok(npy.data)
+    }
+
+    /// Every input of a float32 `.npy` file of shape N × (one input's shape), as given, with
+    /// that shape, before the model that takes them is known (a deployment's data owner reads
+    /// its file before the model owner sends an ONNX job's architecture); and the labels as
+    /// [`Mnist::read_npy`] reads them.
+    pub fn read_npy_inputs(inputs: &Path, labels: Option<&Path>) -> Result<NpyInputs, DataError> {
         let src = DataSource::from(inputs);
         let bad = |reason: String| DataError::File {
             path: src.clone(),
             reason,
         };
         let x = Npy::read(inputs)?;
-        let numel: usize = input_shape.iter().product();
-        let fits =
-            x.shape.len() >= 2 && (x.shape[1..] == *input_shape || x.shape[1..] == [numel][..]);
-        if !fits {
+        if x.shape.len() < 2 {
             return Err(bad(format!(
-                "has shape {:?}; the model takes N × {input_shape:?} (or N × {numel})",
+                "has shape {:?}; inputs are N × one input's shape",
                 x.shape
             )));
         }
@@ -428,6 +435,8 @@ impl Mnist {
         if n == 0 {
             return Err(bad("holds no inputs (N = 0)".into()));
         }
+        let shape = x.shape[1..].to_vec();
+        let numel: usize = shape.iter().product();
         let values: Vec<f64> = x
             .data
             .chunks_exact(4)
@@ -436,15 +445,22 @@ impl Mnist {
         if let Some(k) = values.iter().position(|v| !v.is_finite()) {
             return Err(bad(format!(
                 "input {} holds a value that is not a finite number",
-                k / numel
+                k / numel.max(1)
             )));
         }
-        let images: Vec<Vec<f64>> = values.chunks_exact(numel).map(<[f64]>::to_vec).collect();
+        let images: Vec<Vec<f64>> = values
+            .chunks_exact(numel.max(1))
+            .map(<[f64]>::to_vec)
+            .collect();
         let labels = match labels {
             None => Vec::new(),
             Some(p) => read_npy_labels(p, inputs, n)?,
         };
-        Ok(Self { images, labels })
+        Ok(NpyInputs {
+            data: Self { images, labels },
+            shape,
+            source: src,
+        })
     }
 
     /// Images `from..from + count` in file order (`count` `None`: to the end); `source` names
@@ -530,6 +546,36 @@ fn read_npy_labels(path: &Path, inputs: &Path, n: usize) -> Result<Vec<u8>, Data
                 .ok_or_else(|| bad(format!("label {k} is {v}, not a digit 0-9")))
         })
         .collect()
+}
+
+/// The inputs of a `.npy` file as given ([`Mnist::read_npy_inputs`]).
+#[derive(Clone, Debug)]
+pub struct NpyInputs {
+    /// The inputs (row-major, as given) and their labels, if a labels file came with them.
+    pub data: Mnist,
+    /// One input's shape in the file (the file's shape without N).
+    pub shape: Vec<usize>,
+    /// The file, for errors.
+    pub source: DataSource,
+}
+
+impl NpyInputs {
+    /// Whether a model taking `input_shape` takes these inputs: of that shape, or flat with as
+    /// many values. The error names the file and both shapes.
+    pub fn check_shape(&self, input_shape: &[usize]) -> Result<(), DataError> {
+        let numel: usize = input_shape.iter().product();
+        if self.shape == input_shape || self.shape == [numel] {
+            return Ok(());
+        }
+        let mut file = vec![self.data.images.len()];
+        file.extend(&self.shape);
+        Err(DataError::File {
+            path: self.source.clone(),
+            reason: format!(
+                "has shape {file:?}; the model takes N × {input_shape:?} (or N × {numel})"
+            ),
+        })
+    }
 }
 
 /// A `.npy` file (format 1.0, 2.0 or 3.0), checked: C order, data exactly as long as the shape

@@ -614,6 +614,41 @@ fn run_parties<P: Protocol + Send + 'static>(
     })
 }
 
+/// The `.npy` inputs `npy` ([`Mnist::read_npy_inputs`]) for `model`: `count` of them (`None`:
+/// all) from `offset` in file order, their shape checked against the model's input as ONNX
+/// gives it, reordered to the model's NHWC, and every value checked to encode at `fixed`. The
+/// one way `infer --input`, scenario jobs and deployments' data owners read `.npy` inputs;
+/// errors name the file.
+pub fn npy_inputs_for(
+    model: &Model,
+    npy: &crate::data::NpyInputs,
+    offset: usize,
+    count: Option<usize>,
+    fixed: FixedPoint,
+) -> Result<Mnist, crate::data::DataError> {
+    npy.check_shape(&model.given_input_shape())?;
+    let mut data = npy.data.take(&npy.source, offset, count)?;
+    for im in &mut data.images {
+        *im = model.input_to_nhwc(im);
+    }
+    if let Some(k) = data
+        .images
+        .iter()
+        .position(|im| im.iter().any(|&v| fixed.encode(v).is_err()))
+    {
+        return Err(crate::data::DataError::File {
+            path: npy.source.clone(),
+            reason: format!(
+                "input {} holds a value outside the fixed-point range ±{} at {} fractional bits",
+                offset + k,
+                fixed.max_value(),
+                fixed.frac_bits
+            ),
+        });
+    }
+    Ok(data)
+}
+
 /// Attribute the job's envelopes to `weights`, `input`, each layer and `reveal` by their
 /// rendezvous keys (`infer/batch~k/<layer>/...`); a layer's rounds are the depth it adds over
 /// everything before it (the job started at causal depth `start`).

@@ -88,6 +88,12 @@ pub struct Job {
     pub data: Option<PathBuf>,
     /// Where the label is in each line of `data`.
     pub label_column: LabelColumn,
+    /// Instead of `data`: inputs as a float32 `.npy` of N × the model's input shape (relative
+    /// to the scenario file), as `securenn infer --input` reads them: for a model whose inputs
+    /// are not MNIST images.
+    pub input: Option<PathBuf>,
+    /// Labels of `input`: a `.npy` vector of N integers (optional).
+    pub labels: Option<PathBuf>,
     /// Session seed: the same seed gives the same shares, bytes, rounds and virtual network time.
     pub seed: u64,
     /// Pond's ReLU fit: 9 (tf-encrypted's shipped [-9, 9]) or 3.
@@ -106,6 +112,8 @@ impl Default for Job {
             weights: None,
             data: None,
             label_column: LabelColumn::Last,
+            input: None,
+            labels: None,
             layout: LayoutName::Default,
             samples: 10,
             batch: 10,
@@ -355,6 +363,19 @@ impl Scenario {
                 ));
             }
         }
+        if j.input.is_some() && j.data.is_some() {
+            return Err(invalid(
+                path,
+                "job.input and job.data: give one of them, not both (input is a .npy tensor, \
+                 data an MNIST CSV)",
+            ));
+        }
+        if j.labels.is_some() && j.input.is_none() {
+            return Err(invalid(
+                path,
+                "job.labels: labels go with job.input (a .npy of inputs)",
+            ));
+        }
         // For an ONNX job, the file's stem names it in labels and reports.
         let model = match &j.onnx {
             Some(onnx) => onnx
@@ -426,6 +447,8 @@ impl Scenario {
                 onnx: j.onnx.as_ref().map(|m| beside(path, m)),
                 weights: j.weights.as_ref().map(|w| beside(path, w)),
                 data: j.data.as_ref().map(|d| beside(path, d)),
+                input: j.input.as_ref().map(|d| beside(path, d)),
+                labels: j.labels.as_ref().map(|d| beside(path, d)),
                 layout: v.layout.unwrap_or(j.layout),
                 samples,
                 batch,
@@ -647,10 +670,10 @@ impl Run {
                     path: path.display().to_string(),
                     error: Box::new(e),
                 })?;
-                if let Some(why) = m.model.mnist_mismatch() {
+                if let (Some(why), None) = (m.model.mnist_mismatch(), &j.input) {
                     return Err(invalid(
                         path,
-                        format!("job.onnx: the {why}; scenario jobs read MNIST images"),
+                        format!("job.onnx: the {why}; give them as job.input"),
                     ));
                 }
                 (m.model, m.weights, path.display().to_string())
@@ -667,8 +690,22 @@ impl Run {
             }
         };
         weights_file::check_fixed(&label, &weights, FixedPoint::default())?;
-        let source = DataSource::file_or_bundled(j.data.as_deref());
-        let data = Mnist::select(&source, None, j.label_column, j.offset, Some(j.samples))?.data;
+        let data = match &j.input {
+            Some(npy) => {
+                let all = Mnist::read_npy_inputs(npy, j.labels.as_deref())?;
+                crate::infer::npy_inputs_for(
+                    &model,
+                    &all,
+                    j.offset,
+                    Some(j.samples),
+                    FixedPoint::default(),
+                )?
+            }
+            None => {
+                let source = DataSource::file_or_bundled(j.data.as_deref());
+                Mnist::select(&source, None, j.label_column, j.offset, Some(j.samples))?.data
+            }
+        };
         Ok(InferSpec {
             protocol: match j.protocol {
                 ProtocolName::Securenn => ProtocolKind::SecureNn,

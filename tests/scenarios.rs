@@ -153,6 +153,69 @@ fn onnx_scenario_runs_as_infer_onnx() {
     assert_eq!(bytes_scenario, bytes_infer);
 }
 
+/// A model whose inputs are not MNIST images, with its inputs as a `.npy` (`input` and
+/// `labels` beside the scenario file): the CIFAR-shaped residual model runs as `securenn infer
+/// --onnx --input --labels` runs it, with the same predictions and bytes.
+#[test]
+fn npy_input_scenario_runs_as_infer_input() {
+    let dir = Scratch::new("scenario-npy");
+    for f in [
+        "resnet_cifar.onnx",
+        "resnet_cifar.input.npy",
+        "resnet_cifar.labels.npy",
+    ] {
+        std::fs::copy(fixture(f), dir.0.join(f)).unwrap();
+    }
+    let file = dir.path("resnet.toml");
+    std::fs::write(
+        &file,
+        "description = \"resnet from ONNX, .npy inputs\"\n[job]\nonnx = \"resnet_cifar.onnx\"\n\
+         input = \"resnet_cifar.input.npy\"\nlabels = \"resnet_cifar.labels.npy\"\n\
+         samples = 3\nbatch = 3\nseed = 7\n[output]\njson = \"report.json\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["run", &file]);
+    assert!(ok, "{err}");
+    assert!(out.contains("accuracy"), "{out}");
+    let scenario = std::fs::read_to_string(dir.path("report.json")).unwrap();
+    let infer_json = dir.path("infer.json");
+    let (ok, _, err) = run(&[
+        "infer",
+        "--onnx",
+        &dir.path("resnet_cifar.onnx"),
+        "--input",
+        &dir.path("resnet_cifar.input.npy"),
+        "--labels",
+        &dir.path("resnet_cifar.labels.npy"),
+        "--samples",
+        "3",
+        "--batch",
+        "3",
+        "--seed",
+        "7",
+        "--json",
+        &infer_json,
+    ]);
+    assert!(ok, "{err}");
+    let infer = std::fs::read_to_string(&infer_json).unwrap();
+    let (p_scenario, bytes_scenario) = predictions(&scenario);
+    let (p_infer, bytes_infer) = predictions(&infer);
+    assert_eq!(p_scenario.len(), 3);
+    assert_eq!(p_scenario, p_infer);
+    assert_eq!(bytes_scenario, bytes_infer);
+    // Without `input`, the model is refused, saying what to give.
+    std::fs::write(
+        &file,
+        "description = \"x\"\n[job]\nonnx = \"resnet_cifar.onnx\"\nsamples = 1\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["run", &file]);
+    assert!(
+        !ok && err.contains("job.input") && err.contains("[3, 32, 32]"),
+        "{err}"
+    );
+}
+
 /// A job with both `model` and `onnx`, `onnx` with `weights`, a variant changing an ONNX job's
 /// model, and an ONNX file that is not there are refused, naming the key and the file.
 #[test]
@@ -179,6 +242,18 @@ fn bad_onnx_scenarios_name_the_key_and_the_file() {
         (
             format!("{head}onnx = \"unsupported_op.onnx\"\n"),
             vec!["job.onnx", "unsupported_op.onnx", "Sigmoid"],
+        ),
+        (
+            format!("{head}input = \"x.npy\"\ndata = \"d.csv\"\n"),
+            vec!["job.input and job.data", "not both"],
+        ),
+        (
+            format!("{head}labels = \"y.npy\"\n"),
+            vec!["job.labels", "job.input"],
+        ),
+        (
+            format!("{head}input = \"no-such.npy\"\n"),
+            vec!["no-such.npy"],
         ),
     ] {
         std::fs::copy(

@@ -288,24 +288,8 @@ fn load_data(
     fixed: FixedPoint,
 ) -> Result<(Mnist, String)> {
     if let Some(npy) = &a.input {
-        let all = Mnist::read_npy(npy, a.labels.as_deref(), &model.given_input_shape())?;
-        let mut data = all.take(&DataSource::from(npy), a.offset, a.samples)?;
-        for im in &mut data.images {
-            *im = model.input_to_nhwc(im);
-        }
-        if let Some(k) = data
-            .images
-            .iter()
-            .position(|im| im.iter().any(|&v| fixed.encode(v).is_err()))
-        {
-            bail!(
-                "{}: input {} holds a value outside the fixed-point range ±{} at {} fractional bits",
-                npy.display(),
-                a.offset + k,
-                fixed.max_value(),
-                fixed.frac_bits
-            );
-        }
+        let all = Mnist::read_npy_inputs(npy, a.labels.as_deref())?;
+        let data = securenn::infer::npy_inputs_for(model, &all, a.offset, a.samples, fixed)?;
         let what = format!(
             "{} inputs of {} from offset {}{}",
             data.images.len(),
