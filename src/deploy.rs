@@ -182,6 +182,16 @@ pub struct JobEntry {
     /// `first`.
     #[serde(default)]
     pub label_column: crate::data::LabelColumn,
+    /// Instead of `data`: the data owner's inputs as a float32 `.npy` of N × the model's input
+    /// shape (as `securenn infer --input` reads them), for a model whose inputs are not MNIST
+    /// images; read from `offset` in file order.
+    pub input: Option<PathBuf>,
+    /// Labels of `input` (data owner only): a `.npy` vector of N integers; optional.
+    pub labels: Option<PathBuf>,
+    /// The range every input value lies in, public: the model owner's range analysis bounds
+    /// the activations from it (SecureNN's comparison widths too), and the data owner refuses
+    /// an input outside it. Default [0, 1], MNIST pixels / 255.
+    pub input_range: Option<[f64; 2]>,
     pub samples: usize,
     pub batch: usize,
     pub offset: Option<usize>,
@@ -265,6 +275,18 @@ impl JobParams {
             ("relu", Some(relu[..16].to_string())),
             ("job.samples", Some(job.samples.to_string())),
             ("job.batch", Some(job.batch.to_string())),
+            (
+                "job.input",
+                Some(
+                    if job.input.is_some() {
+                        "npy"
+                    } else {
+                        "mnist csv"
+                    }
+                    .to_string(),
+                ),
+            ),
+            ("job.input_range", Some(format!("{:?}", job.input_range()))),
             ("job.data_owner", Some(job.data_owner.to_string())),
             ("job.model_owner", Some(job.model_owner.to_string())),
             ("fixed.frac_bits", Some(fp.frac_bits.to_string())),
@@ -743,7 +765,36 @@ fn check_job(job: &JobEntry, path: &Path) -> Result<(), DeployError> {
             "job.samples and job.batch must be at least 1",
         ));
     }
+    if job.input.is_some() && job.data.is_some() {
+        return Err(file_err(
+            path,
+            "job.input and job.data: give one of them, not both (input is a .npy tensor, data \
+             an MNIST CSV)",
+        ));
+    }
+    if job.labels.is_some() && job.input.is_none() {
+        return Err(file_err(
+            path,
+            "job.labels: labels go with job.input (a .npy of inputs)",
+        ));
+    }
+    if let Some([lo, hi]) = job.input_range
+        && !(lo.is_finite() && hi.is_finite() && lo < hi)
+    {
+        return Err(file_err(
+            path,
+            format!("job.input_range: [{lo}, {hi}] is not an interval [low, high] of numbers"),
+        ));
+    }
     Ok(())
+}
+
+impl JobEntry {
+    /// The public range of the inputs ([`JobEntry::input_range`]).
+    fn input_range(&self) -> (f64, f64) {
+        self.input_range
+            .map_or(crate::nn::range::MNIST_INPUT_RANGE, |[lo, hi]| (lo, hi))
+    }
 }
 
 impl Deployment {
@@ -967,6 +1018,11 @@ model = "a"
 # data = "mnist.csv.gz"       # data owner only: MNIST CSV, 784 pixels 0-255 then the label, read whole in
 #                             # file order from `offset` (default: the bundled sample's test split)
 # label_column = "last"       # where `data` has the label: "last" (default) or "first"
+# input = "x.npy"              # data owner only, instead of data: float32 .npy of N x the model's
+#                             # input shape, for a model whose inputs are not MNIST images
+# labels = "y.npy"             # data owner only, optional: N integer labels of `input`
+# input_range = [0.0, 1.0]     # public, agreed: every input value lies in it (default [0, 1]); the
+#                             # model owner's range analysis assumes it, the data owner checks it
 samples = 20
 batch = 10
 data_owner = 0
@@ -1187,7 +1243,8 @@ impl Deployment {
 }
 
 /// The model owner's fixed-point range check, before any peer is contacted: the worst case
-/// from the weights alone (the model owner has no images here), its warnings logged, a bound
+/// from the weights alone and the public range of the inputs (`input`; the model owner has no
+/// images here), its warnings logged, a bound
 /// beyond the ring refused unless `allow`. For Pond the check is of the model with an exact
 /// ReLU: its polynomial ReLU has a worst case beyond the ring for every trained model and can
 /// only be judged on images (`securenn infer` does), which a deployment's model owner does not
@@ -1200,9 +1257,10 @@ fn check_range(
     weights: &crate::nn::Weights,
     fp: FixedPoint,
     samples: usize,
+    input: (f64, f64),
     allow: bool,
 ) -> Result<Vec<Option<u32>>, DeployError> {
-    use crate::nn::range::{MNIST_INPUT_RANGE, analyse};
+    use crate::nn::range::analyse;
     let pond = protocol == "pond";
     if pond {
         tracing::warn!(
@@ -1220,7 +1278,7 @@ fn check_range(
         &run,
         weights,
         fp,
-        MNIST_INPUT_RANGE,
+        input,
         &crate::protocol::ReluKind::Exact,
         samples,
         None,
@@ -1282,24 +1340,35 @@ fn widths_job(
     })
 }
 
+/// What the model owner's range check of an inference job needs ([`check_range`]).
+struct RangeCheck<'a> {
+    protocol: &'a str,
+    samples: usize,
+    /// The public range of the inputs.
+    input: (f64, f64),
+    /// Run even if the worst case exceeds the ring (`--allow-range-risk`).
+    allow: bool,
+}
+
 /// The model owner's ONNX file at `path`, imported and checked before any peer is contacted,
 /// every error naming the file: the weights encode in fixed point `fp` and, for inference
-/// (`range`: the protocol, the samples and whether to allow a risk), pass the range check
-/// ([`check_range`]), the input takes an MNIST image, and the architecture is what the others
+/// (`range`) pass the range check ([`check_range`]), the input takes an MNIST image (unless
+/// the job's inputs are a `.npy`: `mnist` false), and the architecture is what the others
 /// accept ([`decode_architecture`]). With `range`, also returns [`check_range`]'s widths.
 fn load_onnx(
     path: &Path,
     fp: FixedPoint,
-    range: Option<(&str, usize, bool)>,
+    range: Option<RangeCheck>,
+    mnist: bool,
 ) -> Result<(crate::nn::Model, crate::nn::Weights, Vec<Option<u32>>), DeployError> {
     let err = |e: &dyn std::fmt::Display| file_err(path, format!("job.onnx: {e}"));
     let m = crate::onnx::import(path).map_err(|e| err(&e))?;
     weights_file::check_fixed(&path.display().to_string(), &m.weights, fp)?;
     let values = crate::ring::numel(&m.model.input);
-    if values != crate::data::PIXELS {
+    if mnist && m.model.mnist_mismatch().is_some() {
         return Err(err(&format!(
-            "the model takes inputs of shape {:?} ({values} values); a deployment's data are \
-             MNIST images of {} pixels",
+            "the model takes inputs of shape {:?} ({values} values); this job's data are \
+             MNIST images of {} pixels (give other inputs as job.input, a .npy)",
             m.model.given_input_shape(),
             crate::data::PIXELS
         )));
@@ -1314,9 +1383,10 @@ fn load_onnx(
     }
     decode_architecture(&bytes).map_err(|e| err(&e))?;
     let widths = match range {
-        Some((protocol, samples, allow)) => {
-            check_range(protocol, &m.model, &m.weights, fp, samples, allow).map_err(|e| err(&e))?
-        }
+        Some(r) => check_range(
+            r.protocol, &m.model, &m.weights, fp, r.samples, r.input, r.allow,
+        )
+        .map_err(|e| err(&e))?,
         None => Vec::new(),
     };
     tracing::info!(
@@ -1330,7 +1400,80 @@ fn load_onnx(
     Ok((m.model, m.weights, widths))
 }
 
-/// At the data owner of an ONNX job: whether its MNIST images fit the model `owner` sent.
+/// The data owner's inputs, read before any peer is contacted: MNIST images (`data`, or the
+/// bundled sample), or a `.npy` (`input`) as given, fitted to the model once it is known.
+enum OwnedInputs {
+    Images(Mnist),
+    Npy(crate::data::NpyInputs),
+}
+
+impl OwnedInputs {
+    /// Read `job`'s inputs (paths relative to the deployment file `config`).
+    fn read(job: &JobEntry, config: &Path) -> Result<Self, DeployError> {
+        if let Some(npy) = &job.input {
+            let labels = job.labels.as_ref().map(|p| beside(config, p));
+            return Ok(Self::Npy(Mnist::read_npy_inputs(
+                &beside(config, npy),
+                labels.as_deref(),
+            )?));
+        }
+        let path = job.data.as_ref().map(|p| beside(config, p));
+        let source = DataSource::file_or_bundled(path.as_deref());
+        let file = Mnist::select(
+            &source,
+            None,
+            job.label_column,
+            job.offset.unwrap_or(0),
+            Some(job.samples),
+        )?;
+        Ok(Self::Images(file.data))
+    }
+
+    /// The inputs for `model` (the model owner `owner`'s, for an ONNX job), every value within
+    /// the job's public `input_range`, which the model owner's range analysis assumed.
+    fn fit(
+        &self,
+        model: &crate::nn::Model,
+        owner: PartyId,
+        job: &JobEntry,
+        fp: FixedPoint,
+        config: &Path,
+    ) -> Result<Mnist, DeployError> {
+        let data = match self {
+            Self::Images(d) => {
+                check_input(model, owner, d)?;
+                d.clone()
+            }
+            Self::Npy(n) => crate::infer::npy_inputs_for(
+                model,
+                n,
+                job.offset.unwrap_or(0),
+                Some(job.samples),
+                fp,
+            )?,
+        };
+        let (lo, hi) = job.input_range();
+        // The value itself is never printed: it is the data owner's.
+        if let Some(k) = data
+            .images
+            .iter()
+            .position(|im| im.iter().any(|&v| !(lo..=hi).contains(&v)))
+        {
+            return Err(file_err(
+                config,
+                format!(
+                    "job.input_range: input {} holds a value outside [{lo}, {hi}], the range \
+                     the model owner's analysis assumes: widen it (public; the same in every \
+                     party's file)",
+                    job.offset.unwrap_or(0) + k,
+                ),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+/// At the data owner: whether its MNIST images fit the model (`owner`'s, for an ONNX job).
 fn check_input(model: &crate::nn::Model, owner: PartyId, data: &Mnist) -> Result<(), DeployError> {
     let values = crate::ring::numel(&model.input);
     let pixels = data.images.first().map_or(crate::data::PIXELS, Vec::len);
@@ -1656,8 +1799,14 @@ fn infer_party(
     let (weights, widths) = if id == model_owner {
         match &job.onnx {
             Some(p) => {
-                let range = (job.protocol.as_str(), job.samples, allow_range_risk);
-                let (m, w, widths) = load_onnx(&beside(config, p), fp, Some(range))?;
+                let range = RangeCheck {
+                    protocol: job.protocol.as_str(),
+                    samples: job.samples,
+                    input: job.input_range(),
+                    allow: allow_range_risk,
+                };
+                let (m, w, widths) =
+                    load_onnx(&beside(config, p), fp, Some(range), job.input.is_none())?;
                 model = Some(m);
                 (Some(w), Some(widths))
             }
@@ -1666,8 +1815,15 @@ fn infer_party(
                 let path = job.weights.as_ref().map(|p| beside(config, p));
                 let (w, _) =
                     weights_file::load_or_bundled(path.as_deref(), job.model_name(), model)?;
-                let widths =
-                    check_range(&job.protocol, model, &w, fp, job.samples, allow_range_risk)?;
+                let widths = check_range(
+                    &job.protocol,
+                    model,
+                    &w,
+                    fp,
+                    job.samples,
+                    job.input_range(),
+                    allow_range_risk,
+                )?;
                 (Some(w), Some(widths))
             }
         }
@@ -1675,21 +1831,16 @@ fn infer_party(
         (None, None)
     };
     let securenn = job.protocol != "pond";
-    let data = if id == data_owner {
-        let path = job.data.as_ref().map(|p| beside(config, p));
-        let source = DataSource::file_or_bundled(path.as_deref());
-        Some(
-            Mnist::select(
-                &source,
-                None,
-                job.label_column,
-                job.offset.unwrap_or(0),
-                Some(job.samples),
-            )?
-            .data,
-        )
+    // The data owner reads its inputs before contacting anyone; it fits them to the model
+    // here for a built-in model, once the architecture has come for an ONNX job.
+    let owned = if id == data_owner {
+        Some(OwnedInputs::read(job, config)?)
     } else {
         None
+    };
+    let data = match (&owned, &model) {
+        (Some(o), Some(m)) if !onnx => Some(o.fit(m, model_owner, job, fp, config)?),
+        _ => None,
     };
     let pond = job.protocol == "pond";
     let run_model = move |m: &crate::nn::Model| match pond {
@@ -1723,26 +1874,27 @@ fn infer_party(
             events: Some(tell),
         })
     };
-    let (job_c, config_c, data_c) = (job.clone(), config.to_path_buf(), data.clone());
+    let (job_c, config_c) = (job.clone(), config.to_path_buf());
     let end = run_session(net, setup, wrap, move |cluster, tell| {
         Box::pin(async move {
-            let (job, config, data_ref) = (&job_c, &config_c, data_c.as_ref());
+            let (job, config) = (&job_c, &config_c);
             agree(cluster, "agree", params).await?;
-            let model = match model {
-                Some(m) if !onnx => m,
+            let (model, data) = match model {
+                Some(m) if !onnx => (m, data),
                 // An ONNX job: the model owner sends the architecture, the others check it,
                 // and all three agree on it as on the rest of the job.
-                owned => {
-                    let m = receive_model(cluster, owned, id, model_owner).await?;
-                    if let Some(d) = data_ref {
-                        check_input(&m, model_owner, d)?;
-                    }
+                mine => {
+                    let m = receive_model(cluster, mine, id, model_owner).await?;
+                    let data = match &owned {
+                        Some(o) => Some(o.fit(&m, model_owner, job, fp, config)?),
+                        None => None,
+                    };
                     let mine = JobParams::new(job, Some(&run_model(&m)), fp);
                     agree(cluster, "agree-model", mine).await?;
-                    m
+                    (m, data)
                 }
             };
-            let (shapes, batches) = batches_of(&model, job, data_ref, fp, config)?;
+            let (shapes, batches) = batches_of(&model, job, data.as_ref(), fp, config)?;
             let mut model_run = run_model(&model);
             if securenn {
                 let nodes = model_run.nodes.len();
@@ -1774,11 +1926,15 @@ fn infer_party(
             };
             let mut outs = cluster.run("infer", vec![infer]).await?;
             tell(PartyEvent::Progress { done: total, total });
-            Ok((outs.remove(0).value, widths, model_ran))
+            Ok((outs.remove(0).value, widths, model_ran, data))
         })
     })?;
-    let (outputs, comparison_widths, model_ran): (Outputs, Vec<Option<u32>>, crate::nn::Model) =
-        end.value;
+    let (outputs, comparison_widths, model_ran, data): (
+        Outputs,
+        Vec<Option<u32>>,
+        crate::nn::Model,
+        Option<Mnist>,
+    ) = end.value;
     let (mine, start) = own_costs(&end.envelopes, "infer");
     let layers = crate::infer::layer_costs(&model_ran, &mine, start);
     let predictions: Option<Vec<usize>> =
@@ -1792,7 +1948,7 @@ fn infer_party(
         peers: end.peers,
         accuracy: predictions
             .as_ref()
-            .zip(data.as_ref())
+            .zip(data.as_ref().filter(|d| !d.labels.is_empty()))
             .map(|(p, d)| accuracy(p, &d.labels)),
         predictions,
         bytes_sent: end.traffic.total_bytes(),

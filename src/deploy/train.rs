@@ -335,7 +335,7 @@ pub(super) fn train_party(
         let (w, from) = match (&job.onnx, &job.weights) {
             (Some(p), _) => {
                 let path = beside(config, p);
-                let (m, w, _) = load_onnx(&path, fp, None)?;
+                let (m, w, _) = load_onnx(&path, fp, None, true)?;
                 model = Some(m);
                 (w, format!("{} (ONNX)", path.display()))
             }

@@ -1059,7 +1059,18 @@ impl Reader {
     /// broken connection or a bad frame is a typed error naming the peer, and a frame over the
     /// cap also closes the connection.
     async fn run(self) {
-        let result = self.frames().await;
+        let mut result = self.frames().await;
+        if result.is_ok() {
+            // The peer finished its stream: the end of its session, or a failure outside any
+            // exchange (its stream ends before its connection closes with the reason, and no
+            // receive here would otherwise hear of it until its timeout). Wait for the close.
+            let closed = self.conn.closed().await;
+            if let quinn::ConnectionError::ApplicationClosed(c) = &closed
+                && &c.reason[..] != b"done"
+            {
+                result = Err(conn_err(self.peer, closed));
+            }
+        }
         if let Err(e) = result {
             if matches!(e, TransportError::Malformed { .. }) {
                 self.conn.close(2u32.into(), b"malformed frame");
