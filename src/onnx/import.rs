@@ -486,8 +486,10 @@ impl Importer<'_> {
                 let target = self.constant(node, 1)?.clone();
                 let t: Vec<f64> = target.iter().copied().collect();
                 let n = numel(&x.shape) as f64;
-                let flat =
-                    t.len() == 2 && (t[0] == BATCH || t[0] == 0.0) && (t[1] == -1.0 || t[1] == n);
+                // [N, -1], [N, features] or [-1, features] (x.view(-1, features)).
+                let flat = t.len() == 2
+                    && (((t[0] == BATCH || t[0] == 0.0) && (t[1] == -1.0 || t[1] == n))
+                        || (t[0] == -1.0 && t[1] == n));
                 let same = t.len() == x.shape.len() + 1
                     && (t[0] == BATCH || t[0] == 0.0 || t[0] == -1.0)
                     && t[1..].iter().zip(&x.shape).all(|(&a, &b)| a == b as f64);
@@ -501,7 +503,8 @@ impl Importer<'_> {
                         node,
                         format!(
                             "reshape of [N, {:?}] to a shape of {} axes: only flattening to \
-                             [N, -1] (x.reshape(x.shape[0], -1), x.view(N, -1)) is supported",
+                             [N, -1] or [-1, features] (x.reshape(x.shape[0], -1), \
+                             x.view(N, -1), x.view(-1, features)) is supported",
                             x.shape,
                             t.len()
                         ),
@@ -1026,11 +1029,20 @@ impl Importer<'_> {
             a = permute_chw_flat(&a, chw);
             b = permute_chw_flat(&b, chw);
         }
-        // Fold into the producing convolution or dense layer if nothing else reads it.
+        // Fold into the producing convolution or dense layer if nothing else reads it, under
+        // any of its names: Identity, Dropout and a same-shape Reshape pass a value on under a
+        // new name, each reading one name of it, so it is read only here when its names have
+        // as many readers as there are names (one per node passing it on, and this one).
         let producer = x.value.checked_sub(1);
-        let only_reader = node.inputs[0].as_str();
+        let (names, reads) = self
+            .vals
+            .iter()
+            .filter(|(_, v)| matches!(v, Val::Run(r) if r.value == x.value))
+            .fold((0, 0), |(n, r), (name, _)| {
+                (n + 1, r + self.readers.get(name).copied().unwrap_or(0))
+            });
         if let Some(p) = producer
-            && self.readers.get(only_reader) == Some(&1)
+            && reads == names
             && self.drafts.iter().all(|d| !d.inputs.contains(&x.value))
             && matches!(
                 self.drafts[p].layer,
