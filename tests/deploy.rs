@@ -983,7 +983,7 @@ fn npy_inputs_of_an_onnx_model_over_quic() {
         for d in &dirs {
             edit(d, |t| {
                 let t = t.replace("onnx = \"mlp.onnx\"", "onnx = \"resnet.onnx\"");
-                let t = match t.find("input_range") {
+                let t = match t.find("\ninput_range = ").map(|at| at + 1) {
                     Some(at) => {
                         let end = at + t[at..].find('\n').unwrap();
                         format!("{}input_range = {range}{}", &t[..at], &t[end..])
