@@ -1432,7 +1432,7 @@ impl OwnedInputs {
     /// The inputs for `model` (the model owner `owner`'s, for an ONNX job), every value within
     /// the job's public `input_range`, which the model owner's range analysis assumed.
     fn fit(
-        &self,
+        self,
         model: &crate::nn::Model,
         owner: PartyId,
         job: &JobEntry,
@@ -1441,12 +1441,12 @@ impl OwnedInputs {
     ) -> Result<Mnist, DeployError> {
         let data = match self {
             Self::Images(d) => {
-                check_input(model, owner, d)?;
-                d.clone()
+                check_input(model, owner, &d)?;
+                d
             }
             Self::Npy(n) => crate::infer::npy_inputs_for(
                 model,
-                n,
+                &n,
                 job.offset.unwrap_or(0),
                 Some(job.samples),
                 fp,
@@ -1833,13 +1833,16 @@ fn infer_party(
     let securenn = job.protocol != "pond";
     // The data owner reads its inputs before contacting anyone; it fits them to the model
     // here for a built-in model, once the architecture has come for an ONNX job.
-    let owned = if id == data_owner {
+    let mut owned = if id == data_owner {
         Some(OwnedInputs::read(job, config)?)
     } else {
         None
     };
-    let data = match (&owned, &model) {
-        (Some(o), Some(m)) if !onnx => Some(o.fit(m, model_owner, job, fp, config)?),
+    let data = match (onnx, &model) {
+        (false, Some(m)) => owned
+            .take()
+            .map(|o| o.fit(m, model_owner, job, fp, config))
+            .transpose()?,
         _ => None,
     };
     let pond = job.protocol == "pond";
@@ -1885,7 +1888,7 @@ fn infer_party(
                 // and all three agree on it as on the rest of the job.
                 mine => {
                     let m = receive_model(cluster, mine, id, model_owner).await?;
-                    let data = match &owned {
+                    let data = match owned {
                         Some(o) => Some(o.fit(&m, model_owner, job, fp, config)?),
                         None => None,
                     };
@@ -2172,21 +2175,31 @@ mod architecture_tests {
 
     /// What the model owner sends arrives whole: every built-in model and the ONNX fixtures,
     /// a few hundred bytes each; the size is documented at [`MAX_ARCHITECTURE_BYTES`].
-    #[test]
-    fn architectures_round_trip() {
+    /// The ONNX fixtures of `tests/fixtures/onnx`, imported, by name.
+    fn onnx_fixtures() -> Vec<(&'static str, crate::onnx::Imported)> {
         let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx");
-        let mut models: Vec<(String, Model)> = crate::models::BUILTIN
-            .iter()
-            .map(|n| (n.to_string(), crate::models::by_name(n).unwrap()))
-            .collect();
-        for f in [
+        [
             "mlp",
             "lenet_bn",
             "matmul_reshape",
             "allconv",
             "resnet_cifar",
-        ] {
-            let m = crate::onnx::import(Path::new(&format!("{fixtures}/{f}.onnx"))).unwrap();
+        ]
+        .into_iter()
+        .map(|f| {
+            let path = format!("{fixtures}/{f}.onnx");
+            (f, crate::onnx::import(Path::new(&path)).unwrap())
+        })
+        .collect()
+    }
+
+    #[test]
+    fn architectures_round_trip() {
+        let mut models: Vec<(String, Model)> = crate::models::BUILTIN
+            .iter()
+            .map(|n| (n.to_string(), crate::models::by_name(n).unwrap()))
+            .collect();
+        for (f, m) in onnx_fixtures() {
             models.push((f.to_string(), m.model));
         }
         for (name, m) in models {
@@ -2208,16 +2221,8 @@ mod architecture_tests {
     /// below 2^16, aside).
     #[test]
     fn architectures_carry_no_weight() {
-        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx");
         let fp = FixedPoint::default();
-        for f in [
-            "mlp",
-            "lenet_bn",
-            "matmul_reshape",
-            "allconv",
-            "resnet_cifar",
-        ] {
-            let m = crate::onnx::import(Path::new(&format!("{fixtures}/{f}.onnx"))).unwrap();
+        for (f, m) in onnx_fixtures() {
             let bytes = encode_architecture(&m.model);
             let occurs = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
             let mut checked = 0;
